@@ -1,0 +1,112 @@
+"""The one contract every data-set loader fulfils: a table of samples, the class names, and a reader.
+
+A loader is ``load(root: Path, **options) -> DataSource``. ``samples`` has one row per image with the
+columns in ``SAMPLE_COLUMNS``; images live either in files (``path``) or in memory (``pixels``, row i
+is image i), as for ``fer2013.csv`` and ``synthetic``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ferbench.errors import DataError
+from ferbench.registry import Registry
+
+SAMPLE_COLUMNS = ("path", "label", "subject", "sequence", "official_split")
+"""``official_split`` is 'train', 'val', 'test' or None; subject/sequence are None where unknown."""
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass
+class DataSource:
+    name: str
+    classes: list[str]
+    samples: pd.DataFrame
+    pixels: np.ndarray | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Reason -> count of items left out while reading; copied into the run record, never hidden."""
+    fingerprint: str = ""
+    """Changes whenever the underlying files change (sizes and mtimes); part of the cache key."""
+
+    def __post_init__(self) -> None:
+        missing = [c for c in SAMPLE_COLUMNS if c not in self.samples.columns]
+        assert not missing, f"loader for {self.name} forgot columns {missing}"
+        self.samples = self.samples.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.samples["label"].to_numpy(dtype=np.int64)
+
+    def read_image(self, i: int) -> np.ndarray:
+        """Image ``i`` as uint8, HxW (grey) or HxWx3 (RGB)."""
+        if self.pixels is not None:
+            return self.pixels[i]
+        from ferbench.data.images import read_image
+
+        return read_image(Path(self.samples.at[i, "path"]))
+
+    def class_counts(self) -> pd.DataFrame:
+        """Images per class and official split: the table ``ferbench datasets`` prints."""
+        split = self.samples["official_split"].fillna("all")
+        table = pd.crosstab(self.samples["label"].map(dict(enumerate(self.classes))), split)
+        return table.reindex(self.classes, fill_value=0)
+
+
+Loader = Callable[..., DataSource]
+DATASETS: Registry[Loader] = Registry("data set")
+
+
+def sample_table(rows: Sequence[dict] | pd.DataFrame) -> pd.DataFrame:
+    """Rows -> a sample table with every contract column present (missing ones filled with None)."""
+    frame = pd.DataFrame(list(rows) if not isinstance(rows, pd.DataFrame) else rows)
+    for column in SAMPLE_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    frame["label"] = frame["label"].astype(np.int64)
+    return frame[[*SAMPLE_COLUMNS, *[c for c in frame.columns if c not in SAMPLE_COLUMNS]]]
+
+
+def select_classes(source: DataSource, drop: Sequence[str] = ()) -> DataSource:
+    """Drop whole classes (CK+ without contempt for lightvgg) and renumber the rest in their order."""
+    if not drop:
+        return source
+    unknown = sorted(set(drop) - set(source.classes))
+    if unknown:
+        raise DataError(f"data.drop_classes names {unknown}, not classes of {source.name}: {source.classes}")
+    kept = [c for c in source.classes if c not in drop]
+    new_label = {source.classes.index(c): i for i, c in enumerate(kept)}
+    keep_rows = source.samples["label"].isin(list(new_label)).to_numpy()
+    samples = source.samples[keep_rows].copy()
+    samples["label"] = samples["label"].map(new_label).astype(np.int64)
+    pixels = source.pixels[keep_rows] if source.pixels is not None else None
+    skipped = dict(source.skipped)
+    skipped["dropped_classes"] = int((~keep_rows).sum())
+    return DataSource(source.name, kept, samples, pixels, skipped, source.fingerprint + f"-drop{sorted(drop)}")
+
+
+def require_dir(root: Path, layout: str) -> Path:
+    """A missing data folder names the layout ferbench expected and the path it tried."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root.resolve()} (expected layout: {layout})")
+    return root
+
+
+def tree_fingerprint(paths: Sequence[Path]) -> str:
+    """Cheap change detector over files: count, total size and latest mtime."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for p in sorted(paths):
+        st = p.stat()
+        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
