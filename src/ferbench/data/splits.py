@@ -27,7 +27,6 @@ class Fold:
         return {"train": self.train.tolist(), "val": self.val.tolist(), "test": self.test.tolist()}
 
 
-SplitFn = object
 SPLITS: Registry = Registry("split")
 
 
@@ -42,7 +41,9 @@ def carve_val(train: np.ndarray, labels: np.ndarray, val_ratio: float, seed: int
 
 
 @SPLITS.register("official")
-def official_split(samples: pd.DataFrame, seed: int, val_ratio: float = 0.1, use_official_val: bool = True) -> list[Fold]:
+def official_split(
+    samples: pd.DataFrame, seed: int, val_ratio: float = 0.1, use_official_val: bool = True
+) -> list[Fold]:
     """The data set's own train/test (and validation, if it has one and ``use_official_val``)."""
     split = samples["official_split"]
     if split.isna().all():

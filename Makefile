@@ -1,0 +1,39 @@
+# ferbench — `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: help install test test-all lint format run clean
+
+help: ## show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev,joblib]"
+	touch $(STAMP)
+
+install: $(STAMP) ## make .venv and install ferbench with its dev extras (about 3 minutes)
+
+test: $(STAMP) ## lint, then the fast tests (what CI runs); installs first if needed
+	$(BIN)/ruff check src tests
+	$(BIN)/pytest -m "not slow" -q
+
+test-all: $(STAMP) ## every test, real-data and slow ones included (skips what has no data)
+	$(BIN)/pytest -q
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check src tests
+
+format: $(STAMP) ## ruff format + import sort
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+run: $(STAMP) ## the default run: simplecnn on the embedded synthetic faces
+	$(BIN)/ferbench run
+
+clean: ## remove run outputs (results/), keep the venv
+	rm -rf results/runs results/hydra results/cache

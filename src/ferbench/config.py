@@ -1,0 +1,42 @@
+"""Checks on config values that Hydra's schema cannot express; each failure names its key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ferbench.errors import ConfigError
+
+Check = tuple[str, Callable[[Any], bool], str]
+
+CHECKS: list[Check] = [
+    ("trainer.max_epochs", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("trainer.batch_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("trainer.early_stopping_patience", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0 = off)"),
+    ("trainer.num_workers", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("trainer.limit_train_fraction", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("optim.lr", lambda v: v > 0, "a number > 0"),
+    ("split.ratio", lambda v: 0 < v < 1, "a number in (0, 1), e.g. 0.1 for a 90/10 hold-out"),
+    ("split.val_ratio", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    ("split.k", lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
+    ("model.input_size", lambda v: isinstance(v, int) and v >= 8, "an integer >= 8 (pixels)"),
+    ("model.in_chans", lambda v: v in (1, 3), "1 (grey) or 3 (RGB)"),
+    ("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("protocol", lambda v: v in ("standard", "select_on_test"), "'standard' or 'select_on_test'"),
+]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError with a one-line message for the first invalid value."""
+    for key, ok, expected in CHECKS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        try:
+            valid = ok(value) and not isinstance(value, bool)
+        except TypeError:
+            valid = False
+        if not valid:
+            raise ConfigError(f"{key} must be {expected}, got {value!r}")

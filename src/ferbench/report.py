@@ -1,0 +1,55 @@
+"""Terminal output: the end-of-run summary and the data-set listing (rich tables)."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from ferbench.results.record import RunRecord
+from ferbench.training.metrics import SCALAR_METRICS
+
+console = Console()
+
+
+def print_run_summary(record: RunRecord) -> None:
+    """One row per fold, then mean ± std when there are several; says when nothing was trained."""
+    m = record.metrics
+    first = m.iloc[0]
+    title = (
+        f"{record.run_id}  [{first['model']} + {first['attn']} on {first['data']}, split {first['split']}, "
+        f"seed {first['seed']}, protocol {first['protocol']}]"
+    )
+    table = Table(title=title, title_justify="left")
+    for column in ("fold", "epochs", "n_test", *SCALAR_METRICS, "train s"):
+        table.add_column(column, justify="right")
+    for _, row in m.iterrows():
+        table.add_row(
+            str(row["fold"]),
+            f"{row['epochs_run']}/{row['max_epochs']}",
+            str(row["n_test"]),
+            *(f"{row[k]:.4f}" for k in SCALAR_METRICS),
+            f"{row['train_seconds']:.1f}",
+        )
+    if len(m) > 1:
+        stats = [f"{m[k].mean():.4f}±{m[k].std(ddof=1):.4f}" for k in SCALAR_METRICS]
+        table.add_row("mean±sd", "", "", *stats, f"{m['train_seconds'].sum():.1f}")
+    console.print(table)
+    skipped = {k: v for k, v in json.loads(first.get("skipped", "{}") or "{}").items() if v}
+    if skipped:
+        console.print(f"skipped while reading: {skipped}")
+    state = "reused existing record (nothing trained)" if record.reused else "record written"
+    console.print(f"{state}: {record.run_dir}")
+
+
+def print_datasets(data_root: str | None) -> None:
+    from ferbench.data.catalog import dataset_status
+
+    status = dataset_status(data_root)
+    table = Table(title="data sets", title_justify="left")
+    for column in status.columns:
+        table.add_column(str(column))
+    for _, row in status.iterrows():
+        table.add_row(*(str(v) for v in row))
+    console.print(table)

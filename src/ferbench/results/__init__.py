@@ -1,0 +1,1 @@
+"""Run records (the truth), aggregation, tables and statistics (views over records)."""

@@ -1,0 +1,153 @@
+"""The run record: ``<results_dir>/runs/<run_id>/``, one folder per run, written only by that run.
+
+Layout::
+
+    config.yaml        resolved config (written first)
+    samples.csv.gz     the images the run saw (path, label, subject, ...), in index order
+    folds.npz          train/val/test indices of every fold into samples.csv.gz
+    fold_<k>/          one folder per fold, complete when its metrics.json exists
+        metrics.json   the fold's row; history.csv; confusion.csv; checkpoints/
+    metrics.csv        one row per fold: written last, atomically; its presence means "complete"
+    history.csv        per epoch and fold: train/val loss and accuracy
+    confusion.csv      per fold: counts, rows = true class, columns = predicted class
+    failed.json        present if the run stopped (e.g. NaN loss): reason and epoch
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from ferbench import __version__
+from ferbench.paths import PACKAGE_DIR
+from ferbench.results.atomic import write_csv, write_text
+
+AXES = ("model", "attn", "data", "split", "optim", "loss", "aug", "trainer")
+"""The config groups; each record names the choice made on every one."""
+
+IDENTITY_EXCLUDED = (
+    "results_dir",
+    "data_root",
+    "cache_dir",
+    "tag",
+    "hydra",
+    "data.root",
+    "trainer.progress_bar",
+    "trainer.num_workers",
+    "trainer.pin_memory",
+)
+"""Keys that say where things are or how they look, not what the experiment is: not in the run id."""
+
+
+def experiment_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config minus paths and output locations: what makes two runs the same experiment."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in IDENTITY_EXCLUDED:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return data
+
+
+def run_id(cfg: DictConfig) -> str:
+    """``<model>-<attn>-<data>-<split>-s<seed>-<hash>``: readable, and stable for the same experiment."""
+    identity = experiment_identity(cfg)
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{cfg.model.name}-{cfg.attn.name}-{cfg.data.name}-{cfg.split.name}-s{cfg.seed}-{digest}"
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    run_dir: Path
+    metrics: pd.DataFrame
+    history: pd.DataFrame
+    confusion: pd.DataFrame
+    reused: bool = False
+    """True when the record already existed and nothing was trained."""
+
+    @classmethod
+    def load(cls, run_dir: Path, reused: bool = True) -> RunRecord:
+        run_dir = Path(run_dir)
+        return cls(
+            run_id=run_dir.name,
+            run_dir=run_dir,
+            metrics=pd.read_csv(run_dir / "metrics.csv"),
+            history=_read_optional(run_dir / "history.csv"),
+            confusion=_read_optional(run_dir / "confusion.csv"),
+            reused=reused,
+        )
+
+
+def _read_optional(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+
+
+def is_complete(run_dir: Path) -> bool:
+    return (Path(run_dir) / "metrics.csv").is_file()
+
+
+def fold_dir(run_dir: Path, fold: int) -> Path:
+    return Path(run_dir) / f"fold_{fold}"
+
+
+def fold_is_complete(run_dir: Path, fold: int) -> bool:
+    return (fold_dir(run_dir, fold) / "metrics.json").is_file()
+
+
+def write_fold(run_dir: Path, fold: int, row: dict, history: pd.DataFrame, confusion: pd.DataFrame) -> None:
+    """History and confusion first, the metrics row last: the row's presence marks the fold complete."""
+    out = fold_dir(run_dir, fold)
+    write_csv(out / "history.csv", history)
+    write_csv(out / "confusion.csv", confusion)
+    write_text(out / "metrics.json", json.dumps(row, indent=1, default=str))
+
+
+def read_fold_row(run_dir: Path, fold: int) -> dict:
+    return json.loads((fold_dir(run_dir, fold) / "metrics.json").read_text())
+
+
+def finish_run(run_dir: Path, n_folds: int) -> RunRecord:
+    """Gather every fold into the run's three CSVs; metrics.csv is written last."""
+    rows = [read_fold_row(run_dir, k) for k in range(n_folds)]
+    history = pd.concat([_read_optional(fold_dir(run_dir, k) / "history.csv") for k in range(n_folds)])
+    confusion = pd.concat([_read_optional(fold_dir(run_dir, k) / "confusion.csv") for k in range(n_folds)])
+    write_csv(run_dir / "history.csv", history)
+    write_csv(run_dir / "confusion.csv", confusion)
+    write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
+    return RunRecord.load(run_dir, reused=False)
+
+
+def write_failure(run_dir: Path, reason: str, fold: int, epoch: int | None) -> None:
+    payload = {"reason": reason, "fold": fold, "epoch": epoch, "timestamp": pd.Timestamp.now().isoformat()}
+    write_text(Path(run_dir) / "failed.json", json.dumps(payload, indent=1))
+
+
+@cache
+def git_commit() -> str:
+    """The checkout's commit (``+dirty`` with local changes), or 'unknown' outside a git checkout."""
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(
+                ["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5, check=True
+            ).stdout.strip()
+
+        commit = git("rev-parse", "--short=12", "HEAD")
+        return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance() -> dict[str, str]:
+    return {"ferbench_version": __version__, "git_commit": git_commit(), "timestamp": pd.Timestamp.now().isoformat()}

@@ -1,0 +1,238 @@
+"""``run(cfg) -> RunRecord``: one experiment, every fold, recorded. What the CLI and tests call."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ferbench.attention import attention_factory
+from ferbench.config import validate
+from ferbench.data import DATASETS, DataSource
+from ferbench.data.base import select_classes
+from ferbench.data.datamodule import FERDataModule
+from ferbench.data.preprocess import prepare_images
+from ferbench.data.splits import Fold, carve_val, make_folds
+from ferbench.data.transforms import build_augmentation
+from ferbench.errors import ConfigError, FerbenchError, RunFailed
+from ferbench.models import create_model
+from ferbench.models.heads import HEADS
+from ferbench.results import record as rec
+from ferbench.results.atomic import write_atomic, write_text
+from ferbench.training.losses import build_loss
+from ferbench.training.metrics import flatten
+from ferbench.training.module import FERModule
+from ferbench.training.trainer import build_trainer
+
+MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans")
+MIN_FREE_BYTES = 200 * 2**20
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
+def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
+    """Model + its attention block + the head its loss needs, composed from three config groups."""
+    switches = {k: v for k, v in _plain(cfg.model).items() if k not in MODEL_RESERVED_KEYS}
+    attn_options = {k: v for k, v in _plain(cfg.attn).items() if k != "name"}
+    try:
+        return create_model(
+            cfg.model.name,
+            num_classes=num_classes,
+            in_chans=cfg.model.in_chans,
+            attn_layer=attention_factory(cfg.attn.name, **attn_options),
+            head_layer=HEADS.get(cfg.loss.head),
+            **switches,
+        )
+    except KeyError as exc:
+        raise ConfigError(str(exc.args[0])) from None
+
+
+def load_source(cfg: DictConfig) -> DataSource:
+    try:
+        loader = DATASETS.get(cfg.data.name)
+    except KeyError as exc:
+        raise ConfigError(f"data.name: {exc.args[0]}") from None
+    root = Path(cfg.data.root) if cfg.data.get("root") else None
+    source = loader(root=root, **_plain(cfg.data.get("options") or {}))
+    return select_classes(source, list(cfg.data.get("drop_classes") or []))
+
+
+def ensure_writable(run_dir: Path) -> None:
+    """Fail before training, not after an hour, if the record cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / ".write_probe", "ok")
+        (run_dir / ".write_probe").unlink()
+    except OSError as exc:
+        raise FerbenchError(f"results directory {run_dir} is not writable: {exc.strerror or exc}") from None
+    free = shutil.disk_usage(run_dir).free
+    if free < MIN_FREE_BYTES:
+        raise FerbenchError(f"results directory {run_dir} has only {free // 2**20} MiB free (need 200 MiB)")
+
+
+def protocol_folds(folds: list[Fold], protocol: str) -> list[Fold]:
+    """``select_on_test`` reproduces papers that chose checkpoints on test: validation *is* the test split."""
+    if protocol != "select_on_test":
+        return folds
+    return [Fold(f.index, np.sort(np.concatenate([f.train, f.val])), f.test, f.test) for f in folds]
+
+
+def subset_train(fold: Fold, labels: np.ndarray, fraction: float, seed: int) -> Fold:
+    """Smoke runs train on a stratified, seeded fraction of the training part; val and test unchanged."""
+    if fraction >= 1:
+        return fold
+    _, kept = carve_val(fold.train, labels, fraction, seed)
+    return Fold(fold.index, kept, fold.val, fold.test)
+
+
+def save_split(run_dir: Path, samples: pd.DataFrame, folds: list[Fold]) -> None:
+    """Indices saved with the run, so any number traces back to the exact images."""
+    write_atomic(run_dir / "samples.csv.gz", lambda tmp: samples.to_csv(tmp, index=False, compression="gzip"))
+    arrays = {f"{part}_{f.index}": getattr(f, part) for f in folds for part in ("train", "val", "test")}
+    write_atomic(run_dir / "folds.npz", lambda tmp: _savez(tmp, arrays))
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def run(cfg: DictConfig) -> rec.RunRecord:
+    """Train and test every fold of one experiment; reuse a complete record, resume a partial one."""
+    validate(cfg)
+    run_id = rec.run_id(cfg)
+    run_dir = Path(cfg.results_dir) / "runs" / run_id
+    if rec.is_complete(run_dir):
+        return rec.RunRecord.load(run_dir)
+    ensure_writable(run_dir)
+    (run_dir / "failed.json").unlink(missing_ok=True)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    source = load_source(cfg)
+    prepared = prepare_images(
+        source,
+        cfg.model.input_size,
+        cfg.model.in_chans,
+        face_crop=bool(cfg.data.get("face_crop", False)),
+        equalize=bool(cfg.data.get("equalize", False)),
+        skip_corrupt=bool(cfg.data.get("skip_corrupt", False)),
+        cache_dir=Path(cfg.cache_dir) if cfg.get("cache_dir") else None,
+        progress=bool(cfg.trainer.progress_bar),
+    )
+    samples = source.samples[prepared.keep].reset_index(drop=True)
+    labels = samples["label"].to_numpy(dtype=np.int64)
+    split_params = {k: v for k, v in _plain(cfg.split).items() if k != "name"}
+    folds = protocol_folds(make_folds(samples, cfg.split.name, cfg.seed, **split_params), cfg.protocol)
+    save_split(run_dir, samples, folds)
+
+    skipped = {**source.skipped, **prepared.skipped}
+    for fold in folds:
+        if not rec.fold_is_complete(run_dir, fold.index):
+            train_fold(cfg, run_id, run_dir, fold, prepared.images, labels, source.classes, skipped, len(folds))
+    return rec.finish_run(run_dir, len(folds))
+
+
+def _base_row(cfg: DictConfig, run_id: str, fold: Fold, n_folds: int) -> dict:
+    row = {"run_id": run_id, **{axis: cfg[axis].name for axis in rec.AXES}}
+    row.update(
+        seed=cfg.seed,
+        fold=fold.index,
+        n_folds=n_folds,
+        protocol=cfg.protocol,
+        n_train=len(fold.train),
+        n_val=len(fold.val),
+        n_test=len(fold.test),
+        input_size=cfg.model.input_size,
+        in_chans=cfg.model.in_chans,
+        max_epochs=cfg.trainer.max_epochs,
+        batch_size=cfg.trainer.batch_size,
+        lr=cfg.optim.lr,
+    )
+    return row
+
+
+def train_fold(
+    cfg: DictConfig,
+    run_id: str,
+    run_dir: Path,
+    fold: Fold,
+    images: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    skipped: dict[str, int],
+    n_folds: int,
+) -> None:
+    """Fit (resuming from ``last.ckpt`` if a killed run left one), test the best checkpoint, record."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    fold = subset_train(fold, labels, cfg.trainer.limit_train_fraction, cfg.seed)
+    num_classes = len(classes)
+    model = build_model(cfg, num_classes)
+    loss = build_loss(cfg.loss, labels[fold.train], num_classes)
+    module = FERModule(model, loss, cfg.optim, num_classes, cfg.trainer.max_epochs, cfg.loss.get("aux_weight", 1.0))
+    pin = cfg.trainer.pin_memory
+    datamodule = FERDataModule(
+        images,
+        labels,
+        fold,
+        build_augmentation(cfg.aug.train),
+        batch_size=cfg.trainer.batch_size,
+        num_workers=cfg.trainer.num_workers,
+        pin_memory=torch.cuda.is_available() if pin == "auto" else bool(pin),
+        seed=cfg.seed,
+    )
+    checkpoint_dir = rec.fold_dir(run_dir, fold.index) / "checkpoints"
+    trainer = build_trainer(cfg, checkpoint_dir, has_val=len(fold.val) > 0)
+    last = checkpoint_dir / "last.ckpt"
+    resumed = last.exists()
+    started = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumed else None)
+    except RunFailed as exc:
+        rec.write_failure(run_dir, str(exc), fold.index, len(module.history) + 1)
+        raise
+    train_seconds = time.perf_counter() - started
+    history = pd.DataFrame(module.history).assign(fold=fold.index)
+    best = checkpoint_dir / "best.ckpt"
+    started = time.perf_counter()
+    trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best.exists() else None, verbose=False)
+    test_seconds = time.perf_counter() - started
+
+    epochs_run = len(history)
+    row = _base_row(cfg, run_id, fold, n_folds)
+    row.update(flatten(module.test_results, classes))
+    row.update(
+        status="completed",
+        epochs_run=epochs_run,
+        best_epoch=_best_epoch(history),
+        stopped_early=epochs_run < cfg.trainer.max_epochs,
+        resumed=resumed,
+        params=sum(p.numel() for p in model.parameters()),
+        train_seconds=round(train_seconds, 2),
+        test_seconds=round(test_seconds, 2),
+        train_images_per_s=round(len(fold.train) * epochs_run / max(train_seconds, 1e-9), 1),
+        classes=json.dumps(classes),
+        skipped=json.dumps(skipped),
+        tag=cfg.get("tag", ""),
+        **rec.provenance(),
+    )
+    confusion = pd.DataFrame(module.test_results["confusion"].numpy(), columns=classes)
+    confusion.insert(0, "true", classes)
+    confusion.insert(0, "fold", fold.index)
+    rec.write_fold(run_dir, fold.index, row, history, confusion)
+    last.unlink(missing_ok=True)  # only once the fold is recorded: a kill before this resumes from it
+
+
+def _best_epoch(history: pd.DataFrame) -> int:
+    if "val_loss" not in history or history["val_loss"].isna().all():
+        return int(history["epoch"].max())
+    return int(history.loc[history["val_loss"].idxmin(), "epoch"])

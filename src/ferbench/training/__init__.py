@@ -1,0 +1,1 @@
+"""Training: the LightningModule, losses, the data module and callbacks."""

@@ -1,0 +1,72 @@
+"""Bad config gets a one-line error naming the key; Hydra lists the choices of a group."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ferbench.config import validate
+from ferbench.errors import ConfigError
+from ferbench.run import build_model
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("trainer.batch_size=-1", "trainer.batch_size"),
+        ("optim.lr=0", "optim.lr"),
+        ("model.in_chans=2", "model.in_chans"),
+        ("protocol=peeking", "protocol"),
+    ],
+)
+def test_invalid_values_name_their_key(make_cfg, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(make_cfg(override))
+
+
+def test_split_ratio_outside_unit_interval(make_cfg):
+    with pytest.raises(ConfigError, match=r"split\.ratio"):
+        validate(make_cfg("split=holdout", "split.ratio=1.5"))
+
+
+def test_every_default_config_is_valid(make_cfg):
+    validate(make_cfg(fast=False))
+
+
+def test_unknown_model_name_lists_choices(make_cfg):
+    with pytest.raises(ConfigError, match="choose from: .*simplecnn"):
+        build_model(make_cfg("model.name=nosuchnet"), 7)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ferbench.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_unknown_choice_lists_available_options():
+    result = _cli("run", "model=nosuchnet")
+    assert result.returncode != 0
+    assert "Available options in 'model'" in result.stderr and "simplecnn" in result.stderr
+
+
+def test_cli_unknown_key_is_named():
+    result = _cli("run", "trainer.max_epoch=3")
+    assert result.returncode != 0
+    assert "max_epoch" in result.stderr
+
+
+def test_cli_invalid_value_is_one_line(tmp_path):
+    result = _cli("run", "trainer.max_epochs=0", f"results_dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ferbench: error: trainer.max_epochs must be an integer >= 1, got 0"
+    ]
+
+
+def test_cli_unknown_command():
+    result = _cli("trian")
+    assert result.returncode == 2 and "choose from: run" in result.stderr

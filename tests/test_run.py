@@ -1,0 +1,78 @@
+"""End to end: ``run(cfg)`` trains, tests and leaves a complete, reusable, resumable record."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from ferbench.results import record as rec
+from ferbench.run import run
+
+
+def test_run_writes_complete_record(make_cfg):
+    record = run(make_cfg())
+    d = record.run_dir
+    for name in ("config.yaml", "metrics.csv", "history.csv", "confusion.csv", "samples.csv.gz", "folds.npz"):
+        assert (d / name).is_file(), name
+    m = pd.read_csv(d / "metrics.csv")
+    assert len(m) == 1
+    row = m.iloc[0]
+    for axis in rec.AXES:
+        assert isinstance(row[axis], str) and row[axis]
+    assert row["model"] == "simplecnn" and row["data"] == "synthetic" and row["split"] == "official"
+    assert row["epochs_run"] == 1 and row["n_test"] == 70 and row["status"] == "completed"
+    assert 0 <= row["accuracy"] <= 1 and 0 <= row["map"] <= 1
+    assert {f"recall_{c}" for c in json.loads(row["classes"])} <= set(m.columns)
+    assert row["params"] > 0 and row["train_seconds"] > 0 and row["git_commit"]
+    history = pd.read_csv(d / "history.csv")
+    assert list(history["epoch"]) == [1]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc"} <= set(history.columns)
+    confusion = pd.read_csv(d / "confusion.csv")
+    assert confusion.drop(columns=["fold", "true"]).to_numpy().sum() == 70
+    assert not any(p.name.endswith(".tmp") for p in d.rglob("*"))
+
+
+def test_run_id_is_stable_and_ignores_paths(make_cfg, tmp_path):
+    a = make_cfg()
+    b = make_cfg(f"results_dir={tmp_path / 'elsewhere'}", "trainer.progress_bar=true", "tag=hello")
+    assert rec.run_id(a) == rec.run_id(b)
+    assert rec.run_id(a) != rec.run_id(make_cfg("seed=1"))
+    assert rec.run_id(a) != rec.run_id(make_cfg("optim.lr=0.01"))
+
+
+def test_second_run_reuses_record(make_cfg):
+    first = run(make_cfg())
+    stamp = first.metrics["timestamp"].iloc[0]
+    again = run(make_cfg())
+    assert again.reused and not first.reused
+    assert again.metrics["timestamp"].iloc[0] == stamp
+
+
+def test_kfold_records_one_row_per_fold_and_resumes(make_cfg):
+    cfg = make_cfg("split=kfold", "split.k=3", "data.options.n_train=84", "data.options.n_test=21")
+    record = run(cfg)
+    assert sorted(record.metrics["fold"]) == [0, 1, 2]
+    assert record.metrics["n_test"].sum() == 105  # every image tested exactly once across folds
+    stamps = record.metrics.set_index("fold")["timestamp"]
+    # Simulate a sweep killed during fold 2: its row and the run's summary are gone.
+    (record.run_dir / "metrics.csv").unlink()
+    (rec.fold_dir(record.run_dir, 2) / "metrics.json").unlink()
+    resumed = run(cfg)
+    new = resumed.metrics.set_index("fold")["timestamp"]
+    assert new[0] == stamps[0] and new[1] == stamps[1]  # finished folds not retrained
+    assert new[2] != stamps[2]
+
+
+def test_holdout_and_subject_free_split(make_cfg):
+    record = run(make_cfg("split=holdout", "split.ratio=0.2"))
+    assert record.metrics["n_test"].iloc[0] == 42  # 20% of 210
+
+
+@pytest.mark.parametrize("protocol", ["standard", "select_on_test"])
+def test_protocol_is_recorded_and_changes_validation(make_cfg, protocol):
+    record = run(make_cfg(f"protocol={protocol}"))
+    row = record.metrics.iloc[0]
+    assert row["protocol"] == protocol
+    assert (row["n_val"] == row["n_test"]) == (protocol == "select_on_test")
