@@ -2,6 +2,7 @@
 
     ferbench run [group=choice ...] [key=value ...] [-m]   one run, or a Hydra sweep with -m
     ferbench datasets [--data-root DIR]                    every data set: where, present, counts
+    ferbench table <paper>/<table>|<paper>|all [profile=smoke|paper] [--render-only] [key=value ...]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ USAGE = """usage: ferbench <command> [args]
 commands:
   run       train and test one experiment (Hydra overrides: model=amdcnn attn=mcbam data=rafdb ...; -m sweeps)
   datasets  list every data set: where ferbench looks, whether it is there, images per class and split
+  table     train a paper table's missing cells, then render it beside the paper's figures
 
 `ferbench run --help` shows the config groups and their choices; `ferbench run --cfg job` prints the config.
 """
@@ -68,7 +70,33 @@ def _datasets(argv: list[str]) -> None:
     print_datasets(args.data_root)
 
 
-COMMANDS = {"run": _hydra_run, "datasets": _datasets}
+def _table(argv: list[str]) -> None:
+    from ferbench.report import print_table_outcome, table_progress
+    from ferbench.results.spec import find_specs
+    from ferbench.tables import build_table
+
+    parser = argparse.ArgumentParser(
+        prog="ferbench table",
+        description="train the missing cells of paper tables and render them (results/tables/, results/report/)",
+    )
+    parser.add_argument("targets", nargs="+", help="all | <paper> | <paper>/<table>, then profile=... and overrides")
+    parser.add_argument("--render-only", action="store_true", help="only render from existing run records")
+    args = parser.parse_args(argv)
+    targets = [t for t in args.targets if "=" not in t]
+    assignments = [t for t in args.targets if "=" in t]
+    profile = next((a.split("=", 1)[1] for a in assignments if a.startswith("profile=")), "smoke")
+    extra = ["trainer.progress_bar=false", *(a for a in assignments if not a.startswith("profile="))]
+    specs = [spec for target in targets or ["all"] for spec in find_specs(target)]
+    for spec in specs:
+        with table_progress(spec.name) as on_progress:
+            outcome = build_table(spec, profile, extra, render_only=args.render_only, on_progress=on_progress)
+        print_table_outcome(outcome)
+    from ferbench.results.report import write_reports
+
+    write_reports({spec.paper for spec in specs}, extra)
+
+
+COMMANDS = {"run": _hydra_run, "datasets": _datasets, "table": _table}
 
 
 def main(argv: list[str] | None = None) -> None:

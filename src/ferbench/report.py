@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.table import Table
@@ -53,3 +55,43 @@ def print_datasets(data_root: str | None) -> None:
     for _, row in status.iterrows():
         table.add_row(*(str(v) for v in row))
     console.print(table)
+
+
+@contextmanager
+def table_progress(name: str) -> Iterator[Callable[[str, int, int], None]]:
+    """A bar over the table's missing runs (each run's own bar is off), with elapsed and remaining time."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn(f"[bold]{name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("", total=None)
+
+        def update(run_id: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=max(total, 1), description=run_id)
+
+        yield update
+
+
+def print_table_outcome(outcome) -> None:
+    spec = outcome.spec
+    console.print(
+        f"{spec.name}: trained {outcome.trained} run(s), {len(outcome.failures)} failed, "
+        f"{outcome.seconds:.1f} s -> {outcome.paths.get('md')}"
+    )
+    for run_id, reason in outcome.failures.items():
+        console.print(f"  failed {run_id}: {reason}")

@@ -1,0 +1,152 @@
+"""Aggregate run records into table cells: mean ± sd over seeds x folds, the paper's figure, the gap.
+
+Reads records only; never trains. Each cell keeps its protocol (split, folds, seeds, epochs run).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ferbench.results.spec import StatTest, TableSpec
+
+FRACTION_METRICS = ("accuracy", "precision", "recall", "f1", "map")
+
+
+def is_fraction(metric: str) -> bool:
+    """Metrics in [0, 1] that a paper may print as percent; counts, sizes and speeds are not."""
+    base = metric.split(":")[-1].split("@")[0]
+    return base in FRACTION_METRICS or base.startswith("recall_") or base.endswith("_acc")
+
+
+@dataclass
+class CellResult:
+    row: str
+    column: str
+    row_label: str
+    column_label: str
+    metric: str
+    status: str  # ours | cited | no data | failed | not run | paper only
+    paper: float | None = None
+    values: np.ndarray = field(default_factory=lambda: np.array([]))
+    run_ids: tuple[str, ...] = ()
+    protocol: str = ""
+    seeds: tuple[int, ...] = ()
+    n_folds: int = 0
+    epochs_run: str = ""
+    max_epochs: int | None = None
+    data_used: str = ""
+    substituted: str | None = None
+    note: str = ""
+
+    @property
+    def n(self) -> int:
+        return int(np.isfinite(self.values).sum())
+
+    @property
+    def mean(self) -> float:
+        return float(np.nanmean(self.values)) if self.n else math.nan
+
+    @property
+    def sd(self) -> float:
+        return float(np.nanstd(self.values, ddof=1)) if self.n > 1 else math.nan
+
+    @property
+    def delta(self) -> float:
+        return self.mean - self.paper if self.paper is not None and self.n else math.nan
+
+
+def _history_metric(run_dir: Path, metric: str) -> list[float]:
+    """``history:train_acc@5`` -> that column at epoch 5 in every fold (NaN where the run stopped sooner)."""
+    column, epoch = metric.removeprefix("history:").split("@")
+    history = pd.read_csv(run_dir / "history.csv")
+    values = []
+    for _, fold in history.groupby("fold"):
+        at = fold.loc[fold["epoch"] == int(epoch), column]
+        values.append(float(at.iloc[0]) if len(at) else math.nan)
+    return values
+
+
+def _derived(metrics: pd.DataFrame, metric: str) -> pd.Series:
+    """Columns computed from the record: weight size, test throughput."""
+    if metric == "size_kb":
+        return metrics["params"] * 4 / 1024
+    if metric == "params_m":
+        return metrics["params"] / 1e6
+    if metric == "macs_m":
+        return metrics["macs"] / 1e6
+    if metric == "test_images_per_s":
+        return metrics["n_test"] / metrics["test_seconds"].clip(lower=1e-9)
+    raise KeyError(metric)
+
+
+def run_values(run_dir: Path, metric: str) -> list[float]:
+    if metric.startswith("history:"):
+        return _history_metric(run_dir, metric)
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    column = metrics[metric] if metric in metrics else _derived(metrics, metric)
+    return [float(v) for v in column]
+
+
+def aggregate_cell(cell, spec: TableSpec, results_dir: Path) -> CellResult:
+    """One ``CellPlan`` -> ``CellResult`` from the records on disk (missing ones are 'not run')."""
+    column_key = cell.column.key if cell.column else ""
+    paper = cell.row.paper.get(column_key) if cell.row.paper else None
+    result = CellResult(
+        row=cell.row.key,
+        column=column_key,
+        row_label=cell.row.label,
+        column_label=cell.column.label if cell.column else "",
+        metric=cell.metric,
+        status=cell.status if cell.status != "run" else "ours",
+        paper=float(paper) if paper is not None else None,
+        run_ids=tuple(cell.run_ids),
+        substituted=cell.substituted,
+        note=cell.missing or "",
+    )
+    if cell.status != "run":
+        return result
+    if cell.failure:
+        result.status, result.note = "failed", cell.failure
+    scale = spec.paper_scale if is_fraction(cell.metric) else 1.0
+    values: list[float] = []
+    epochs: list[int] = []
+    rows: list[pd.DataFrame] = []
+    for run_id in cell.run_ids:
+        run_dir = Path(results_dir) / "runs" / run_id
+        if not (run_dir / "metrics.csv").is_file():
+            continue
+        values.extend(v * scale for v in run_values(run_dir, cell.metric))
+        metrics = pd.read_csv(run_dir / "metrics.csv")
+        rows.append(metrics)
+        epochs.extend(metrics["epochs_run"].astype(int))
+    if not rows:
+        if result.status == "ours":
+            result.status = "not run"
+        return result
+    first = rows[0].iloc[0]
+    result.values = np.array(values, dtype=float)
+    result.seeds = tuple(int(r["seed"].iloc[0]) for r in rows)
+    result.n_folds = int(first["n_folds"])
+    result.epochs_run = f"{min(epochs)}" if min(epochs) == max(epochs) else f"{min(epochs)}–{max(epochs)}"
+    result.max_epochs = int(first["max_epochs"])
+    result.data_used = str(first["data"])
+    result.protocol = f"split={first['split']}, folds={result.n_folds}, protocol={first['protocol']}"
+    return result
+
+
+def t_test(cells: Sequence[CellResult], test: StatTest, column: str) -> tuple[float, float, int, int]:
+    """Independent-samples t-test (equal variances, as the paper's) of row b against row a in one column."""
+    by_key = {(c.row, c.column): c for c in cells}
+    a, b = by_key[(test.a, column)].values, by_key[(test.b, column)].values
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) < 2 or len(b) < 2:
+        return math.nan, math.nan, len(a), len(b)
+    statistic, p_value = stats.ttest_ind(b, a, equal_var=True)
+    return float(statistic), float(p_value), len(a), len(b)

@@ -1,0 +1,134 @@
+"""Render aggregated cells: Markdown (for reports), CSV (one row per cell, machine-readable), LaTeX.
+
+Every cell reads ``ours (paper, Δ)``; cited rows read ``cited: <paper>``; absent data reads ``no data``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from ferbench.results.atomic import write_csv, write_text
+from ferbench.results.cells import CellResult, is_fraction, t_test
+from ferbench.results.spec import TableSpec
+
+SYNTHETIC_MARK = "†"
+
+
+def fmt(value: float | None, metric: str, scale: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if is_fraction(metric):
+        return f"{value:.2f}" if scale >= 100 else f"{value:.4f}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.2f}"
+
+
+def cell_text(cell: CellResult, scale: float) -> str:
+    paper = fmt(cell.paper, cell.metric, scale)
+    if cell.status == "cited":
+        return f"cited: {paper}"
+    if cell.status == "paper only":
+        return f"paper: {paper}"
+    if cell.status in ("no data", "failed", "not run"):
+        return f"{cell.status} ({paper})" if cell.paper is not None else cell.status
+    ours = fmt(cell.mean, cell.metric, scale)
+    if cell.n > 1:
+        ours += f" ± {fmt(cell.sd, cell.metric, scale)}"
+    mark = SYNTHETIC_MARK if cell.substituted else ""
+    if cell.paper is None:
+        return f"{ours}{mark}"
+    delta = cell.delta
+    sign = "+" if delta >= 0 else "−"
+    return f"{ours}{mark} ({paper}, Δ {sign}{fmt(abs(delta), cell.metric, scale)})"
+
+
+def grid(spec: TableSpec, cells: Sequence[CellResult]) -> pd.DataFrame:
+    """Rows x columns of cell texts, in the paper's order."""
+    by_key = {(c.row, c.column): c for c in cells}
+    columns = [c.label for c in spec.columns] or [""]
+    data = []
+    for row in spec.rows:
+        keys = [c.key for c in spec.columns] or [""]
+        data.append([cell_text(by_key[(row.key, k)], spec.paper_scale) for k in keys])
+    return pd.DataFrame(data, index=[r.label for r in spec.rows], columns=columns)
+
+
+def table_notes(spec: TableSpec, cells: Sequence[CellResult], profile: str) -> list[str]:
+    notes = [f"Profile `{profile}`. Cells read *ours (paper, Δ)*; Δ = ours − paper."]
+    ours = [c for c in cells if c.status in ("ours", "failed") and c.n]
+    for protocol in sorted({c.protocol for c in ours}):
+        group = [c for c in ours if c.protocol == protocol]
+        seeds = sorted({s for c in group for s in c.seeds})
+        epochs = sorted({c.epochs_run for c in group})
+        maxes = sorted({c.max_epochs for c in group})
+        n = sorted({c.n for c in group})
+        notes.append(
+            f"{protocol}; seeds {seeds}; epochs actually run {', '.join(epochs)} of max {maxes}; "
+            f"values per cell (seeds × folds): {n}; ± is the sample sd."
+        )
+    substituted = sorted({(c.substituted, c.note) for c in cells if c.substituted})
+    for name, path in substituted:
+        notes.append(
+            f"{SYNTHETIC_MARK} `{name}` is absent (looked in {path}): smoke trained on `synthetic` in its place; "
+            "those numbers say nothing about the paper's data."
+        )
+    for path in sorted({c.note for c in cells if c.status == "no data"}):
+        notes.append(f"no data: looked for the data set in {path}.")
+    for cell in cells:
+        if cell.status == "failed":
+            notes.append(f"failed: {cell.row_label} / {cell.column_label}: {cell.note}")
+    if any(c.status == "cited" for c in cells):
+        notes.append("Rows marked *cited* are the paper's citations of other work, not reproduced here.")
+    for test in spec.stats:
+        for column in spec.columns:
+            statistic, p_value, n_a, n_b = t_test(cells, test, column.key)
+            if math.isnan(p_value):
+                notes.append(f"t-test {test.name} ({column.label}): needs ≥ 2 runs per row (have {n_a}, {n_b}).")
+            else:
+                notes.append(
+                    f"t-test {test.name} ({column.label}, {test.b} vs {test.a}, {test.metric}): "
+                    f"t = {statistic:.3f}, p = {p_value:.3g} (n = {n_a}, {n_b})."
+                )
+    notes.extend(spec.notes)
+    return notes
+
+
+def to_markdown(spec: TableSpec, table: pd.DataFrame, notes: Sequence[str]) -> str:
+    header = "| | " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|---" * (len(table.columns) + 1) + "|"
+    lines = [
+        f"| {idx} | " + " | ".join(row) + " |" for idx, row in zip(table.index, table.values.tolist(), strict=True)
+    ]
+    source = f"\n\nSource: {spec.source}" if spec.source else ""
+    body = "\n".join([header, rule, *lines])
+    notes_md = "\n".join(f"- {n}" for n in notes)
+    return f"### {spec.paper} — {spec.title}{source}\n\n{body}\n\n{notes_md}\n"
+
+
+def cells_frame(cells: Sequence[CellResult], scale: float) -> pd.DataFrame:
+    rows = []
+    for c in cells:
+        row = {k: v for k, v in asdict(c).items() if k != "values"}
+        row.update(ours_mean=c.mean, ours_sd=c.sd, n=c.n, delta=c.delta, text=cell_text(c, scale))
+        row["run_ids"] = " ".join(c.run_ids)
+        row["seeds"] = " ".join(map(str, c.seeds))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_table(spec: TableSpec, cells: Sequence[CellResult], profile: str, out_dir: Path) -> dict[str, Path]:
+    """``<out_dir>/<paper>/<table>.{md,csv,tex}``; returns the paths."""
+    table = grid(spec, cells)
+    notes = table_notes(spec, cells, profile)
+    base = Path(out_dir) / spec.paper / spec.table
+    md = write_text(base.with_suffix(".md"), to_markdown(spec, table, notes))
+    csv = write_csv(base.with_suffix(".csv"), cells_frame(cells, spec.paper_scale))
+    latex = table.to_latex(escape=True, caption=f"{spec.title} (ours (paper, $\\Delta$))")
+    tex = write_text(base.with_suffix(".tex"), latex)
+    return {"md": md, "csv": csv, "tex": tex}

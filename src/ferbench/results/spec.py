@@ -1,0 +1,189 @@
+"""A paper's table as data: ``experiments/<paper>/<table>.yaml`` -> ``TableSpec`` (format: experiments/README.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ferbench.errors import ConfigError
+from ferbench.paths import experiments_dir
+
+Kind = Literal["runs", "confusion", "layers", "counts"]
+KINDS = ("runs", "confusion", "layers", "counts")
+TABLE_KEYS = {
+    "paper",
+    "table",
+    "title",
+    "source",
+    "kind",
+    "metric",
+    "paper_scale",
+    "seeds",
+    "base",
+    "profiles",
+    "notes",
+    "columns",
+    "rows",
+    "classes",
+    "overrides",
+    "stats",
+}
+ROW_KEYS = {"key", "label", "overrides", "paper", "cited", "metric", "note"}
+COLUMN_KEYS = {"key", "label", "overrides", "metric"}
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    overrides: tuple[str, ...] = ()
+    metric: str | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    label: str
+    overrides: tuple[str, ...] = ()
+    paper: dict[str, Any] = field(default_factory=dict)
+    cited: bool = False
+    metric: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class StatTest:
+    """An independent-samples t-test between two rows' per-run values in each column."""
+
+    name: str
+    a: str
+    b: str
+    metric: str = "accuracy"
+
+
+@dataclass
+class TableSpec:
+    paper: str
+    table: str
+    title: str
+    path: Path
+    kind: Kind = "runs"
+    source: str = ""
+    metric: str = "accuracy"
+    paper_scale: float = 100.0
+    seeds: tuple[int, ...] = (0,)
+    base: tuple[str, ...] = ()
+    profiles: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    columns: tuple[Column, ...] = ()
+    rows: tuple[Row, ...] = ()
+    classes: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    paper_values: Any = None
+    stats: tuple[StatTest, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.paper}/{self.table}"
+
+    def profile_overrides(self, profile: str) -> tuple[str, ...]:
+        if profile not in self.profiles:
+            raise ConfigError(f"{self.path}: no profile '{profile}'; choose from: {', '.join(sorted(self.profiles))}")
+        return self.profiles[profile]
+
+
+def _check_keys(where: str, data: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in (value or ()))
+
+
+def load_spec(path: Path) -> TableSpec:
+    """Parse and check one table file; every problem names the file (and row or column)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    _check_keys(str(path), data, TABLE_KEYS)
+    kind = data.get("kind", "runs")
+    if kind not in KINDS:
+        raise ConfigError(f"{path}: kind must be one of {KINDS}, got {kind!r}")
+    columns = tuple(_column(path, c) for c in data.get("columns") or ())
+    rows = tuple(_row(path, r, {c.key for c in columns}) for r in data.get("rows") or ())
+    stats = tuple(StatTest(**s) for s in data.get("stats") or ())
+    for test in stats:
+        for key in (test.a, test.b):
+            if key not in {r.key for r in rows}:
+                raise ConfigError(f"{path}: stats test '{test.name}' names row '{key}', which the table lacks")
+    return TableSpec(
+        paper=str(data.get("paper") or path.parent.name),
+        table=str(data.get("table") or path.stem),
+        title=str(data.get("title", path.stem)),
+        path=path,
+        kind=kind,
+        source=str(data.get("source", "")),
+        metric=str(data.get("metric", "accuracy")),
+        paper_scale=float(data.get("paper_scale", 100)),
+        seeds=tuple(int(s) for s in data.get("seeds") or (0,)),
+        base=_strings(data.get("base")),
+        profiles={k: _strings(v) for k, v in (data.get("profiles") or {}).items()},
+        notes=_strings(data.get("notes")),
+        columns=columns,
+        rows=rows,
+        classes=_strings(data.get("classes")),
+        overrides=_strings(data.get("overrides")),
+        paper_values=data.get("paper") if kind == "confusion" else None,
+        stats=stats,
+    )
+
+
+def _column(path: Path, data: dict) -> Column:
+    _check_keys(f"{path}: column {data.get('key', '?')}", data, COLUMN_KEYS)
+    return Column(
+        str(data["key"]), str(data.get("label", data["key"])), _strings(data.get("overrides")), data.get("metric")
+    )
+
+
+def _row(path: Path, data: dict, column_keys: set[str]) -> Row:
+    where = f"{path}: row {data.get('key', '?')}"
+    _check_keys(where, data, ROW_KEYS)
+    paper = dict(data.get("paper") or {})
+    unknown = sorted(set(paper) - column_keys)
+    if unknown:
+        raise ConfigError(f"{where}: paper values for unknown column(s) {unknown}; columns: {sorted(column_keys)}")
+    return Row(
+        key=str(data["key"]),
+        label=str(data.get("label", data["key"])),
+        overrides=_strings(data.get("overrides")),
+        paper=paper,
+        cited=bool(data.get("cited", False)),
+        metric=data.get("metric"),
+        note=data.get("note"),
+    )
+
+
+def all_specs(root: Path | None = None) -> list[TableSpec]:
+    root = root or experiments_dir()
+    return [load_spec(p) for p in sorted(Path(root).glob("*/*.yaml"))]
+
+
+def find_specs(target: str, root: Path | None = None) -> list[TableSpec]:
+    """``all`` | ``<paper>`` | ``<paper>/<table>``; an unknown one lists what exists."""
+    specs = all_specs(root)
+    if target == "all":
+        return specs
+    chosen = [s for s in specs if target in (s.paper, s.name)]
+    if not chosen:
+        names = ", ".join(s.name for s in specs)
+        raise ConfigError(f"unknown table '{target}'; choose from: all, a paper key, or one of {names}")
+    return chosen

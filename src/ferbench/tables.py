@@ -1,0 +1,215 @@
+"""``ferbench table``: plan a paper table's cells, train the missing ones, rebuild the table.
+
+Stages, each its own function: ``plan`` (compose every cell's config, decide run / cited / no data),
+``train_missing`` (``run(cfg)`` for records that do not exist yet), then ``results.cells`` aggregates
+the records and ``results.render`` writes Markdown, CSV and LaTeX. Aggregation never trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from ferbench.errors import FerbenchError
+from ferbench.paths import config_dir
+from ferbench.results import record as rec
+from ferbench.results.spec import Column, Row, TableSpec
+
+SMOKE_DATA = ["data=synthetic", "data.options.n_train=280", "data.options.n_test=140"]
+SMOKE_MAX_FOLDS = 2
+
+
+@dataclass
+class CellPlan:
+    """One table cell: the runs behind it (one per seed) or why there are none."""
+
+    row: Row
+    column: Column | None
+    metric: str
+    status: str  # "run" | "cited" | "no data" | "paper only"
+    configs: list[DictConfig] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+    substituted: str | None = None  # the data set smoke replaced by synthetic
+    missing: str | None = None  # where the absent data set was looked for
+    failure: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.row.key, self.column.key if self.column else ""
+
+
+def _data_missing(cfg: DictConfig) -> str | None:
+    """The path an absent data set was looked for, or None when it is there (synthetic always is)."""
+    root = cfg.data.get("root")
+    if cfg.data.name == "synthetic" or root is None:
+        return None
+    return None if Path(root).is_dir() else str(Path(root).resolve())
+
+
+def _without_data(overrides: Sequence[str]) -> list[str]:
+    return [o for o in overrides if not o.lstrip("+~").startswith(("data=", "data."))]
+
+
+def compose_cell(overrides: Sequence[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def _smoke_folds(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """Smoke runs at most two folds: enough to exercise k-fold aggregation, cheap enough for CI."""
+    if "k" in cfg.split and cfg.split.k > SMOKE_MAX_FOLDS:
+        return [*overrides, f"split.k={SMOKE_MAX_FOLDS}"]
+    return overrides
+
+
+def _smoke_split(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """Synthetic faces have no subjects: a subject-grouped split becomes plain k-fold in smoke."""
+    if cfg.split.name == "subject_kfold":
+        return [*overrides, "split=kfold", f"split.k={cfg.split.k}"]
+    return overrides
+
+
+def plan_cell(spec: TableSpec, row: Row, column: Column | None, profile: str, extra: Sequence[str]) -> CellPlan:
+    metric = (column.metric if column and column.metric else None) or row.metric or spec.metric
+    if row.cited:
+        return CellPlan(row, column, metric, "cited")
+    if not row.overrides and not (column and column.overrides) and not spec.base and not spec.overrides:
+        return CellPlan(row, column, metric, "paper only")
+    overrides = [
+        *spec.base,
+        *spec.profile_overrides(profile),
+        *spec.overrides,
+        *(column.overrides if column else ()),
+        *row.overrides,
+        *extra,
+    ]
+    cfg = compose_cell(overrides)
+    plan = CellPlan(row, column, metric, "run")
+    missing = _data_missing(cfg)
+    if missing and profile != "smoke":
+        plan.status, plan.missing = "no data", missing
+        return plan
+    if missing:
+        plan.substituted, plan.missing = cfg.data.name, missing
+        overrides = [*_without_data(overrides), *SMOKE_DATA]
+        cfg = compose_cell(overrides)
+        overrides = _smoke_split(cfg, overrides)
+    if profile == "smoke":
+        overrides = _smoke_folds(compose_cell(overrides), overrides)
+    for seed in spec.seeds:
+        seeded = compose_cell([*overrides, f"seed={seed}"])
+        plan.configs.append(seeded)
+        plan.run_ids.append(rec.run_id(seeded))
+    return plan
+
+
+def plan(spec: TableSpec, profile: str, extra: Sequence[str] = ()) -> list[CellPlan]:
+    """Every cell of a ``runs`` table (or the single run of a ``confusion`` table)."""
+    if spec.kind == "runs":
+        columns: Sequence[Column | None] = spec.columns
+        return [plan_cell(spec, row, column, profile, extra) for row in spec.rows for column in columns]
+    if spec.kind == "confusion":
+        return [plan_cell(spec, Row("matrix", spec.title), None, profile, extra)]
+    return []
+
+
+def results_dir_of(cells: Sequence[CellPlan]) -> Path | None:
+    for cell in cells:
+        for cfg in cell.configs:
+            return Path(cfg.results_dir)
+    return None
+
+
+def pending_runs(cells: Sequence[CellPlan]) -> dict[str, DictConfig]:
+    """Distinct runs whose record is missing (cells sharing a run train it once)."""
+    todo: dict[str, DictConfig] = {}
+    for cell in cells:
+        for cfg, run_id in zip(cell.configs, cell.run_ids, strict=True):
+            if not rec.is_complete(Path(cfg.results_dir) / "runs" / run_id):
+                todo.setdefault(run_id, cfg)
+    return todo
+
+
+def train_missing(
+    cells: Sequence[CellPlan], on_progress: Callable[[str, int, int], None] | None = None
+) -> dict[str, str]:
+    """Train every missing run; a run that fails is reported per run id and the rest go on."""
+    from ferbench.run import run
+
+    failures: dict[str, str] = {}
+    todo = pending_runs(cells)
+    for i, (run_id, cfg) in enumerate(todo.items()):
+        if on_progress:
+            on_progress(run_id, i, len(todo))
+        try:
+            run(cfg)
+        except FerbenchError as exc:
+            failures[run_id] = str(exc)
+    if on_progress:
+        on_progress("", len(todo), len(todo))
+    for cell in cells:
+        reasons = [failures[r] for r in cell.run_ids if r in failures]
+        if reasons:
+            cell.failure = reasons[0]
+    return failures
+
+
+def cell_protocol(cfg: DictConfig) -> str:
+    split = cfg.split
+    detail = {
+        "holdout": f" {1 - split.get('ratio', 0):.0%}/{split.get('ratio', 0):.0%}",
+        "kfold": f" k={split.get('k')}",
+        "subject_kfold": f" k={split.get('k')}",
+    }.get(split.name, "")
+    return f"{split.name}{detail}, protocol={cfg.protocol}"
+
+
+def describe(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)
+
+
+@dataclass
+class TableOutcome:
+    spec: TableSpec
+    cells: list
+    paths: dict[str, Path]
+    trained: int
+    failures: dict[str, str]
+    seconds: float
+
+
+def build_table(
+    spec: TableSpec,
+    profile: str = "smoke",
+    extra: Sequence[str] = (),
+    render_only: bool = False,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> TableOutcome:
+    """Plan, train what is missing (unless ``render_only``), aggregate and render one table."""
+    import time
+
+    from ferbench.results import kinds
+    from ferbench.results.cells import aggregate_cell
+    from ferbench.results.render import write_table
+
+    started = time.perf_counter()
+    base_cfg = compose_cell(list(extra))
+    results_dir = Path(base_cfg.results_dir)
+    out_dir = results_dir / "tables"
+    if spec.kind in ("layers", "counts"):
+        paths = kinds.render_static(spec, base_cfg, list(extra), out_dir)
+        return TableOutcome(spec, [], paths, 0, {}, time.perf_counter() - started)
+    cells = plan(spec, profile, extra)
+    todo = pending_runs(cells)
+    failures = {} if render_only else train_missing(cells, on_progress)
+    results = [aggregate_cell(cell, spec, results_dir) for cell in cells]
+    if spec.kind == "confusion":
+        paths = kinds.write_confusion(spec, cells[0], results[0], profile, out_dir)
+    else:
+        paths = write_table(spec, results, profile, out_dir)
+    trained = 0 if render_only else len(todo) - len(failures)
+    return TableOutcome(spec, results, paths, trained, failures, time.perf_counter() - started)

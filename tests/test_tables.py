@@ -1,0 +1,164 @@
+"""Tables: spec parsing, aggregation on hand-made records with known answers, an end-to-end smoke table."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from ferbench.errors import ConfigError
+from ferbench.results.cells import aggregate_cell, t_test
+from ferbench.results.render import cell_text
+from ferbench.results.spec import Column, Row, StatTest, load_spec
+from ferbench.tables import CellPlan, build_table
+
+
+def _write_run(results: Path, run_id: str, accuracies: list[float], seed: int = 0, epochs: int = 5) -> None:
+    d = results / "runs" / run_id
+    d.mkdir(parents=True)
+    rows = [
+        dict(run_id=run_id, seed=seed, fold=k, n_folds=len(accuracies), split="kfold", protocol="standard",
+             data="synthetic", accuracy=a, params=1000, n_test=10, test_seconds=0.5, epochs_run=epochs,
+             max_epochs=10)
+        for k, a in enumerate(accuracies)
+    ]
+    pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
+    history = [dict(fold=k, epoch=e, train_acc=0.1 * e + 0.01 * k) for k in range(len(accuracies))
+               for e in range(1, epochs + 1)]
+    pd.DataFrame(history).to_csv(d / "history.csv", index=False)
+
+
+def _spec(tmp_path: Path, body: dict) -> object:
+    path = tmp_path / "paperx" / "t1.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(body))
+    return load_spec(path)
+
+
+def _plan(row_key: str, run_ids: list[str], metric: str = "accuracy", paper: float | None = None) -> CellPlan:
+    row = Row(row_key, row_key, paper={"c": paper} if paper is not None else {})
+    return CellPlan(row, Column("c", "C"), metric, "run", run_ids=run_ids)
+
+
+def test_cell_mean_sd_over_seeds_and_folds(tmp_path):
+    results = tmp_path / "results"
+    _write_run(results, "a0", [0.80, 0.90], seed=0)
+    _write_run(results, "a1", [0.70, 0.60], seed=1)
+    spec = _spec(tmp_path, {"paper": "paperx", "table": "t1", "paper_scale": 100, "rows": [], "columns": []})
+    cell = aggregate_cell(_plan("r", ["a0", "a1"], paper=80.0), spec, results)
+    assert cell.n == 4 and cell.seeds == (0, 1) and cell.n_folds == 2
+    assert cell.mean == pytest.approx(75.0)
+    assert cell.sd == pytest.approx(np.std([80, 90, 70, 60], ddof=1))
+    assert cell.delta == pytest.approx(-5.0)
+    assert cell_text(cell, 100) == "75.00 ± 12.91 (80.00, Δ −5.00)"
+
+
+def test_history_metric_and_derived_size(tmp_path):
+    results = tmp_path / "results"
+    _write_run(results, "h", [0.5, 0.5], epochs=3)
+    spec = _spec(tmp_path, {"paper": "paperx", "table": "t1", "paper_scale": 1, "rows": [], "columns": []})
+    at2 = aggregate_cell(_plan("r", ["h"], metric="history:train_acc@2"), spec, results)
+    assert at2.values.tolist() == pytest.approx([0.2, 0.21])
+    beyond = aggregate_cell(_plan("r", ["h"], metric="history:train_acc@30"), spec, results)
+    assert beyond.n == 0 and math.isnan(beyond.mean)
+    size = aggregate_cell(_plan("r", ["h"], metric="size_kb"), spec, results)
+    assert size.mean == pytest.approx(1000 * 4 / 1024)
+
+
+def test_missing_record_is_not_run_and_cited_is_cited(tmp_path):
+    spec = _spec(tmp_path, {"paper": "paperx", "table": "t1", "rows": [], "columns": []})
+    cell = aggregate_cell(_plan("r", ["nothing"], paper=50.0), spec, tmp_path)
+    assert cell.status == "not run" and cell_text(cell, 100) == "not run (50.00)"
+    cited = CellPlan(Row("x", "X", paper={"c": 71.28}, cited=True), Column("c", "C"), "accuracy", "cited")
+    assert cell_text(aggregate_cell(cited, spec, tmp_path), 100) == "cited: 71.28"
+
+
+def test_t_test_matches_scipy(tmp_path):
+    results = tmp_path / "results"
+    a, b = [0.60, 0.62, 0.61, 0.59], [0.66, 0.68, 0.67, 0.69]
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        _write_run(results, f"a{i}", [x], seed=i)
+        _write_run(results, f"b{i}", [y], seed=i)
+    spec = _spec(tmp_path, {"paper": "paperx", "table": "t1", "paper_scale": 1, "rows": [], "columns": []})
+    cells = [aggregate_cell(_plan("a", [f"a{i}" for i in range(4)]), spec, results),
+             aggregate_cell(_plan("b", [f"b{i}" for i in range(4)]), spec, results)]
+    statistic, p_value, n_a, n_b = t_test(cells, StatTest("aux", "a", "b"), "c")
+    expected = stats.ttest_ind(b, a)
+    assert (n_a, n_b) == (4, 4)
+    assert statistic == pytest.approx(expected.statistic) and p_value == pytest.approx(expected.pvalue)
+
+
+def test_spec_errors_name_file_and_key(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key.*colums"):
+        _spec(tmp_path, {"paper": "p", "colums": []})
+    with pytest.raises(ConfigError, match="row r1: paper values for unknown column"):
+        _spec(tmp_path, {"columns": [{"key": "a"}], "rows": [{"key": "r1", "paper": {"b": 1}}]})
+
+
+TABLE = {
+    "paper": "paperx",
+    "table": "t1",
+    "title": "Tiny ablation",
+    "paper_scale": 100,
+    "base": ["model=simplecnn", "model.widths=[8,16]", "aug=none"],
+    "profiles": {"smoke": ["trainer.max_epochs=1", "trainer.batch_size=32"], "paper": ["trainer.max_epochs=1"]},
+    "columns": [
+        {"key": "syn", "label": "Synthetic", "overrides": ["data=synthetic", "data.options.n_train=70",
+                                                           "data.options.n_test=35"]},
+        {"key": "real", "label": "Real folder", "overrides": ["data=folder", "data.root=/nonexistent/faces"]},
+    ],
+    "rows": [
+        {"key": "small", "label": "Small", "overrides": ["model.drop_rate=0.0"], "paper": {"syn": 50.0}},
+        {"key": "cited", "label": "Other [1]", "cited": True, "paper": {"syn": 60.0, "real": 61.0}},
+    ],
+}
+
+
+def _cells(md: str) -> list[str]:
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    return [c.strip() for line in rows for c in line.strip("|").split("|")[1:]]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "paper"])
+def test_table_end_to_end_and_rerun_trains_nothing(tmp_path, profile):
+    spec = _spec(tmp_path, TABLE)
+    extra = [f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "trainer.progress_bar=false"]
+    first = build_table(spec, profile, extra)
+    md = first.paths["md"].read_text()
+    for label in ("Synthetic", "Real folder", "Small", "Other [1]"):
+        assert label in md
+    cells = _cells(md)
+    assert len(cells) == 4
+    assert all(c.startswith(("cited:", "no data")) or c[0].isdigit() for c in cells), cells
+    if profile == "paper":
+        assert "no data" in md and "/nonexistent/faces" in md
+        assert first.trained == 1
+    else:
+        assert "†" in md and "trained on `synthetic`" in md
+        assert first.trained == 2
+    csv = pd.read_csv(first.paths["csv"])
+    assert set(csv["status"]) <= {"ours", "cited", "no data"}
+    assert first.paths["tex"].read_text().startswith("\\begin{table}")
+    again = build_table(spec, profile, extra)
+    assert again.trained == 0
+    assert again.paths["md"].read_text() == md
+
+
+def test_every_experiment_file_parses_and_plans(make_cfg):
+    from ferbench.paths import experiments_dir
+    from ferbench.tables import plan
+
+    specs = [load_spec(p) for p in sorted(experiments_dir().glob("*/*.yaml"))]
+    for spec in specs:
+        for profile in spec.profiles:
+            cells = plan(spec, profile, ["results_dir=/tmp/ferbench-plan-check"])
+            for cell in cells:
+                assert cell.status in ("run", "cited", "no data", "paper only"), (spec.name, cell.key)
+        assert {r.key for r in spec.rows}, spec.name
+    assert json.dumps([s.name for s in specs]) is not None
