@@ -23,14 +23,29 @@ def _write_run(results: Path, run_id: str, accuracies: list[float], seed: int = 
     d = results / "runs" / run_id
     d.mkdir(parents=True)
     rows = [
-        dict(run_id=run_id, seed=seed, fold=k, n_folds=len(accuracies), split="kfold", protocol="standard",
-             data="synthetic", accuracy=a, params=1000, n_test=10, test_seconds=0.5, epochs_run=epochs,
-             max_epochs=10)
+        dict(
+            run_id=run_id,
+            seed=seed,
+            fold=k,
+            n_folds=len(accuracies),
+            split="kfold",
+            protocol="standard",
+            data="synthetic",
+            accuracy=a,
+            params=1000,
+            n_test=10,
+            test_seconds=0.5,
+            epochs_run=epochs,
+            max_epochs=10,
+        )
         for k, a in enumerate(accuracies)
     ]
     pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
-    history = [dict(fold=k, epoch=e, train_acc=0.1 * e + 0.01 * k) for k in range(len(accuracies))
-               for e in range(1, epochs + 1)]
+    history = [
+        dict(fold=k, epoch=e, train_acc=0.1 * e + 0.01 * k)
+        for k in range(len(accuracies))
+        for e in range(1, epochs + 1)
+    ]
     pd.DataFrame(history).to_csv(d / "history.csv", index=False)
 
 
@@ -86,8 +101,10 @@ def test_t_test_matches_scipy(tmp_path):
         _write_run(results, f"a{i}", [x], seed=i)
         _write_run(results, f"b{i}", [y], seed=i)
     spec = _spec(tmp_path, {"paper": "paperx", "table": "t1", "paper_scale": 1, "rows": [], "columns": []})
-    cells = [aggregate_cell(_plan("a", [f"a{i}" for i in range(4)]), spec, results),
-             aggregate_cell(_plan("b", [f"b{i}" for i in range(4)]), spec, results)]
+    cells = [
+        aggregate_cell(_plan("a", [f"a{i}" for i in range(4)]), spec, results),
+        aggregate_cell(_plan("b", [f"b{i}" for i in range(4)]), spec, results),
+    ]
     statistic, p_value, n_a, n_b = t_test(cells, StatTest("aux", "a", "b"), "c")
     expected = stats.ttest_ind(b, a)
     assert (n_a, n_b) == (4, 4)
@@ -109,8 +126,11 @@ TABLE = {
     "base": ["model=simplecnn", "model.widths=[8,16]", "aug=none"],
     "profiles": {"smoke": ["trainer.max_epochs=1", "trainer.batch_size=32"], "paper": ["trainer.max_epochs=1"]},
     "columns": [
-        {"key": "syn", "label": "Synthetic", "overrides": ["data=synthetic", "data.options.n_train=70",
-                                                           "data.options.n_test=35"]},
+        {
+            "key": "syn",
+            "label": "Synthetic",
+            "overrides": ["data=synthetic", "data.options.n_train=70", "data.options.n_test=35"],
+        },
         {"key": "real", "label": "Real folder", "overrides": ["data=folder", "data.root=/nonexistent/faces"]},
     ],
     "rows": [
@@ -162,3 +182,26 @@ def test_every_experiment_file_parses_and_plans(make_cfg):
                 assert cell.status in ("run", "cited", "no data", "paper only"), (spec.name, cell.key)
         assert {r.key for r in spec.rows}, spec.name
     assert json.dumps([s.name for s in specs]) is not None
+
+
+def test_figures_gradcam_and_curves(tmp_path):
+    body = dict(
+        TABLE,
+        columns=TABLE["columns"][:1],
+        rows=[
+            {"key": "a", "label": "A", "overrides": ["model.drop_rate=0.0"]},
+            {"key": "b", "label": "B", "overrides": ["model.drop_rate=0.1"]},
+        ],
+        figures=[
+            {"kind": "gradcam", "rows": ["a", "b"], "column": "syn", "n_images": 3},
+            {"kind": "curves", "metric": "train_acc", "column": "syn"},
+        ],
+    )
+    spec = _spec(tmp_path, body)
+    extra = [f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=2"]
+    outcome = build_table(spec, "smoke", extra)
+    pngs = sorted(p.name for p in (tmp_path / "results" / "figures" / "paperx").glob("*.png"))
+    assert pngs == ["t1_curves.png", "t1_gradcam.png"]
+    for name in pngs:
+        assert (tmp_path / "results" / "figures" / "paperx" / name).read_bytes()[:4] == b"\x89PNG"
+    assert "t1_gradcam.png" in outcome.paths["md"].read_text()

@@ -194,6 +194,7 @@ def build_table(
 
     from ferbench.results import kinds
     from ferbench.results.cells import aggregate_cell
+    from ferbench.results.figures import render_figures
     from ferbench.results.render import write_table
 
     started = time.perf_counter()
@@ -211,5 +212,10 @@ def build_table(
         paths = kinds.write_confusion(spec, cells[0], results[0], profile, out_dir)
     else:
         paths = write_table(spec, results, profile, out_dir)
+    figures = render_figures(spec, results, results_dir)
+    if figures:
+        links = "\n".join(f"![{f.stem}](../../figures/{spec.paper}/{f.name})" for f in figures)
+        paths["md"].write_text(paths["md"].read_text() + "\n" + links + "\n")
+        paths.update({f.stem: f for f in figures})
     trained = 0 if render_only else len(todo) - len(failures)
     return TableOutcome(spec, results, paths, trained, failures, time.perf_counter() - started)

@@ -30,6 +30,8 @@ TABLE_KEYS = {
     "classes",
     "overrides",
     "stats",
+    "figures",
+    "paper_matrix",
 }
 ROW_KEYS = {"key", "label", "overrides", "paper", "cited", "metric", "note"}
 COLUMN_KEYS = {"key", "label", "overrides", "metric"}
@@ -84,6 +86,7 @@ class TableSpec:
     overrides: tuple[str, ...] = ()
     paper_values: Any = None
     stats: tuple[StatTest, ...] = ()
+    figures: tuple[dict, ...] = ()
 
     @property
     def name(self) -> str:
@@ -142,8 +145,9 @@ def load_spec(path: Path) -> TableSpec:
         rows=rows,
         classes=_strings(data.get("classes")),
         overrides=_strings(data.get("overrides")),
-        paper_values=data.get("paper") if kind == "confusion" else None,
+        paper_values=data.get("paper_matrix"),
         stats=stats,
+        figures=tuple(dict(f) for f in data.get("figures") or ()),
     )
 
 

@@ -1,0 +1,173 @@
+"""Figures beside the tables: Grad-CAM heat maps of trained runs, and training curves from history.
+
+Declared in a table's YAML under ``figures:``, e.g. ``{kind: gradcam, rows: [baseline, cbam, mcbam],
+column: fer2013, n_images: 6}`` or ``{kind: curves, metric: train_acc}``. Reads records and checkpoints only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from ferbench.results.atomic import write_atomic
+from ferbench.results.cells import CellResult
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    _pyplot().close(fig)
+    return path
+
+
+def load_trained_model(run_dir: Path, fold: int = 0) -> tuple[nn.Module, object]:
+    """The fold's best checkpoint, rebuilt from the run's own resolved config."""
+    from ferbench.run import build_model
+
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    classes = json.loads(metrics["classes"].iloc[0])
+    model = build_model(cfg, num_classes=len(classes))
+    checkpoint = run_dir / f"fold_{fold}" / "checkpoints" / "best.ckpt"
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    return model.eval(), cfg
+
+
+def test_images(run_dir: Path, cfg, n_images: int, fold: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The first test image of each class (then more, round-robin) from the run's own split."""
+    from ferbench.data.preprocess import prepare_images
+    from ferbench.run import load_source
+
+    source = load_source(cfg)
+    prepared = prepare_images(
+        source,
+        cfg.model.input_size,
+        cfg.model.in_chans,
+        face_crop=bool(cfg.data.face_crop),
+        equalize=bool(cfg.data.equalize),
+        skip_corrupt=bool(cfg.data.skip_corrupt),
+        cache_dir=Path(cfg.cache_dir),
+        progress=False,
+    )
+    labels = source.samples["label"].to_numpy()[prepared.keep]
+    test = np.load(run_dir / "folds.npz")[f"test_{fold}"]
+    by_class = [test[labels[test] == k].tolist() for k in range(labels.max() + 1)]
+    chosen: list[int] = []
+    while len(chosen) < n_images and any(by_class):
+        for members in by_class:
+            if members and len(chosen) < n_images:
+                chosen.append(members.pop(0))
+    return prepared.images[chosen], labels[chosen]
+
+
+def last_conv(model: nn.Module) -> nn.Module:
+    """Grad-CAM's target: the last convolution, where spatial maps are most semantic."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
+    return (convs or [m for m in model.modules() if isinstance(m, nn.Conv2d)])[-1]
+
+
+def gradcam_maps(model: nn.Module, batch: torch.Tensor, targets: Sequence[int]) -> np.ndarray:
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    with GradCAM(model=model, target_layers=[last_conv(model)]) as cam:
+        return cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+
+
+def gradcam_figure(rows: Sequence[tuple[str, Path]], n_images: int, path: Path) -> Path:
+    """One row per trained run (same test faces for every row), heat maps over the input."""
+    from ferbench.data.transforms import to_tensor
+
+    plt = _pyplot()
+    first_model, cfg = load_trained_model(rows[0][1])
+    images, labels = test_images(rows[0][1], cfg, n_images)
+    fig, axes = plt.subplots(
+        len(rows) + 1, len(images), figsize=(1.6 * len(images), 1.7 * (len(rows) + 1)), squeeze=False
+    )
+    for j, image in enumerate(images):
+        axes[0, j].imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
+    axes[0, 0].set_ylabel("input", fontsize=8)
+    for i, (label, run_dir) in enumerate(rows, start=1):
+        model, _ = load_trained_model(run_dir) if i > 1 else (first_model, cfg)
+        maps = gradcam_maps(model, to_tensor(images), labels)
+        for j, image in enumerate(images):
+            axes[i, j].imshow(image.squeeze(), cmap="gray")
+            axes[i, j].imshow(maps[j], cmap="jet", alpha=0.45)
+        axes[i, 0].set_ylabel(label, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def curves_figure(cells: Sequence[CellResult], results_dir: Path, metric: str, path: Path) -> Path:
+    """Mean ``metric`` per epoch for every row (over seeds and folds), from each run's history."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for cell in cells:
+        histories = [
+            pd.read_csv(results_dir / "runs" / r / "history.csv")
+            for r in cell.run_ids
+            if (results_dir / "runs" / r / "history.csv").is_file()
+        ]
+        if not histories:
+            continue
+        curve = pd.concat(histories).groupby("epoch")[metric].mean()
+        ax.plot(curve.index, curve.to_numpy(), marker="o", markersize=3, label=cell.row_label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def render_figures(spec, cells: Sequence[CellResult], results_dir: Path) -> list[Path]:
+    """Every figure a table declares; one that cannot be drawn yet (no trained run) is skipped."""
+    out = Path(results_dir) / "figures" / spec.paper
+    by_key = {(c.row, c.column): c for c in cells}
+    written = []
+    kinds = [f.get("kind") for f in spec.figures]
+    for i, figure in enumerate(spec.figures):
+        kind = figure.get("kind")
+        path = out / f"{spec.table}_{kind}{'_' + str(i) if kinds.count(kind) > 1 else ''}.png"
+        if kind == "curves":
+            column = figure.get("column", spec.columns[0].key if spec.columns else "")
+            chosen = [c for c in cells if c.column == column and c.run_ids and c.n]
+            if chosen:
+                written.append(curves_figure(chosen, Path(results_dir), figure.get("metric", "train_acc"), path))
+        elif kind == "gradcam":
+            rows = []
+            for key in figure.get("rows", []):
+                cell = by_key.get((key, figure.get("column", "")))
+                run_dir = _first_checkpointed(cell, Path(results_dir)) if cell else None
+                if run_dir is not None:
+                    rows.append((cell.row_label, run_dir))
+            if rows:
+                written.append(gradcam_figure(rows, int(figure.get("n_images", 6)), path))
+    return written
+
+
+def _first_checkpointed(cell: CellResult, results_dir: Path) -> Path | None:
+    for run_id in cell.run_ids:
+        run_dir = results_dir / "runs" / run_id
+        if (run_dir / "fold_0" / "checkpoints" / "best.ckpt").is_file() and (run_dir / "metrics.csv").is_file():
+            return run_dir
+    return None
