@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: help install test test-all lint format run clean
+.PHONY: help install test test-all lint format run ablations tables smoke-tables clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,15 @@ format: $(STAMP) ## ruff format + import sort
 
 run: $(STAMP) ## the default run: simplecnn on the embedded synthetic faces
 	$(BIN)/ferbench run
+
+ablations: $(STAMP) ## every table of every paper at the papers' settings: trains missing cells, renders all
+	$(BIN)/ferbench table all profile=paper $(ARGS)
+
+smoke-tables: $(STAMP) ## every table, smoke profile (a few epochs on subsets; synthetic where data is absent)
+	$(BIN)/ferbench table all profile=smoke $(ARGS)
+
+tables: $(STAMP) ## only render every table from existing run records (trains nothing)
+	$(BIN)/ferbench table all profile=paper --render-only $(ARGS)
 
 clean: ## remove run outputs (results/), keep the venv
 	rm -rf results/runs results/hydra results/cache

@@ -1,6 +1,15 @@
 """Data sets (one file per published format), preprocessing, augmentation and split protocols."""
 
-from ferbench.data import synthetic  # noqa: F401  (registers)
+from ferbench.data import (  # noqa: F401  (each module registers its loader)
+    ckplus,
+    fer2013,
+    ferplus,
+    folder,
+    jaffe,
+    rafd,
+    rafdb,
+    synthetic,
+)
 from ferbench.data.base import DATASETS, DataSource
 
 __all__ = ["DATASETS", "DataSource"]

@@ -1,4 +1,9 @@
-"""Decoding image files into uint8 arrays, whatever their mode (palette, 16-bit, RGBA, grey)."""
+"""Decoding image files into uint8 arrays, whatever their mode (palette, 16-bit, RGBA, grey).
+
+OpenCV decodes the common cases (it expands palettes, keeps 16-bit depth, gives grey+alpha as BGRA);
+Pillow is the fallback for what OpenCV refuses (GIF, odd TIFF) and for the error message of a broken file.
+Alpha is composited onto black (RGB * alpha), so transparent regions never leak arbitrary colour values.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +17,35 @@ from ferbench.errors import DataError
 
 def read_image(path: Path) -> np.ndarray:
     """uint8 HxW for grey files, HxWx3 RGB otherwise; a corrupt or truncated file names itself."""
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    if data is None:
-        raise DataError(f"image file not found: {path}")
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise DataError(f"image file not found or unreadable: {path} ({exc.strerror})") from None
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         return _read_with_pil(path)
     if image.dtype == np.uint16:
-        image = (image / 257.0).round().astype(np.uint8)
+        image = _from_16bit(image)
     elif image.dtype != np.uint8:
         raise DataError(f"unsupported pixel type {image.dtype} in {path}")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+        image = cv2.cvtColor(_composite(image), cv2.COLOR_BGR2RGB)
     elif image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return np.ascontiguousarray(image)
+
+
+def _from_16bit(image: np.ndarray) -> np.ndarray:
+    """Full 16-bit range onto 0..255 (65535 -> 255), the same scaling for every file: no contrast stretch."""
+    return (image.astype(np.float32) / 257.0).round().astype(np.uint8)
+
+
+def _composite(image: np.ndarray) -> np.ndarray:
+    """H x W x 4 (colour + alpha, uint8) -> H x W x 3 on black."""
+    alpha = image[:, :, 3:4].astype(np.float32) / 255.0
+    return (image[:, :, :3].astype(np.float32) * alpha).round().astype(np.uint8)
 
 
 def _read_with_pil(path: Path) -> np.ndarray:
@@ -38,11 +55,19 @@ def _read_with_pil(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            if im.mode.startswith("I;16"):
+                return _from_16bit(np.asarray(im).astype(np.uint16))
+            if im.mode in ("I", "F"):
                 wide = np.asarray(im).astype(np.float64)
-                return (wide / max(wide.max(), 1) * 255).round().astype(np.uint8)
+                top = 65535.0 if wide.max(initial=0) <= 65535 and wide.min(initial=0) >= 0 else wide.max()
+                return np.clip(wide / max(top, 1) * 255, 0, 255).round().astype(np.uint8)
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            if im.mode in ("RGBA", "LA", "PA"):
+                rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)
+                return np.ascontiguousarray(_composite(rgba))
             if im.mode not in ("L", "RGB"):
-                im = im.convert("L" if im.mode in ("LA", "1") else "RGB")
+                im = im.convert("L" if im.mode == "1" else "RGB")
             return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"corrupt or unreadable image: {path} ({exc})") from None
