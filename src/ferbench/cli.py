@@ -8,10 +8,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import shutil
 import sys
+from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from hydra.errors import CompactHydraException  # noqa: E402
 
 from ferbench.errors import FerbenchError  # noqa: E402
 from ferbench.paths import config_dir  # noqa: E402
@@ -31,29 +36,103 @@ def _fail(message: str) -> None:
     print(f"ferbench: error: {message}", file=sys.stderr)
 
 
+LAUNCHER_PLUGINS = {
+    "local": ("hydra_plugins.hydra_joblib_launcher", "joblib"),
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "joblib"),
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", "submitit"),
+    "ray_cluster": ("hydra_plugins.hydra_ray_launcher", "ray"),
+}
+"""hydra/launcher choice -> the plugin module it needs and the ferbench extra that installs it."""
+
+
+class SweepRunFailed(CompactHydraException):
+    """A failed run inside a sweep: Hydra runs every other job, then prints this one line and exits 1."""
+
+
+def _parallel_job() -> int:
+    """How many jobs run at once beside this one (1 under the basic launcher or outside a sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    launcher = HydraConfig.get().launcher
+    if "BasicLauncher" in str(launcher.get("_target_", "")):
+        return 1
+    n_jobs = int(launcher.get("n_jobs", 0) or 0)
+    return n_jobs if n_jobs > 0 else os.cpu_count() or 1
+
+
+def _fit_to_launcher(cfg) -> None:
+    """Parallel jobs share a terminal and the cores: no progress bars, and cores // jobs torch threads each.
+
+    Neither key is part of the run id, so this changes how a run looks and shares, not what it is.
+    """
+    from omegaconf import open_dict
+
+    jobs = _parallel_job()
+    if jobs > 1:
+        with open_dict(cfg):
+            cfg.trainer.progress_bar = False
+            if not cfg.trainer.get("threads", 0):
+                cfg.trainer.threads = max(1, (os.cpu_count() or 1) // jobs)
+
+
+def _reexecutable_argv() -> None:
+    """Lightning's DDP launcher re-executes ``sys.argv`` for ranks 1..n: make it ``ferbench run <this job>``.
+
+    Only this job's overrides, never ``-m`` and the sweep: each rank must run the one experiment rank 0 runs.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    script = Path(sys.executable).with_name("ferbench")
+    script = str(script) if script.is_file() else (shutil.which("ferbench") or "ferbench")
+    sys.argv = [script, "run", *HydraConfig.get().overrides.task]
+
+
 def _run_task(cfg) -> float | None:
-    """Hydra's task: one run. A user error prints one line; in a sweep the other runs go on."""
+    """Hydra's task: one run. A user error prints one line; in a sweep the other runs go on.
+
+    A sweep in which some run failed (NaN loss, bad data, ...) still runs every job, then exits 1; a run
+    skipped because another process is training it is not a failure.
+    """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from ferbench.errors import RunBusy
     from ferbench.report import print_run_summary
-    from ferbench.run import run
+    from ferbench.run import is_primary, run
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if HydraConfig.initialized():
+        _fit_to_launcher(cfg)
+        _reexecutable_argv()
     try:
         record = run(cfg)
+    except RunBusy as exc:
+        print(f"ferbench: {exc}", file=sys.stderr)
+        return None
     except FerbenchError as exc:
         _fail(str(exc))
         if multirun:
-            return None
+            raise SweepRunFailed(str(exc)) from None
         sys.exit(2)
+    if not is_primary():
+        return None
     print_run_summary(record)
     return float(record.metrics["accuracy"].mean())
+
+
+def _check_launcher(argv: list[str]) -> None:
+    """An optional launcher plugin that is not installed: say which extra installs it, not a Hydra trace."""
+    for arg in argv:
+        if arg.startswith("hydra/launcher="):
+            module, extra = LAUNCHER_PLUGINS.get(arg.split("=", 1)[1], (None, None))
+            if module and importlib.util.find_spec(module) is None:
+                raise FerbenchError(f"{arg} needs the {extra} launcher plugin: pip install 'ferbench[{extra}]'")
 
 
 def _hydra_run(argv: list[str]) -> None:
     import hydra
 
+    _check_launcher(argv)
     sys.argv = ["ferbench-run", *argv]
     main_fn = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_run_task)
     main_fn()
@@ -66,8 +145,9 @@ def _datasets(argv: list[str]) -> None:
     parser.add_argument(
         "--data-root", default=None, help="folder holding <name>/ per data set (default: $FERBENCH_DATA or ./data)"
     )
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data_dirs.ckplus=/data/CK+48-parent")
     args = parser.parse_args(argv)
-    print_datasets(args.data_root)
+    print_datasets(args.data_root, args.overrides)
 
 
 def _table(argv: list[str]) -> None:

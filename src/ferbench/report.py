@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -12,7 +13,7 @@ from rich.table import Table
 from ferbench.results.record import RunRecord
 from ferbench.training.metrics import SCALAR_METRICS
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def print_run_summary(record: RunRecord) -> None:
@@ -45,16 +46,40 @@ def print_run_summary(record: RunRecord) -> None:
     console.print(f"{state}: {record.run_dir}")
 
 
-def print_datasets(data_root: str | None) -> None:
+def print_datasets(data_root: str | None, overrides: list[str] | None = None) -> None:
+    """Where each data set is looked for and whether it is there; then images per class and split."""
     from ferbench.data.catalog import dataset_status
 
-    status = dataset_status(data_root)
-    table = Table(title="data sets", title_justify="left")
-    for column in status.columns:
-        table.add_column(str(column))
-    for _, row in status.iterrows():
-        table.add_row(*(str(v) for v in row))
+    statuses = dataset_status(data_root, overrides or [])
+    table = Table(title="data sets (ferbench datasets)", title_justify="left")
+    for column in ("config", "present", "images", "train", "val", "test", "no split", "root"):
+        table.add_column(
+            column, justify="right" if column in ("images", "train", "val", "test", "no split") else "left"
+        )
+    for s in statuses:
+        totals = s.counts.sum(axis=0) if s.counts is not None else {}
+        table.add_row(
+            s.config,
+            "yes" if s.present else "[red]no[/red]",
+            str(s.n_images or ""),
+            *(str(int(totals[k])) if k in totals else "" for k in ("train", "val", "test", "all")),
+            str(s.root or "—"),
+        )
     console.print(table)
+    for s in statuses:
+        if not s.present:
+            console.print(f"[red]{s.config}[/red]: {s.error}")
+        elif s.skipped:
+            console.print(f"{s.config}: left out while reading: " + ", ".join(f"{k}={v}" for k, v in s.skipped.items()))
+    for s in statuses:
+        if s.counts is not None and s.config != "synthetic":
+            per_class = Table(title=s.config, title_justify="left")
+            per_class.add_column("class")
+            for split in s.counts.columns:
+                per_class.add_column(str(split), justify="right")
+            for name, row in s.counts.iterrows():
+                per_class.add_row(str(name), *(str(int(v)) for v in row))
+            console.print(per_class)
 
 
 @contextmanager

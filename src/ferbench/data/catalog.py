@@ -3,11 +3,12 @@ and its images per class and official split (paper 000's Table 1 is such a count
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from ferbench.data.base import DATASETS, DataSource, select_classes
 from ferbench.errors import FerbenchError
@@ -29,29 +30,17 @@ class DatasetStatus:
     """Why it is absent or unreadable: the loader's own message (it names the layout and path)."""
 
 
-def data_configs(conf_dir: Path | None = None, data_root: Path | str | None = None) -> dict[str, dict]:
-    """Every ``conf/data/*.yaml``, with ``${data_root}`` resolved."""
-    conf_dir = Path(conf_dir) if conf_dir else config_dir()
-    root = str(data_root if data_root is not None else default_data_root())
+def data_configs(data_root: Path | str | None = None, overrides: Sequence[str] = ()) -> dict[str, dict]:
+    """Every ``conf/data/*.yaml`` composed as a run would compose it (so ``data_dirs`` and defaults apply)."""
+    from hydra import compose, initialize_config_dir
+
+    extra = [*(f"data_root={data_root}" for _ in [0] if data_root is not None), *overrides]
     out = {}
-    for path in sorted((conf_dir / "data").glob("*.yaml")):
-        data = _with_defaults(path)
-        cfg = OmegaConf.merge(OmegaConf.create({"data_root": root}), OmegaConf.create({"data": data}))
-        out[path.stem] = OmegaConf.to_container(cfg.data, resolve=True)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        for path in sorted((config_dir() / "data").glob("*.yaml")):
+            cfg = compose("config", overrides=[f"data={path.stem}", *extra])
+            out[path.stem] = OmegaConf.to_container(cfg.data, resolve=True)
     return out
-
-
-def _with_defaults(path: Path) -> DictConfig:
-    """A data YAML with its ``defaults`` (sibling configs, as Hydra reads them) merged in, for use without Hydra."""
-    own = OmegaConf.load(path)
-    defaults = own.pop("defaults", None) or ["_self_"]
-    merged = OmegaConf.create()
-    for entry in defaults:
-        part = own if entry == "_self_" else _with_defaults(path.with_name(f"{entry}.yaml"))
-        merged = OmegaConf.merge(merged, part)
-    if "_self_" not in defaults:
-        merged = OmegaConf.merge(merged, own)
-    return merged
 
 
 def load_from_config(cfg: dict) -> DataSource:
@@ -63,10 +52,10 @@ def load_from_config(cfg: dict) -> DataSource:
 
 
 def dataset_status(
-    data_root: Path | str | None = None, conf_dir: Path | None = None, include: list[str] | None = None
+    data_root: Path | str | None = None, overrides: Sequence[str] = (), include: list[str] | None = None
 ) -> list[DatasetStatus]:
     """Load each configured data set (and each registered one no config names) and count it."""
-    configs = data_configs(conf_dir, data_root)
+    configs = data_configs(data_root, overrides)
     base = Path(data_root if data_root is not None else default_data_root())
     for name in DATASETS.names():
         if not any(c["name"] == name for c in configs.values()):

@@ -10,14 +10,18 @@ Layout::
     metrics.csv        one row per fold: written last, atomically; its presence means "complete"
     history.csv        per epoch and fold: train/val loss and accuracy
     confusion.csv      per fold: counts, rows = true class, columns = predicted class
-    failed.json        present if the run stopped (e.g. NaN loss): reason and epoch
+    failed.json        present if the run stopped (e.g. NaN loss): reason, fold and epoch
+    .lock              flock-ed by the process training the run (released by the OS when it exits or dies)
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -27,6 +31,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ferbench import __version__
+from ferbench.errors import RunBusy
 from ferbench.paths import PACKAGE_DIR
 from ferbench.results.atomic import write_csv, write_text
 
@@ -36,6 +41,7 @@ AXES = ("model", "attn", "data", "split", "optim", "loss", "aug", "trainer")
 IDENTITY_EXCLUDED = (
     "results_dir",
     "data_root",
+    "data_dirs",
     "cache_dir",
     "tag",
     "hydra",
@@ -43,6 +49,7 @@ IDENTITY_EXCLUDED = (
     "trainer.progress_bar",
     "trainer.num_workers",
     "trainer.pin_memory",
+    "trainer.threads",
 )
 """Keys that say where things are or how they look, not what the experiment is: not in the run id."""
 
@@ -127,6 +134,43 @@ def finish_run(run_dir: Path, n_folds: int) -> RunRecord:
     write_csv(run_dir / "confusion.csv", confusion)
     write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
     return RunRecord.load(run_dir, reused=False)
+
+
+LOCK_NAME = ".lock"
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``<run_dir>/.lock`` while training, so two sweeps on one results dir never train a run twice at once.
+
+    Non-blocking: a run locked by another process raises RunBusy (the sweep skips it and goes on). An flock
+    belongs to the open file, so the OS releases it when its holder exits or is killed: no stale lock survives.
+    """
+    path = Path(run_dir) / LOCK_NAME
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusy(f"run {Path(run_dir).name} is being trained by another process ({path}); skipped") from None
+        yield
+
+
+def is_locked(run_dir: Path) -> bool:
+    """True while some process holds the run's lock (is training it now)."""
+    path = Path(run_dir) / LOCK_NAME
+    if not path.is_file():
+        return False
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
+def read_failure(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / "failed.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def write_failure(run_dir: Path, reason: str, fold: int, epoch: int | None) -> None:
