@@ -42,9 +42,7 @@ def test_unknown_model_name_lists_choices(make_cfg):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ferbench.cli", *args], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-m", "ferbench.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_cli_unknown_choice_lists_available_options():
@@ -62,9 +60,7 @@ def test_cli_unknown_key_is_named():
 def test_cli_invalid_value_is_one_line(tmp_path):
     result = _cli("run", "trainer.max_epochs=0", f"results_dir={tmp_path}")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "ferbench: error: trainer.max_epochs must be an integer >= 1, got 0"
-    ]
+    assert result.stderr.strip().splitlines() == ["ferbench: error: trainer.max_epochs must be an integer >= 1, got 0"]
 
 
 def test_cli_unknown_command():

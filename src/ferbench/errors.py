@@ -15,3 +15,7 @@ class DataError(FerbenchError):
 
 class RunFailed(FerbenchError):
     """A training run could not finish (e.g. the loss became NaN); recorded, and a sweep goes on."""
+
+
+class RunBusy(FerbenchError):
+    """Another process holds the run's lock and is training it now; this one skips it."""

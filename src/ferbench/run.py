@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
 from ferbench.attention import attention_factory
@@ -30,6 +34,7 @@ from ferbench.results.atomic import write_atomic, write_text
 from ferbench.training.losses import build_loss
 from ferbench.training.metrics import flatten
 from ferbench.training.module import FERModule
+from ferbench.training.resume import make_resumable
 from ferbench.training.trainer import build_trainer
 
 MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans")
@@ -107,16 +112,58 @@ def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez_compressed(handle, **arrays)
 
 
+def is_primary() -> bool:
+    """Rank 0 records; under DDP the other ranks (started by Lightning, torchrun or srun) only train."""
+    return rank_zero_only.rank == 0
+
+
 def run(cfg: DictConfig) -> rec.RunRecord:
-    """Train and test every fold of one experiment; reuse a complete record, resume a partial one."""
+    """Train and test every fold of one experiment; reuse a complete record, resume a partial one.
+
+    A run being trained by another process (its ``.lock`` held) raises RunBusy: never trained twice at once.
+    """
     validate(cfg)
     run_id = rec.run_id(cfg)
     run_dir = Path(cfg.results_dir) / "runs" / run_id
     if rec.is_complete(run_dir):
         return rec.RunRecord.load(run_dir)
+    if cfg.trainer.get("threads", 0):
+        torch.set_num_threads(int(cfg.trainer.threads))
+    if not is_primary():
+        return _train_run(cfg, run_id, run_dir)
     ensure_writable(run_dir)
-    (run_dir / "failed.json").unlink(missing_ok=True)
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    with rec.run_lock(run_dir), _own_ddp_session():
+        if rec.is_complete(run_dir):  # finished by another process between our check and the lock
+            return rec.RunRecord.load(run_dir)
+        return _train_run(cfg, run_id, run_dir)
+
+
+DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextmanager
+def _own_ddp_session() -> Iterator[None]:
+    """Lightning leaves the env and process group of the DDP ranks it launched; the next run in this process
+    (a sweep's next job) must launch its own ranks, not think they exist already."""
+    before = {key: os.environ.get(key) for key in DDP_ENV}
+    try:
+        yield
+    finally:
+        if before["LOCAL_RANK"] is None and "LOCAL_RANK" in os.environ:
+            for key, value in before.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+
+
+def _train_run(cfg: DictConfig, run_id: str, run_dir: Path) -> rec.RunRecord:
+    primary = is_primary()
+    if primary:
+        (run_dir / "failed.json").unlink(missing_ok=True)
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     source = load_source(cfg)
     prepared = prepare_images(
@@ -133,12 +180,17 @@ def run(cfg: DictConfig) -> rec.RunRecord:
     labels = samples["label"].to_numpy(dtype=np.int64)
     split_params = {k: v for k, v in _plain(cfg.split).items() if k != "name"}
     folds = protocol_folds(make_folds(samples, cfg.split.name, cfg.seed, **split_params), cfg.protocol)
-    save_split(run_dir, samples, folds)
+    if primary:
+        save_split(run_dir, samples, folds)
 
     skipped = {**source.skipped, **prepared.skipped}
+    rows = []
     for fold in folds:
         if not rec.fold_is_complete(run_dir, fold.index):
-            train_fold(cfg, run_id, run_dir, fold, prepared.images, labels, source.classes, skipped, len(folds))
+            row = train_fold(cfg, run_id, run_dir, fold, prepared.images, labels, source.classes, skipped, len(folds))
+            rows.append(row)
+    if not primary:  # the record is rank 0's; the others hand back what they trained, unwritten
+        return rec.RunRecord(run_id, run_dir, pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame())
     return rec.finish_run(run_dir, len(folds))
 
 
@@ -171,8 +223,8 @@ def train_fold(
     classes: list[str],
     skipped: dict[str, int],
     n_folds: int,
-) -> None:
-    """Fit (resuming from ``last.ckpt`` if a killed run left one), test the best checkpoint, record."""
+) -> dict:
+    """Fit (resuming from ``last.ckpt`` if a killed run left one), test the best checkpoint, record (rank 0)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     fold = subset_train(fold, labels, cfg.trainer.limit_train_fraction, cfg.seed)
     num_classes = len(classes)
@@ -191,18 +243,27 @@ def train_fold(
         seed=cfg.seed,
     )
     checkpoint_dir = rec.fold_dir(run_dir, fold.index) / "checkpoints"
-    trainer = build_trainer(cfg, checkpoint_dir, has_val=len(fold.val) > 0)
+    has_val = len(fold.val) > 0
     last = checkpoint_dir / "last.ckpt"
+    trainer = make_resumable(build_trainer(cfg, checkpoint_dir, has_val=has_val), last, cfg.seed, fold.index)
     resumed = last.exists()
     started = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumed else None)
+        if resumed and _stopped_early(last):  # killed between early stopping and the fold's record
+            module.history = list(torch.load(last, map_location="cpu", weights_only=False)["ferbench_history"])
+        else:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumed else None)
     except RunFailed as exc:
-        rec.write_failure(run_dir, str(exc), fold.index, len(module.history) + 1)
+        if is_primary():
+            rec.write_failure(run_dir, str(exc), fold.index, len(module.history) + 1)
         raise
     train_seconds = time.perf_counter() - started
     history = pd.DataFrame(module.history).assign(fold=fold.index)
     best = checkpoint_dir / "best.ckpt"
+    if trainer.world_size > 1:
+        if not is_primary():
+            return {}
+        trainer = _solo_tester(cfg, module, checkpoint_dir, has_val)
     started = time.perf_counter()
     trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best.exists() else None, verbose=False)
     test_seconds = time.perf_counter() - started
@@ -230,6 +291,25 @@ def train_fold(
     confusion.insert(0, "fold", fold.index)
     rec.write_fold(run_dir, fold.index, row, history, confusion)
     last.unlink(missing_ok=True)  # only once the fold is recorded: a kill before this resumes from it
+    return row
+
+
+def _stopped_early(last: Path) -> bool:
+    """Did the checkpoint's EarlyStopping already stop? Fitting from it again would train one epoch too many."""
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    states = checkpoint.get("callbacks", {})
+    return any(k.startswith("EarlyStopping") and v.get("stopped_epoch", 0) > 0 for k, v in states.items())
+
+
+def _solo_tester(cfg: DictConfig, module: FERModule, checkpoint_dir: Path, has_val: bool) -> pl.Trainer:
+    """Under DDP, rank 0 tests alone on one device: a DistributedSampler would pad the test split with repeats.
+
+    The test metrics must then not wait for the other ranks to sync (they have moved on).
+    """
+    single = OmegaConf.merge(cfg, {"trainer": {"devices": 1, "strategy": "auto", "progress_bar": False}})
+    for metric in module.test_metrics.values():
+        metric.distributed_available_fn = lambda: False
+    return build_trainer(single, checkpoint_dir, has_val=has_val)
 
 
 def _best_epoch(history: pd.DataFrame) -> int:

@@ -21,6 +21,7 @@ from ferbench.results.spec import Column, Row, TableSpec
 
 SMOKE_DATA = ["data=synthetic", "data.options.n_train=280", "data.options.n_test=140"]
 SMOKE_MAX_FOLDS = 2
+SMOKE_MAX_SEEDS = 1
 
 
 @dataclass
@@ -100,7 +101,8 @@ def plan_cell(spec: TableSpec, row: Row, column: Column | None, profile: str, ex
         overrides = _smoke_split(cfg, overrides)
     if profile == "smoke":
         overrides = _smoke_folds(compose_cell(overrides), overrides)
-    for seed in spec.seeds:
+    seeds = spec.seeds[:SMOKE_MAX_SEEDS] if profile == "smoke" else spec.seeds
+    for seed in seeds:
         seeded = compose_cell([*overrides, f"seed={seed}"])
         plan.configs.append(seeded)
         plan.run_ids.append(rec.run_id(seeded))

@@ -1,0 +1,87 @@
+"""Gather every run record under a results dir: the fold rows of complete runs, and every run that is not.
+
+Nothing is dropped silently: a run without ``metrics.csv`` is *incomplete* (or *running*, while its lock is
+held), one with ``failed.json`` is *failed* (reason, fold, epoch), a ``metrics.csv`` that does not parse or
+lacks the columns every record has is *corrupt*. Pure pandas over the saved records; never trains.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from ferbench.results import record as rec
+
+REQUIRED_COLUMNS = ("run_id", "fold", "accuracy")
+"""Columns a metrics.csv must have to count: what identifies a row and the metric every table reads."""
+
+ProblemKind = Literal["incomplete", "running", "failed", "corrupt"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: ProblemKind
+    run_id: str
+    path: Path
+    """The file (metrics.csv, failed.json) or run dir the problem is about."""
+    detail: str
+    folds_done: list[int] = field(default_factory=list)
+    """Folds with a complete record (``fold_<k>/metrics.json``)."""
+    epoch: int | None = None
+    """For failed runs: the epoch that failed."""
+
+
+def collect_records(results_dir: Path) -> tuple[pd.DataFrame, list[Problem]]:
+    """Every fold row of every complete run under ``<results_dir>/runs/``, and a Problem for each other run."""
+    frames, problems = [], []
+    runs = Path(results_dir) / "runs"
+    for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
+        frame, problem = _read_run(run_dir)
+        if frame is not None:
+            frames.append(frame)
+        if problem is not None:
+            problems.append(problem)
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(REQUIRED_COLUMNS))
+    return rows, problems
+
+
+def _folds_done(run_dir: Path) -> list[int]:
+    done = (p.parent.name.removeprefix("fold_") for p in run_dir.glob("fold_*/metrics.json"))
+    return sorted(int(k) for k in done if k.isdigit())
+
+
+def _read_run(run_dir: Path) -> tuple[pd.DataFrame | None, Problem | None]:
+    metrics = run_dir / "metrics.csv"
+    if metrics.is_file():
+        return _read_metrics(run_dir, metrics)
+    folds = _folds_done(run_dir)
+    failed = run_dir / "failed.json"
+    if failed.is_file():
+        try:
+            info = json.loads(failed.read_text())
+        except (OSError, ValueError) as exc:
+            return None, Problem("corrupt", run_dir.name, failed, f"unreadable failed.json: {exc}", folds)
+        detail = f"{info.get('reason', 'unknown reason')} (fold {info.get('fold')}, epoch {info.get('epoch')})"
+        return None, Problem("failed", run_dir.name, failed, detail, folds, info.get("epoch"))
+    if rec.is_locked(run_dir):
+        return None, Problem("running", run_dir.name, run_dir, "being trained by another process now", folds)
+    detail = f"no metrics.csv; {len(folds)} fold(s) recorded" + (f": {folds}" if folds else "")
+    return None, Problem("incomplete", run_dir.name, run_dir, detail, folds)
+
+
+def _read_metrics(run_dir: Path, metrics: Path) -> tuple[pd.DataFrame | None, Problem | None]:
+    folds = _folds_done(run_dir)
+    try:
+        frame = pd.read_csv(metrics)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        return None, Problem("corrupt", run_dir.name, metrics, f"does not parse: {exc}".strip(), folds)
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        return None, Problem("corrupt", run_dir.name, metrics, f"missing column(s): {', '.join(missing)}", folds)
+    if frame.empty:
+        return None, Problem("corrupt", run_dir.name, metrics, "no rows", folds)
+    return frame, None

@@ -1,0 +1,101 @@
+"""Exact resume: a run killed at any point and restarted from ``last.ckpt`` goes on as if never killed.
+
+Two things Lightning does not give by itself: a ``last.ckpt`` written after *every* epoch (Lightning 2.6
+writes it only when the monitored best improves) and atomically (a kill mid-write must not leave a truncated
+file), and RNG state that does not depend on whether the process was restarted (each epoch re-seeded).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
+
+
+def epoch_seed(seed: int, fold: int, epoch: int) -> int:
+    """Independent streams per (seed, fold, epoch): ``seed + epoch`` would make seed 0 epoch 1 = seed 1 epoch 0."""
+    return int(np.random.SeedSequence([seed, fold, epoch]).generate_state(1)[0])
+
+
+class EpochSeed(pl.Callback):
+    """Re-seed Python, NumPy, torch, the train loader's shuffling and the augmentation at every epoch start.
+
+    Epoch ``k`` then depends only on the state it starts from and ``(seed, fold, k)``; the checkpoint restores
+    that state (weights, optimiser, scheduler, callbacks, history). Lightning builds the loader and fetches
+    the first batch of a fit's first epoch before ``on_train_epoch_start``: that epoch is seeded in
+    ``on_fit_start`` (through the datamodule's ``seed``), so a fresh and a resumed epoch draw alike.
+    """
+
+    def __init__(self, seed: int, fold: int) -> None:
+        self.seed, self.fold = seed, fold
+        self._start_epoch = 0
+        self._seeded_epoch: int | None = None
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        self._start_epoch = int(checkpoint["epoch"]) + 1  # saved at the end of that epoch
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        seed = self._seed_globals(self._start_epoch)  # trainer.current_epoch is restored only later
+        datamodule = trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "seed"):
+            datamodule.seed = seed  # the train loader's generator is created from it
+        self._seed_augment(trainer, seed)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._seeded_epoch == trainer.current_epoch:
+            return  # this fit's first epoch: seeded in on_fit_start, its first batch already drawn
+        seed = self._seed_globals(trainer.current_epoch)
+        loaders = trainer.train_dataloader
+        for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
+            for generator in {id(g): g for g in _generators(loader)}.values():
+                generator.manual_seed(seed)
+        self._seed_augment(trainer, seed)
+
+    def _seed_globals(self, epoch: int) -> int:
+        self._seeded_epoch = epoch
+        seed = epoch_seed(self.seed, self.fold, epoch)
+        pl.seed_everything(seed, workers=True, verbose=False)
+        return seed
+
+    @staticmethod
+    def _seed_augment(trainer: pl.Trainer, seed: int) -> None:
+        """Albumentations keeps its own RNG, untouched by global seeds."""
+        augment = getattr(trainer.datamodule, "augment", None)
+        if hasattr(augment, "set_random_seed"):
+            augment.set_random_seed(seed)
+
+
+def _generators(loader) -> list[torch.Generator]:
+    """The loader's own generator and its sampler's (usually one object); a DistributedSampler has none."""
+    found = [getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None)]
+    return [g for g in found if isinstance(g, torch.Generator)]
+
+
+class LastCheckpoint(Checkpoint):
+    """``last.ckpt`` after every epoch, written to a temporary name and renamed.
+
+    A ``Checkpoint`` subclass, so Lightning calls it after the module's and EarlyStopping's epoch-end hooks:
+    the saved state includes this epoch's history row and the early-stopping count.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)  # every rank calls it (a collective); rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+
+def make_resumable(trainer: pl.Trainer, last: Path, seed: int, fold: int) -> pl.Trainer:
+    """Add exact-resume callbacks to a built Trainer; its ModelCheckpoint keeps choosing ``best`` only."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            callback.save_last = False
+    trainer.callbacks.extend([EpochSeed(seed, fold), LastCheckpoint(last)])
+    return trainer

@@ -1,0 +1,201 @@
+"""Sweeps that survive faults: resume exactly, never train a run twice, record failures, report what is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ferbench.errors import FerbenchError, RunBusy, RunFailed
+from ferbench.results import record as rec
+from ferbench.results.aggregate import collect_records
+from ferbench.run import run
+from ferbench.training.module import FERModule
+
+FERBENCH = [sys.executable, "-c", "from ferbench.cli import main; main()"]
+SMALL = ["trainer.batch_size=32", "trainer.progress_bar=false", "data.options.n_train=140", "data.options.n_test=70"]
+METRICS = ["accuracy", "precision", "recall", "f1", "map"]
+
+
+def ferbench(*args: str, results: Path, **kwargs) -> subprocess.CompletedProcess:
+    argv = [*FERBENCH, "run", *args, *SMALL, f"results_dir={results}"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, **kwargs)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_exactly(make_cfg, tmp_path, monkeypatch):
+    """Killed at the start of epoch 3, resumed from last.ckpt: every epoch once, numbers as if never killed."""
+    overrides = ("trainer.max_epochs=4", "model.drop_rate=0.2", "aug=basic")
+    whole = run(make_cfg(*overrides, f"results_dir={tmp_path / 'whole'}"))
+
+    def die_at_epoch_3(module):
+        if module.current_epoch == 2:
+            raise Killed
+
+    cfg = make_cfg(*overrides)
+    with monkeypatch.context() as patch:
+        patch.setattr(FERModule, "on_train_epoch_start", die_at_epoch_3, raising=False)
+        with pytest.raises(Killed):
+            run(cfg)
+    run_dir = Path(cfg.results_dir) / "runs" / rec.run_id(cfg)
+    assert (rec.fold_dir(run_dir, 0) / "checkpoints" / "last.ckpt").is_file() and not rec.is_complete(run_dir)
+    resumed = run(cfg)
+    assert list(resumed.history["epoch"]) == [1, 2, 3, 4]
+    assert bool(resumed.metrics["resumed"].iloc[0])
+    pd.testing.assert_frame_equal(resumed.history, whole.history)
+    pd.testing.assert_frame_equal(resumed.metrics[METRICS], whole.metrics[METRICS])
+
+
+def test_complete_run_is_skipped_and_locked_run_is_not_trained_twice(make_cfg):
+    cfg = make_cfg()
+    run_dir = Path(cfg.results_dir) / "runs" / rec.run_id(cfg)
+    run_dir.mkdir(parents=True)
+    with rec.run_lock(run_dir):
+        assert rec.is_locked(run_dir)
+        with pytest.raises(RunBusy, match="being trained by another process"):
+            run(cfg)
+    assert not rec.is_locked(run_dir)  # released with its holder
+    first = run(cfg)
+    assert not first.reused and run(cfg).reused
+
+
+def test_nan_loss_is_recorded_as_failed_and_aggregation_sees_it(make_cfg):
+    cfg = make_cfg("optim.lr=1e30")  # Adam steps by ~lr: the weights blow up and the loss is NaN at batch 1
+    with pytest.raises(RunFailed, match="nan"):
+        run(cfg)
+    run_dir = Path(cfg.results_dir) / "runs" / rec.run_id(cfg)
+    failure = json.loads((run_dir / "failed.json").read_text())
+    assert failure["epoch"] == 1 and failure["fold"] == 0 and "nan" in failure["reason"]
+    rows, problems = collect_records(cfg.results_dir)
+    assert rows.empty and [(p.kind, p.run_id, p.epoch) for p in problems] == [("failed", run_dir.name, 1)]
+
+
+def test_unwritable_results_dir_fails_before_training(make_cfg, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")  # fails for root too, unlike chmod
+    with pytest.raises(FerbenchError, match="not writable"):
+        run(make_cfg(f"results_dir={blocker / 'results'}"))
+
+
+def test_unwritable_results_dir_by_permission(make_cfg, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):
+        pytest.skip("running as root: permissions do not stop writes")
+    with pytest.raises(FerbenchError, match="not writable"):
+        run(make_cfg(f"results_dir={locked / 'results'}"))
+
+
+def _fake_run(results: Path, name: str, metrics: str | None = None, folds: int = 0) -> Path:
+    run_dir = results / "runs" / name
+    run_dir.mkdir(parents=True)
+    for k in range(folds):
+        rec.write_fold(run_dir, k, {"fold": k}, pd.DataFrame(), pd.DataFrame())
+    if metrics is not None:
+        (run_dir / "metrics.csv").write_text(metrics)
+    return run_dir
+
+
+def test_aggregation_reports_every_problem_with_its_path(tmp_path):
+    results = tmp_path / "results"
+    _fake_run(results, "good", "run_id,fold,accuracy\ngood,0,0.5\ngood,1,0.7\n")
+    _fake_run(results, "half", folds=2)
+    bad = _fake_run(results, "garbled", 'run_id,fold,accuracy\n"good,0\n')
+    nocol = _fake_run(results, "nocolumn", "run_id,fold\nx,0\n")
+    failed = _fake_run(results, "nan", folds=1)
+    rec.write_failure(failed, "loss became nan at epoch 3, batch 0", 1, 3)
+    rows, problems = collect_records(results)
+    assert list(rows["accuracy"]) == [0.5, 0.7]
+    by_run = {p.run_id: p for p in problems}
+    assert set(by_run) == {"half", "garbled", "nocolumn", "nan"}
+    assert by_run["half"].kind == "incomplete" and by_run["half"].folds_done == [0, 1]
+    assert by_run["garbled"].kind == "corrupt" and by_run["garbled"].path == bad / "metrics.csv"
+    assert by_run["nocolumn"].kind == "corrupt" and "accuracy" in by_run["nocolumn"].detail
+    assert by_run["nocolumn"].path == nocol / "metrics.csv"
+    assert by_run["nan"].kind == "failed" and by_run["nan"].epoch == 3 and by_run["nan"].folds_done == [0]
+
+
+def test_sweep_goes_on_after_a_nan_run_and_exits_1(tmp_path):
+    results = tmp_path / "results"
+    done = ferbench("-m", "optim.lr=1e30,0.001", "trainer.max_epochs=1", results=results)
+    assert done.returncode == 1, done.stderr
+    assert "loss became nan" in done.stderr and "Traceback" not in done.stderr
+    rows, problems = collect_records(results)
+    assert len(rows) == 1 and [p.kind for p in problems] == ["failed"]
+
+
+def test_two_concurrent_sweeps_record_every_run_once(tmp_path):
+    """Overlapping grids on one results dir: each run trained by one process, recorded once."""
+    results = tmp_path / "results"
+    grid = ["trainer.max_epochs=2", "trainer.threads=1"]
+    argv = [*FERBENCH, "run", "-m", *grid, *SMALL, f"results_dir={results}"]
+    procs = [subprocess.Popen([*argv, seeds], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for seeds in ("seed=0,1,2", "seed=2,1,3")]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    rows, problems = collect_records(results)
+    # A run the other sweep is training is skipped, not waited for; its holder finishes it.
+    assert not problems and len(rows) == 4 and rows["run_id"].is_unique and sorted(rows["seed"]) == [0, 1, 2, 3]
+    assert len(list((results / "runs").iterdir())) == 4
+
+
+def test_launcher_configs(tmp_path):
+    """Ours extend the plugins' own configs; an absent optional plugin fails with the extra to install."""
+    from hydra import compose, initialize_config_dir
+
+    from ferbench.paths import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=local"], return_hydra_config=True)
+    assert cfg.hydra.launcher.n_jobs == 2 and cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+    for name, extra in (("slurm", "submitit"), ("ray_cluster", "ray")):
+        done = ferbench(f"hydra/launcher={name}", results=tmp_path)
+        plugin_present = "Could not" not in done.stderr and "needs the" not in done.stderr
+        if not plugin_present:
+            assert done.returncode == 2 and f"pip install 'ferbench[{extra}]'" in done.stderr
+
+
+@pytest.mark.slow
+def test_sweep_survives_sigkill(tmp_path):
+    """A 6-run sweep SIGKILLed 3 times at random points and restarted: every run recorded once, exactly as
+    an uninterrupted sweep records it."""
+    grid = ["-m", "seed=0,1,2", "model.drop_rate=0.1,0.2", "trainer.max_epochs=3", "trainer.threads=1"]
+    argv = [*FERBENCH, "run", *grid, *SMALL]
+    reference = subprocess.run([*argv, f"results_dir={tmp_path / 'reference'}"], capture_output=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr
+    results = tmp_path / "killed"
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(3):
+        proc = subprocess.Popen([*argv, f"results_dir={results}"], start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(5, 20))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    final = subprocess.run([*argv, f"results_dir={results}"], capture_output=True, timeout=600)
+    assert final.returncode == 0, final.stderr
+    assert kills == 3
+    ours, problems = collect_records(results)
+    theirs, _ = collect_records(tmp_path / "reference")
+    assert not problems and len(ours) == 6 and ours["run_id"].is_unique
+    assert sorted(p.name for p in (results / "runs").iterdir()) == sorted(theirs["run_id"])
+    ours, theirs = ours.set_index("run_id").sort_index(), theirs.set_index("run_id").sort_index()
+    pd.testing.assert_frame_equal(ours[METRICS], theirs[METRICS])  # exact: resume re-seeds every epoch
+    for run_id in ours.index:
+        history = pd.read_csv(results / "runs" / run_id / "history.csv")
+        assert list(history["epoch"]) == [1, 2, 3]
+        reference_history = pd.read_csv(tmp_path / "reference" / "runs" / run_id / "history.csv")
+        pd.testing.assert_frame_equal(history.drop(columns="lr"), reference_history.drop(columns="lr"))
