@@ -1,0 +1,176 @@
+"""MobileNetV3-Large as paper 004 modifies it (Table 2): dilated first conv, dilated (+ max-pooled) shortcuts,
+attention where MobileNetV3 has SE (SimAM in the paper), GroupNorm instead of BatchNorm.
+
+Every change is a switch, so Table 4's five variants (base, first-conv, shortcut, first-conv + shortcut,
++ maxpool) and the SE -> SimAM and BN -> GN swaps are configs of this one network.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ferbench.attention import AttnFactory, NoAttention
+from ferbench.errors import ConfigError
+from ferbench.models.heads import HeadFactory, LinearHead
+from ferbench.models.registry import MODELS
+
+NormLayer = Callable[[int], nn.Module]
+
+
+class BlockSpec(NamedTuple):
+    kernel: int
+    expand: int
+    out: int
+    attn: bool
+    act: type[nn.Module]
+    stride: int
+
+
+RE, HS = nn.ReLU, nn.Hardswish
+# MobileNetV3-Large (Howard et al. 2019, Table 1) = paper 004 Table 2's rows. Table 2 prints the 13th block
+# (112 -> 160) with stride 1 and the 14th with stride 2, yet its "Input" column (14^2 -> 7^2) puts the
+# downsampling at the 13th, as in MobileNetV3: we follow the Input column.
+LARGE = (
+    BlockSpec(3, 16, 16, False, RE, 1),
+    BlockSpec(3, 64, 24, False, RE, 2),
+    BlockSpec(3, 72, 24, False, RE, 1),
+    BlockSpec(5, 72, 40, True, RE, 2),
+    BlockSpec(5, 120, 40, True, RE, 1),
+    BlockSpec(5, 120, 40, True, RE, 1),
+    BlockSpec(3, 240, 80, False, HS, 2),
+    BlockSpec(3, 200, 80, False, HS, 1),
+    BlockSpec(3, 184, 80, False, HS, 1),
+    BlockSpec(3, 184, 80, False, HS, 1),
+    BlockSpec(3, 480, 112, True, HS, 1),
+    BlockSpec(3, 672, 112, True, HS, 1),
+    BlockSpec(5, 672, 160, True, HS, 2),
+    BlockSpec(5, 960, 160, True, HS, 1),
+    BlockSpec(5, 960, 160, True, HS, 1),
+)
+STEM, LAST, HEAD = 16, 960, 1280
+GN_GROUPS = 8  # divides every width above (16, 24, ..., 184, 200, ...): 8 is their greatest common divisor
+
+
+def group_norm(channels: int, groups: int = GN_GROUPS) -> nn.GroupNorm:
+    """``GroupNorm`` taking the channel count first, like ``BatchNorm2d``; groups shrink to divide it."""
+    return nn.GroupNorm(math.gcd(groups, channels), channels)
+
+
+NORMS: dict[str, NormLayer] = {"bn": nn.BatchNorm2d, "gn": group_norm}
+
+
+def conv_norm_act(
+    c_in: int, c_out: int, kernel: int, norm_layer: NormLayer, act: type[nn.Module] | None,
+    stride: int = 1, groups: int = 1, dilation: int = 1,
+) -> nn.Sequential:  # fmt: skip
+    pad = dilation * (kernel - 1) // 2
+    layers = [nn.Conv2d(c_in, c_out, kernel, stride, pad, dilation, groups, bias=False), norm_layer(c_out)]
+    return nn.Sequential(*layers, *([act()] if act else []))
+
+
+def shortcut(channels: int, norm_layer: NormLayer, dilation: int, maxpool: bool) -> nn.Module:
+    """The inverted residual's shortcut: identity (MobileNetV3), or paper 004's dilated depthwise 3x3 conv
+    (Sec. 2.1: more receptive field, no resolution lost), optionally then a 3x3 stride-1 max-pool."""
+    layers: list[nn.Module] = []
+    if dilation > 1:
+        layers.append(
+            conv_norm_act(channels, channels, 3, norm_layer, None, groups=channels, dilation=dilation)
+        )
+    if maxpool:
+        layers.append(nn.MaxPool2d(3, stride=1, padding=1))
+    return nn.Sequential(*layers) if layers else nn.Identity()
+
+
+class InvertedResidual(nn.Module):
+    """Expand 1x1 -> depthwise kxk -> attention -> project 1x1; shortcut where stride 1 and widths agree."""
+
+    def __init__(
+        self, c_in: int, spec: BlockSpec, attn_layer: AttnFactory, norm_layer: NormLayer,
+        shortcut_dilation: int = 1, shortcut_maxpool: bool = False,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        mid = spec.expand
+        expand = [conv_norm_act(c_in, mid, 1, norm_layer, spec.act)] if mid != c_in else []
+        self.body = nn.Sequential(
+            *expand,
+            conv_norm_act(mid, mid, spec.kernel, norm_layer, spec.act, stride=spec.stride, groups=mid),
+            attn_layer(mid) if spec.attn else nn.Identity(),
+            conv_norm_act(mid, spec.out, 1, norm_layer, None),
+        )
+        residual = spec.stride == 1 and c_in == spec.out
+        self.shortcut = shortcut(c_in, norm_layer, shortcut_dilation, shortcut_maxpool) if residual else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return y + self.shortcut(x) if self.shortcut is not None else y
+
+
+class MobileNetV3SimAM(nn.Module):
+    """Stem -> 15 inverted residuals -> 1x1 to 960 -> GAP -> 1x1 to 1280, h-swish -> dropout -> head."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        attn_layer: AttnFactory = NoAttention,
+        head_layer: HeadFactory = LinearHead,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        first_conv_dilation: int = 1,
+        shortcut_dilation: int = 1,
+        shortcut_maxpool: bool = False,
+        drop_rate: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.stem = conv_norm_act(in_chans, STEM, 3, norm_layer, HS, stride=2, dilation=first_conv_dilation)
+        blocks, c = [], STEM
+        for spec in LARGE:
+            blocks.append(
+                InvertedResidual(c, spec, attn_layer, norm_layer, shortcut_dilation, shortcut_maxpool)
+            )
+            c = spec.out
+        self.blocks = nn.Sequential(*blocks, conv_norm_act(c, LAST, 1, norm_layer, HS))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.conv_head = nn.Sequential(nn.Conv2d(LAST, HEAD, 1), HS(), nn.Flatten(), nn.Dropout(drop_rate))
+        self.head = head_layer(HEAD, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv_head(self.pool(self.blocks(self.stem(x)))))
+
+
+def dilation_rate(value: bool | int, key: str) -> int:
+    """``true`` means the paper's rate 2, ``false`` no dilation; an integer is the rate itself."""
+    if isinstance(value, bool):
+        return 2 if value else 1
+    if isinstance(value, int) and value >= 1:
+        return value
+    raise ConfigError(f"model.{key}: {value!r}; expected true/false or a dilation rate >= 1")
+
+
+@MODELS.register("mnv3simam")
+def mnv3simam(
+    num_classes: int,
+    in_chans: int = 3,
+    norm: str = "bn",
+    gn_groups: int = GN_GROUPS,
+    first_conv_dilation: bool | int = False,
+    shortcut_dilation: bool | int = False,
+    **kwargs,
+) -> MobileNetV3SimAM:
+    """``norm``: ``bn`` or ``gn`` (GroupNorm, ``gn_groups`` groups, 8 by default)."""
+    if norm not in NORMS:
+        raise ConfigError(f"model.norm: '{norm}'; choose from: {', '.join(NORMS)}")
+    norm_layer = partial(group_norm, groups=gn_groups) if norm == "gn" else NORMS[norm]
+    return MobileNetV3SimAM(
+        num_classes=num_classes,
+        in_chans=in_chans,
+        norm_layer=norm_layer,
+        first_conv_dilation=dilation_rate(first_conv_dilation, "first_conv_dilation"),
+        shortcut_dilation=dilation_rate(shortcut_dilation, "shortcut_dilation"),
+        **kwargs,
+    )
