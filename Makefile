@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: help install test test-all lint format run ablations tables smoke-tables clean
+.PHONY: help install test test-all lint format run bench ablations tables smoke-tables clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ format: $(STAMP) ## ruff format + import sort
 
 run: $(STAMP) ## the default run: simplecnn on the embedded synthetic faces
 	$(BIN)/ferbench run
+
+bench: $(STAMP) ## speed: ferbench vs a plain PyTorch loop per paper model (CSV in results/bench/; ARGS="trainer=fast_gpu")
+	$(BIN)/ferbench bench $(ARGS)
 
 ablations: $(STAMP) ## every table of every paper at the papers' settings: trains missing cells, renders all
 	$(BIN)/ferbench table all profile=paper $(ARGS)

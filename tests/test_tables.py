@@ -176,11 +176,11 @@ def test_every_experiment_file_parses_and_plans(make_cfg):
 
     specs = [load_spec(p) for p in sorted(experiments_dir().glob("*/*.yaml"))]
     for spec in specs:
-        for profile in spec.profiles:
-            cells = plan(spec, profile, ["results_dir=/tmp/ferbench-plan-check"])
-            for cell in cells:
-                assert cell.status in ("run", "cited", "no data", "paper only"), (spec.name, cell.key)
-        assert {r.key for r in spec.rows}, spec.name
+        assert spec.kind in ("layers", "counts") or set(spec.profiles) == {"paper", "smoke"}, spec.name
+        cells = plan(spec, "paper", ["results_dir=/tmp/ferbench-plan-check"])
+        for cell in cells:
+            assert cell.status in ("run", "cited", "no data", "paper only"), (spec.name, cell.key)
+        assert spec.kind != "runs" or {r.key for r in spec.rows}, spec.name
     assert json.dumps([s.name for s in specs]) is not None
 
 

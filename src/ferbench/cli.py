@@ -1,8 +1,10 @@
 """Command line: parses and dispatches; the work is done by functions the tests call directly.
 
-    ferbench run [group=choice ...] [key=value ...] [-m]   one run, or a Hydra sweep with -m
-    ferbench datasets [--data-root DIR]                    every data set: where, present, counts
-    ferbench table <paper>/<table>|<paper>|all [profile=smoke|paper] [--render-only] [key=value ...]
+ferbench run [group=choice ...] [key=value ...] [-m]   one run, or a Hydra sweep with -m
+ferbench datasets [--data-root DIR]                    every data set: where, present, counts
+ferbench table <paper>/<table>|<paper>|all [profile=smoke|paper] [--render-only] [key=value ...]
+ferbench bench [--cases a,b] [--steps N] [--batch-size B] [--device auto|cpu|cuda] [--quick]
+               [--concurrent 1,2,4] [--out FILE] [key=value ...]   speed: ferbench vs a plain PyTorch loop
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ commands:
   run       train and test one experiment (Hydra overrides: model=amdcnn attn=mcbam data=rafdb ...; -m sweeps)
   datasets  list every data set: where ferbench looks, whether it is there, images per class and split
   table     train a paper table's missing cells, then render it beside the paper's figures
+  bench     training/evaluation images/s of ferbench beside a hand-written PyTorch loop (CSV + table)
 
 `ferbench run --help` shows the config groups and their choices; `ferbench run --cfg job` prints the config.
 """
@@ -161,7 +164,11 @@ def _table(argv: list[str]) -> None:
     )
     parser.add_argument("targets", nargs="+", help="all | <paper> | <paper>/<table>, then profile=... and overrides")
     parser.add_argument("--render-only", action="store_true", help="only render from existing run records")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--only", default="", help="comma-separated row or column keys: train only those cells (render all)"
+    )
+    parser.add_argument("--seeds", default="", help="comma-separated seeds instead of the table's own (e.g. 0)")
+    args = parser.parse_intermixed_args(argv)
     targets = [t for t in args.targets if "=" not in t]
     assignments = [t for t in args.targets if "=" in t]
     profile = next((a.split("=", 1)[1] for a in assignments if a.startswith("profile=")), "smoke")
@@ -169,14 +176,130 @@ def _table(argv: list[str]) -> None:
     specs = [spec for target in targets or ["all"] for spec in find_specs(target)]
     for spec in specs:
         with table_progress(spec.name) as on_progress:
-            outcome = build_table(spec, profile, extra, render_only=args.render_only, on_progress=on_progress)
+            outcome = build_table(
+                spec,
+                profile,
+                extra,
+                render_only=args.render_only,
+                on_progress=on_progress,
+                only=[k for k in args.only.split(",") if k],
+                seeds=[int(k) for k in args.seeds.split(",") if k],
+            )
         print_table_outcome(outcome)
     from ferbench.results.report import write_reports
 
     write_reports({spec.paper for spec in specs}, extra)
 
 
-COMMANDS = {"run": _hydra_run, "datasets": _datasets, "table": _table}
+def _bench(argv: list[str]) -> None:
+    from datetime import datetime
+
+    from ferbench import bench
+
+    parser = argparse.ArgumentParser(
+        prog="ferbench bench",
+        description="images/s of ferbench's training and evaluation beside a plain PyTorch loop, per paper model",
+    )
+    parser.add_argument("--cases", default=None, help="comma-separated models (default: the registered paper models)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default: per case)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps before them (default: per case)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default 64; 16 with --quick)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--quick", action="store_true", help="1 warm-up + 3 steps at batch 16: a smoke test")
+    parser.add_argument(
+        "--concurrent", default=None, help="e.g. 1,2,4: that many training processes at once; total images/s"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="CSV path (default results/bench/<timestamp>.csv)")
+    parser.add_argument("overrides", nargs="*", help="config overrides for every case, e.g. trainer=fast_gpu")
+    for hidden in ("--child-json", "--barrier", "--parties"):  # one process of a --concurrent measurement
+        parser.add_argument(hidden, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    cases = [c for c in args.cases.split(",") if c] if args.cases else None
+    if args.child_json:
+        schedule = bench.Schedule(args.steps, args.warmup)
+        bench.child_main(
+            cases[0],
+            args.device,
+            args.batch_size,
+            schedule,
+            args.overrides,
+            Path(args.child_json),
+            Path(args.barrier),
+            int(args.parties),
+        )
+        return
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    common = dict(
+        cases=cases,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        device=args.device,
+        quick=args.quick,
+        overrides=args.overrides,
+        on_case=lambda name: print(f"ferbench bench: {name} ...", file=sys.stderr),
+    )
+    if args.concurrent:
+        counts = [int(n) for n in args.concurrent.split(",") if n]
+        out = args.out or Path("results/bench") / f"{stamp}-concurrent.csv"
+        table = bench.run_concurrent(counts=counts, out=out, **common)
+        columns = [
+            "case",
+            "concurrent",
+            "threads_per_process",
+            "total_ips",
+            "aggregate_ips",
+            "per_process_ips_min",
+            "speedup_vs_1",
+            "peak_mb_per_process_max",
+        ]
+    else:
+        out = args.out or Path("results/bench") / f"{stamp}.csv"
+        table = bench.run_benchmark(warmup=args.warmup, out=out, **common)
+        columns = [
+            "case",
+            "input_size",
+            "in_chans",
+            "ferbench_train_ips",
+            "plain_train_ips",
+            "train_ratio",
+            "ferbench_eval_ips",
+            "plain_eval_ips",
+            "eval_ratio",
+            "data_ips",
+            "data_to_train_ratio",
+            "ferbench_peak_mb",
+            "plain_peak_mb",
+        ]
+    _print_bench(table, columns, out)
+
+
+def _print_bench(table, columns: list[str], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    first = table.iloc[0]
+    title = (
+        f"ferbench bench — {first['device_name']} ({first['device']}), torch {first['torch_version']}, "
+        f"{first['threads']} threads, {first['precision']}"
+        f"{', channels_last' if first['channels_last'] else ''}{', compile' if first['compile'] else ''}"
+        f"{', gpu_augment' if first['gpu_augment'] else ''}  (images/s; memory MiB, {first.get('peak_mem_kind', '')})"
+    )
+    view = Table(title=title, title_justify="left")
+    for column in columns:
+        view.add_column(column.replace("_ips", " img/s").replace("_", " "), justify="right")
+    for _, row in table.iterrows():
+        view.add_row(*(_cell(row[c]) for c in columns))
+    Console(width=None if sys.stdout.isatty() else 200).print(view)
+    print(f"written: {out}")
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) < 10 else f"{value:,.0f}"
+    return str(value)
+
+
+COMMANDS = {"run": _hydra_run, "datasets": _datasets, "table": _table, "bench": _bench}
 
 
 def main(argv: list[str] | None = None) -> None:

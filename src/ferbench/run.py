@@ -29,6 +29,7 @@ from ferbench.data.transforms import build_augmentation
 from ferbench.errors import ConfigError, FerbenchError, RunFailed
 from ferbench.models import create_model
 from ferbench.models.heads import HEADS
+from ferbench.models.profile import count_macs
 from ferbench.results import record as rec
 from ferbench.results.atomic import write_atomic, write_text
 from ferbench.training.losses import build_loss
@@ -229,6 +230,7 @@ def train_fold(
     fold = subset_train(fold, labels, cfg.trainer.limit_train_fraction, cfg.seed)
     num_classes = len(classes)
     model = build_model(cfg, num_classes)
+    macs = count_macs(model, cfg.model.input_size, cfg.model.in_chans)  # on the fresh model: one eval forward
     loss = build_loss(cfg.loss, labels[fold.train], num_classes)
     module = FERModule(model, loss, cfg.optim, num_classes, cfg.trainer.max_epochs, cfg.loss.get("aux_weight", 1.0))
     pin = cfg.trainer.pin_memory
@@ -278,9 +280,11 @@ def train_fold(
         stopped_early=epochs_run < cfg.trainer.max_epochs,
         resumed=resumed,
         params=sum(p.numel() for p in model.parameters()),
+        macs=macs,
         train_seconds=round(train_seconds, 2),
         test_seconds=round(test_seconds, 2),
         train_images_per_s=round(len(fold.train) * epochs_run / max(train_seconds, 1e-9), 1),
+        test_images_per_s=round(len(fold.test) / max(test_seconds, 1e-9), 1),
         classes=json.dumps(classes),
         skipped=json.dumps(skipped),
         tag=cfg.get("tag", ""),

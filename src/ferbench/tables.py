@@ -14,12 +14,17 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from ferbench.errors import FerbenchError
+from ferbench.errors import FerbenchError, RunBusy
 from ferbench.paths import config_dir
 from ferbench.results import record as rec
 from ferbench.results.spec import Column, Row, TableSpec
 
-SMOKE_DATA = ["data=synthetic", "data.options.n_train=280", "data.options.n_test=140"]
+SMOKE_DATA = [
+    "data=synthetic",
+    "data.options.n_train=280",
+    "data.options.n_test=140",
+    "trainer.limit_train_fraction=1.0",
+]
 SMOKE_MAX_FOLDS = 2
 SMOKE_MAX_SEEDS = 1
 
@@ -74,7 +79,9 @@ def _smoke_split(cfg: DictConfig, overrides: list[str]) -> list[str]:
     return overrides
 
 
-def plan_cell(spec: TableSpec, row: Row, column: Column | None, profile: str, extra: Sequence[str]) -> CellPlan:
+def plan_cell(
+    spec: TableSpec, row: Row, column: Column | None, profile: str, extra: Sequence[str], seeds: Sequence[int] = ()
+) -> CellPlan:
     metric = (column.metric if column and column.metric else None) or row.metric or spec.metric
     if row.cited:
         return CellPlan(row, column, metric, "cited")
@@ -101,21 +108,23 @@ def plan_cell(spec: TableSpec, row: Row, column: Column | None, profile: str, ex
         overrides = _smoke_split(cfg, overrides)
     if profile == "smoke":
         overrides = _smoke_folds(compose_cell(overrides), overrides)
-    seeds = spec.seeds[:SMOKE_MAX_SEEDS] if profile == "smoke" else spec.seeds
+    seeds = seeds or (spec.seeds[:SMOKE_MAX_SEEDS] if profile == "smoke" else spec.seeds)
+    cfg = compose_cell(overrides)
     for seed in seeds:
-        seeded = compose_cell([*overrides, f"seed={seed}"])
+        seeded = cfg.copy()  # same as composing with seed=<seed>, without composing again
+        seeded.seed = seed
         plan.configs.append(seeded)
         plan.run_ids.append(rec.run_id(seeded))
     return plan
 
 
-def plan(spec: TableSpec, profile: str, extra: Sequence[str] = ()) -> list[CellPlan]:
-    """Every cell of a ``runs`` table (or the single run of a ``confusion`` table)."""
+def plan(spec: TableSpec, profile: str, extra: Sequence[str] = (), seeds: Sequence[int] = ()) -> list[CellPlan]:
+    """Every cell of a ``runs`` table (or the single run of a ``confusion`` table); ``seeds`` overrides the table's."""
     if spec.kind == "runs":
         columns: Sequence[Column | None] = spec.columns
-        return [plan_cell(spec, row, column, profile, extra) for row in spec.rows for column in columns]
+        return [plan_cell(spec, row, column, profile, extra, seeds) for row in spec.rows for column in columns]
     if spec.kind == "confusion":
-        return [plan_cell(spec, Row("matrix", spec.title), None, profile, extra)]
+        return [plan_cell(spec, Row("matrix", spec.title), None, profile, extra, seeds)]
     return []
 
 
@@ -139,7 +148,11 @@ def pending_runs(cells: Sequence[CellPlan]) -> dict[str, DictConfig]:
 def train_missing(
     cells: Sequence[CellPlan], on_progress: Callable[[str, int, int], None] | None = None
 ) -> dict[str, str]:
-    """Train every missing run; a run that fails is reported per run id and the rest go on."""
+    """Train every missing run; a run that fails is reported per run id and the rest go on.
+
+    A run another process is training (its lock held) is left to that process: several ``ferbench table``
+    processes can share one table, each taking the runs nobody holds.
+    """
     from ferbench.run import run
 
     failures: dict[str, str] = {}
@@ -149,6 +162,8 @@ def train_missing(
             on_progress(run_id, i, len(todo))
         try:
             run(cfg)
+        except RunBusy:
+            continue
         except FerbenchError as exc:
             failures[run_id] = str(exc)
     if on_progress:
@@ -190,6 +205,8 @@ def build_table(
     extra: Sequence[str] = (),
     render_only: bool = False,
     on_progress: Callable[[str, int, int], None] | None = None,
+    only: Sequence[str] = (),
+    seeds: Sequence[int] = (),
 ) -> TableOutcome:
     """Plan, train what is missing (unless ``render_only``), aggregate and render one table."""
     import time
@@ -206,9 +223,10 @@ def build_table(
     if spec.kind in ("layers", "counts"):
         paths = kinds.render_static(spec, base_cfg, list(extra), out_dir)
         return TableOutcome(spec, [], paths, 0, {}, time.perf_counter() - started)
-    cells = plan(spec, profile, extra)
-    todo = pending_runs(cells)
-    failures = {} if render_only else train_missing(cells, on_progress)
+    cells = plan(spec, profile, extra, seeds)
+    chosen = [c for c in cells if not only or c.row.key in only or (c.column and c.column.key in only)]
+    todo = pending_runs(chosen)
+    failures = {} if render_only else train_missing(chosen, on_progress)
     results = [aggregate_cell(cell, spec, results_dir) for cell in cells]
     if spec.kind == "confusion":
         paths = kinds.write_confusion(spec, cells[0], results[0], profile, out_dir)

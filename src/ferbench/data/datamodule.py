@@ -1,8 +1,13 @@
-"""The LightningDataModule: cached uint8 images in memory, a fold's indices, augmentation on train only."""
+"""The LightningDataModule: cached uint8 images in memory, a fold's indices, augmentation on train only.
+
+The loader hands over uint8 N x H x W x C batches (a quarter of float32's bytes to copy and pin); conversion,
+normalisation, the memory format and, with ``gpu_augment``, the augmentation run on the training device in
+``on_after_batch_transfer``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
 
 import albumentations as A
 import numpy as np
@@ -11,7 +16,31 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ferbench.data.splits import Fold
-from ferbench.data.transforms import to_tensor
+from ferbench.data.transforms import BatchAugment, normalize_batch
+from ferbench.errors import ConfigError
+
+MAX_AUTO_WORKERS = 4
+"""Cached uint8 arrays need little work per image: a few processes keep a GPU fed even for 48x48 inputs."""
+
+
+def resolve_num_workers(value: int | str, accelerated: bool) -> int:
+    """``auto``: 0 on CPU (workers would take the cores the model trains on), else up to 4 of this run's cores.
+
+    This run's cores are torch's thread count (``trainer.threads`` under a parallel launcher), less one for
+    the main process.
+    """
+    if value != "auto":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"trainer.num_workers must be an integer >= 0 or 'auto', got {value!r}")
+        return value
+    if not accelerated:
+        return 0
+    cores = min(torch.get_num_threads(), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    return max(1, min(MAX_AUTO_WORKERS, cores - 1))
+
+
+def resolve_pin_memory(value: bool | str, accelerated: bool) -> bool:
+    return accelerated if value == "auto" else bool(value)
 
 
 class ImageArrayDataset(Dataset):
@@ -30,18 +59,26 @@ class ImageArrayDataset(Dataset):
             image = self.augment(image=image)["image"]
             if image.ndim == 2:  # some transforms drop a single channel axis
                 image = image[:, :, None]
-        return np.ascontiguousarray(image), int(self.labels[row])
+        return image, int(self.labels[row])
 
 
-def collate_uint8(mean: float, std: float) -> Callable:
-    """Stack uint8 images first, normalise the whole batch at once (cheaper than per image)."""
+def seed_worker(worker_id: int) -> None:
+    """Lightning's per-worker seeding, and the worker's own augmentation stream (else every worker, holding a copy
+    of the same seeded pipeline, would draw the same augmentations)."""
+    from lightning_fabric.utilities.seed import pl_worker_init_function
 
-    def collate(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        images = np.stack([b[0] for b in batch])
-        labels = torch.tensor([b[1] for b in batch], dtype=torch.long)
-        return to_tensor(images, mean, std), labels
+    pl_worker_init_function(worker_id)
+    info = torch.utils.data.get_worker_info()
+    augment = getattr(info.dataset, "augment", None) if info is not None else None
+    if hasattr(augment, "set_random_seed"):
+        augment.set_random_seed(info.seed % 2**32)
 
-    return collate
+
+def collate_uint8(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the uint8 images into one array (no float conversion here: that runs on the device)."""
+    images = np.stack([b[0] for b in batch])
+    labels = torch.tensor([b[1] for b in batch], dtype=torch.long)
+    return torch.from_numpy(images), labels
 
 
 class FERDataModule(pl.LightningDataModule):
@@ -52,8 +89,8 @@ class FERDataModule(pl.LightningDataModule):
         fold: Fold,
         augment: A.Compose | None,
         batch_size: int,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | str = 0,
+        pin_memory: bool | str = False,
         mean: float = 0.5,
         std: float = 0.5,
         seed: int = 0,
@@ -61,10 +98,26 @@ class FERDataModule(pl.LightningDataModule):
         super().__init__()
         self.images, self.labels, self.fold, self.augment = images, labels, fold, augment
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
-        self.collate = collate_uint8(mean, std)
+        self.mean, self.std = mean, std
         self.seed = seed
+        self.channels_last = False
+        self.device_augment: BatchAugment | None = None
+
+    def augment_on_device(self) -> None:
+        """Move ``augment`` from the loader (albumentations, per image) to the device (batched torch ops)."""
+        if self.augment is not None:
+            self.device_augment = BatchAugment.from_albumentations(self.augment)
+            self.augment = None
+
+    def _accelerated(self) -> bool:
+        trainer = self.trainer
+        if trainer is not None:
+            return trainer.strategy.root_device.type != "cpu"
+        return torch.cuda.is_available()
 
     def _loader(self, indices: np.ndarray, train: bool) -> DataLoader:
+        accelerated = self._accelerated()
+        workers = resolve_num_workers(self.num_workers, accelerated)
         dataset = ImageArrayDataset(self.images, self.labels, indices, self.augment if train else None)
         generator = torch.Generator().manual_seed(self.seed) if train else None
         return DataLoader(
@@ -72,11 +125,12 @@ class FERDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=train,
             drop_last=train and len(indices) > self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=self.collate,
+            num_workers=workers,
+            pin_memory=resolve_pin_memory(self.pin_memory, accelerated),
+            persistent_workers=workers > 0,
+            collate_fn=collate_uint8,
             generator=generator,
+            worker_init_fn=seed_worker if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -87,3 +141,9 @@ class FERDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.fold.test, train=False)
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        augment = self.device_augment if training else None
+        return normalize_batch(images, self.mean, self.std, self.channels_last, augment), labels

@@ -49,6 +49,10 @@ IDENTITY_EXCLUDED = (
     "trainer.progress_bar",
     "trainer.num_workers",
     "trainer.pin_memory",
+    "trainer.channels_last",
+    "trainer.compile",
+    "trainer.compile_mode",
+    "trainer.cudnn_benchmark",
     "trainer.threads",
 )
 """Keys that say where things are or how they look, not what the experiment is: not in the run id."""

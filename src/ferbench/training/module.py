@@ -8,11 +8,18 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from ferbench.errors import RunFailed
 from ferbench.training.metrics import test_metrics
 from ferbench.training.optim import build_optimizer, build_scheduler
+
+LOSS_CHECK_EVERY = 50
+"""Training steps between looks at the loss on an accelerator (each look waits for the device)."""
+
+
+def _correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image 0/1 correctness of the top class: its mean is the accuracy over images."""
+    return (out.argmax(dim=1) == y).float()
 
 
 class FERModule(pl.LightningModule):
@@ -37,12 +44,16 @@ class FERModule(pl.LightningModule):
         self.max_epochs = max_epochs
         self.aux_weight = aux_weight
         self.history: list[dict[str, float]] = []
-        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Per-image means of loss and of correctness (= accuracy over images, as MulticlassAccuracy(average="micro")):
+        # no NaN check, argument validation or host-made weight per step, each a device sync on a GPU. Values are
+        # given one per image since nan_strategy="disable" ignores weights.
+        self.train_loss, self.val_loss = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
+        self.train_acc, self.val_acc = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
+        self._pending_losses: list[tuple[int, torch.Tensor]] = []
         self.test_metrics = test_metrics(num_classes)
         self.test_results: dict[str, torch.Tensor] = {}
         self.test_probs: list[torch.Tensor] = []
+        self._test_labels: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -55,18 +66,37 @@ class FERModule(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         out, aux = self._outputs(x)
-        loss = self.loss(out, y) + sum((self.aux_weight * self.loss(a, y) for a in aux), torch.zeros(()))
-        if not torch.isfinite(loss):
-            raise RunFailed(f"loss became {loss.item()} at epoch {self.current_epoch + 1}, batch {batch_idx}")
-        self.train_loss.update(loss.detach(), weight=len(y))
-        self.train_acc.update(out.detach(), y)
+        loss = self.loss(out, y)
+        for a in aux:
+            loss = loss + self.aux_weight * self.loss(a, y)
+        self._watch_loss(loss.detach(), batch_idx)
+        self.train_loss.update(loss.detach().expand(len(y)))
+        self.train_acc.update(_correct(out.detach(), y))
         return loss
+
+    def _watch_loss(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """Fail on a NaN or infinite loss. Looking at a GPU loss stalls the host until the GPU catches up, so
+        there losses are looked at together every ``LOSS_CHECK_EVERY`` steps (and at the epoch's end)."""
+        self._pending_losses.append((batch_idx, loss))
+        if loss.device.type == "cpu" or len(self._pending_losses) >= LOSS_CHECK_EVERY:
+            self._check_losses()
+
+    def _check_losses(self) -> None:
+        pending, self._pending_losses = self._pending_losses, []
+        if not pending:
+            return
+        losses = torch.stack([loss for _, loss in pending]).float().cpu()
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            first = int(bad[0, 0])
+            batch_idx = pending[first][0]
+            raise RunFailed(f"loss became {losses[first].item()} at epoch {self.current_epoch + 1}, batch {batch_idx}")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         out = self.model(x)
-        self.val_loss.update(self.loss(out, y), weight=len(y))
-        self.val_acc.update(out, y)
+        self.val_loss.update(self.loss(out, y).expand(len(y)))
+        self.val_acc.update(_correct(out, y))
 
     def on_validation_epoch_end(self) -> None:
         if self.val_loss.update_count:
@@ -74,6 +104,7 @@ class FERModule(pl.LightningModule):
             self.log("val_acc", self.val_acc.compute(), prog_bar=True, sync_dist=False)
 
     def on_train_epoch_end(self) -> None:
+        self._check_losses()
         row = {
             "epoch": self.current_epoch + 1,
             "train_loss": float(self.train_loss.compute()),
@@ -91,10 +122,17 @@ class FERModule(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         probs = torch.softmax(self.loss.to_logits(self.model(x)).float(), dim=1)
-        self.test_metrics.update(probs, y)
-        self.test_probs.append(probs.cpu())
+        self.test_probs.append(probs)  # kept on the device, metrics updated once at the end: per batch, their
+        self._test_labels.append(y)  # validation and bincounts would each wait for the GPU
+
+    def on_test_epoch_start(self) -> None:
+        self.test_probs, self._test_labels = [], []
 
     def on_test_epoch_end(self) -> None:
+        if self.test_probs:
+            self.test_metrics.update(torch.cat(self.test_probs), torch.cat(self._test_labels))
+        self.test_probs = [p.cpu() for p in self.test_probs]
+        self._test_labels = []
         self.test_results = {k: v.detach().cpu() for k, v in self.test_metrics.compute().items()}
         self.test_metrics.reset()
 

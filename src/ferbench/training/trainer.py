@@ -1,13 +1,23 @@
-"""The Lightning Trainer from the ``trainer`` config: devices, precision, early stopping, checkpoints."""
+"""The Lightning Trainer from the ``trainer`` config: devices, precision, speed options, early stopping, checkpoints."""
 
 from __future__ import annotations
 
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+
+from ferbench.errors import ConfigError
+
+PROGRESS_REFRESH = 20
+"""Batches between progress-bar redraws: a redraw every batch costs more than a small model's step on a GPU."""
+
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def quiet_lightning() -> None:
@@ -20,36 +30,99 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*tensorboardX.*")
 
 
-def build_trainer(cfg, checkpoint_dir: Path, has_val: bool) -> pl.Trainer:
-    """Early stopping and best-checkpoint choice watch ``val_loss``: the validation part, never test."""
+class SpeedOptions(pl.Callback):
+    """Applies the ``trainer`` speed keys to the module and data module Lightning is given.
+
+    ``channels_last`` (weights and input batches NHWC), ``compile`` (``nn.Module.compile``: in place, so state
+    dicts and checkpoints keep their keys) and ``gpu_augment`` (``aug.train`` as batched torch ops on the
+    training device, after the transfer, instead of albumentations per image in the loader).
+    """
+
+    def __init__(
+        self,
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_mode: str = "default",
+        gpu_augment: bool = False,
+    ) -> None:
+        self.channels_last, self.compile, self.compile_mode = channels_last, compile, compile_mode
+        self.gpu_augment = gpu_augment
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        model = pl_module.model
+        datamodule = trainer.datamodule
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+            if datamodule is not None:
+                datamodule.channels_last = True
+        if self.gpu_augment and datamodule is not None and stage == "fit":
+            datamodule.augment_on_device()
+        if self.compile and getattr(model, "_compiled_call_impl", None) is None:
+            model.compile(mode=None if self.compile_mode == "default" else self.compile_mode)
+
+
+def speed_options(t: Any) -> SpeedOptions:
+    mode = str(t.get("compile_mode", "default"))
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"trainer.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    return SpeedOptions(
+        channels_last=bool(t.get("channels_last", False)),
+        compile=bool(t.get("compile", False)),
+        compile_mode=mode,
+        gpu_augment=bool(t.get("gpu_augment", False)),
+    )
+
+
+def set_matmul_precision(value: str) -> None:
+    """``high`` lets float32 matmuls (and cuDNN convolutions) use TF32 on Ampere and later GPUs."""
+    if value not in MATMUL_PRECISIONS:
+        raise ConfigError(f"trainer.matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {value!r}")
+    torch.set_float32_matmul_precision(value)
+    torch.backends.cudnn.allow_tf32 = value != "highest"
+
+
+def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: Any) -> pl.Trainer:
+    """Early stopping and best-checkpoint choice watch ``val_loss``: the validation part, never test.
+
+    ``checkpoint_dir=None`` builds the same Trainer without checkpointing (the benchmark); ``overrides`` go to
+    ``pl.Trainer`` as they are (``limit_train_batches``, extra ``callbacks``, ...).
+    """
     quiet_lightning()
     t = cfg.trainer
-    checkpoint = ModelCheckpoint(
-        dirpath=checkpoint_dir,
-        filename="best",
-        monitor="val_loss" if has_val else None,
-        mode="min",
-        save_last=True,
-        save_top_k=1,
-        enable_version_counter=False,
-    )
-    callbacks: list[pl.Callback] = [checkpoint]
+    set_matmul_precision(str(t.get("matmul_precision", "highest")))
+    callbacks: list[pl.Callback] = [speed_options(t), *overrides.pop("callbacks", [])]
+    if checkpoint_dir is not None:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=checkpoint_dir,
+                filename="best",
+                monitor="val_loss" if has_val else None,
+                mode="min",
+                save_last=True,
+                save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
     if has_val and t.early_stopping_patience > 0:
         callbacks.append(EarlyStopping("val_loss", patience=t.early_stopping_patience, mode="min"))
     if t.progress_bar:
-        callbacks.append(TQDMProgressBar(leave=False))
-    return pl.Trainer(
+        callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH, leave=False))
+    options: dict[str, Any] = dict(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=t.strategy,
         precision=t.precision,
         deterministic=t.deterministic,
+        benchmark=bool(t.get("cudnn_benchmark", False)) and not t.deterministic,
         gradient_clip_val=t.gradient_clip_val,
         callbacks=callbacks,
         logger=False,
+        enable_checkpointing=checkpoint_dir is not None,
         enable_progress_bar=bool(t.progress_bar),
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        default_root_dir=str(checkpoint_dir),
+        default_root_dir=str(checkpoint_dir) if checkpoint_dir is not None else None,
     )
+    options.update(overrides)
+    return pl.Trainer(**options)

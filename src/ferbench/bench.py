@@ -1,0 +1,684 @@
+"""``ferbench bench``: the runner's training and evaluation speed beside a hand-written PyTorch loop.
+
+Per case (a paper model at its input size and channels, its paper augmentation, synthetic faces cached as a
+uint8 array) it measures images/s of: training through ferbench's own path (FERModule + FERDataModule + the
+Trainer of ``build_trainer``), training through a plain loop (same model class, Adam, cross-entropy, a plain
+DataLoader over the same arrays and augmentation, the same speed options), evaluation through both, and the
+data path alone (loader + augmentation + collate). Warm-up steps are excluded; the device is synchronised only
+at the two ends of the timed window, so the measurement adds no stalls of its own.
+``--concurrent 1,2,4`` instead starts that many training processes of one case at once and sums their speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
+
+from ferbench.data.datamodule import FERDataModule, resolve_num_workers
+from ferbench.data.splits import Fold
+from ferbench.data.synthetic import generate
+from ferbench.data.transforms import BatchAugment, build_augmentation, normalize_batch
+from ferbench.errors import ConfigError, FerbenchError
+from ferbench.paths import config_dir
+from ferbench.run import build_model
+from ferbench.training.losses import build_loss
+from ferbench.training.module import FERModule
+from ferbench.training.trainer import build_trainer
+
+PAPER_CASES = ("amdcnn", "shufflecsp", "lightvgg", "mnv3simam")
+FALLBACK_CASE = "simplecnn"
+NUM_CLASSES = 7
+
+
+@dataclass(frozen=True)
+class Schedule:
+    steps: int  # timed steps
+    warmup: int  # untimed steps before them (compilation, cuDNN autotuning, worker start-up)
+
+
+CASE_SCHEDULES = {
+    "amdcnn": Schedule(30, 5),
+    "shufflecsp": Schedule(30, 5),
+    "lightvgg": Schedule(10, 3),
+    "mnv3simam": Schedule(6, 2),
+}
+"""Defaults sized so that all four cases run in under 10 minutes on a 2-core CPU; a GPU can take --steps 200."""
+DEFAULT_SCHEDULE = Schedule(20, 3)
+QUICK_SCHEDULE = Schedule(3, 1)
+QUICK_BATCH = 16
+
+MAX_UNIQUE_IMAGES = 1024
+PRECISION_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def default_cases() -> list[str]:
+    """The papers' models that are registered, else the default model."""
+    from ferbench.models import MODELS
+
+    cases = [c for c in PAPER_CASES if c in MODELS]
+    return cases or [FALLBACK_CASE]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is visible to torch")
+    return torch.device(device)
+
+
+def compose_case(name: str, batch_size: int, device: torch.device, overrides: Sequence[str] = ()) -> DictConfig:
+    """The run config of one case: ``model=<name>``, its paper's ``aug`` if there is one, the user's overrides last."""
+    aug = [f"aug={name}"] if (config_dir() / "aug" / f"{name}.yaml").is_file() else []
+    base = [
+        f"model={name}",
+        *aug,
+        f"trainer.batch_size={batch_size}",
+        f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
+        "trainer.progress_bar=false",
+    ]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=[*base, *overrides])
+
+
+def case_images(cfg: DictConfig, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic faces at the case's size as the runner caches them: uint8 N x H x W x C (grey repeated to RGB)."""
+    unique = min(n, MAX_UNIQUE_IMAGES)  # drawing a face costs more than training on it at 224 pixels
+    images, labels = generate(unique, int(cfg.model.input_size), seed)
+    rows = np.arange(n) % unique
+    images = np.repeat(images[rows][..., None], int(cfg.model.in_chans), axis=-1)
+    return np.ascontiguousarray(images), labels[rows]
+
+
+# ------------------------------------------------------------------------------------------------ measuring
+
+
+class PeakMemory:
+    """CUDA: ``max_memory_allocated``. CPU: the process's peak resident set (VmHWM, reset through clear_refs)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.kind = "cuda_max_allocated" if device.type == "cuda" else "cpu_peak_rss"
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM to the current RSS
+        except OSError:
+            pass  # elsewhere the peak is the process's lifetime peak (ru_maxrss)
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+class Window:
+    """The timed window: opened at the step after the warm-up, closed after the last step."""
+
+    def __init__(self, sync: Callable[[], None], barrier: Callable[[], None] | None = None) -> None:
+        self.sync, self.barrier = sync, barrier
+        self.start = self.end = self.wall_start = self.wall_end = None
+
+    def open(self) -> None:
+        if self.barrier is not None:
+            self.barrier()
+        self.sync()
+        self.wall_start, self.start = time.time(), time.perf_counter()
+
+    def close(self) -> None:
+        self.sync()
+        self.wall_end, self.end = time.time(), time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        if self.start is None or self.end is None:
+            raise FerbenchError("the timed window never closed: fewer batches than warm-up + steps")
+        return self.end - self.start
+
+
+class StepTimer(pl.Callback):
+    """Opens a window at batch ``warmup`` of training and of testing, closes it after batch ``last``."""
+
+    def __init__(self, warmup: int, last: int, sync: Callable[[], None], barrier: Callable[[], None] | None = None):
+        self.warmup, self.last = warmup, last
+        self.train, self.test = Window(sync, barrier), Window(sync)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if batch_idx == self.warmup:
+            self.train.open()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if batch_idx == self.last:
+            self.train.close()
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch_idx == self.warmup:
+            self.test.open()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch_idx == self.last:
+            self.test.close()
+
+
+@dataclass
+class Setting:
+    """What both paths share for one case."""
+
+    cfg: DictConfig
+    images: np.ndarray
+    labels: np.ndarray
+    device: torch.device
+    schedule: Schedule
+    batch_size: int
+    num_workers: int
+    pin_memory: bool
+
+    @property
+    def total(self) -> int:
+        return self.schedule.warmup + self.schedule.steps
+
+    @property
+    def timed_images(self) -> int:
+        return self.schedule.steps * self.batch_size
+
+
+def make_setting(cfg: DictConfig, device: torch.device, schedule: Schedule, batch_size: int) -> Setting:
+    images, labels = case_images(cfg, schedule_images(schedule, batch_size), seed=cfg.seed)
+    accelerated = device.type != "cpu"
+    pin = cfg.trainer.pin_memory
+    return Setting(
+        cfg=cfg,
+        images=images,
+        labels=labels,
+        device=device,
+        schedule=schedule,
+        batch_size=batch_size,
+        num_workers=resolve_num_workers(cfg.trainer.num_workers, accelerated),
+        pin_memory=accelerated if pin == "auto" else bool(pin),
+    )
+
+
+def schedule_images(schedule: Schedule, batch_size: int) -> int:
+    return (schedule.warmup + schedule.steps) * batch_size
+
+
+# ------------------------------------------------------------------------------------------------ ferbench
+
+
+def ferbench_path(s: Setting, evaluate: bool = True, barrier: Callable[[], None] | None = None) -> dict:
+    """Train (and test) through FERModule + FERDataModule + build_trainer's Trainer, as ``run`` does."""
+    cfg = s.cfg
+    pl.seed_everything(cfg.seed, verbose=False)
+    all_rows = np.arange(len(s.images))
+    fold = Fold(0, all_rows, np.arange(0), all_rows)
+    model = build_model(cfg, NUM_CLASSES)
+    loss = build_loss(cfg.loss, s.labels, NUM_CLASSES)
+    module = FERModule(model, loss, cfg.optim, NUM_CLASSES, 1, cfg.loss.get("aux_weight", 1.0))
+    datamodule = FERDataModule(
+        s.images,
+        s.labels,
+        fold,
+        build_augmentation(cfg.aug.train),
+        batch_size=s.batch_size,
+        num_workers=s.num_workers,
+        pin_memory=s.pin_memory,
+        seed=cfg.seed,
+    )
+    timer = StepTimer(s.schedule.warmup, s.total - 1, synchronizer(s.device), barrier)
+    trainer = build_trainer(
+        cfg,
+        None,
+        has_val=False,
+        max_epochs=1,
+        devices=1,
+        limit_train_batches=s.total,
+        limit_val_batches=0,
+        limit_test_batches=s.total,
+        callbacks=[timer],
+    )
+    memory = PeakMemory(s.device)
+    memory.reset()
+    trainer.fit(module, datamodule=datamodule)
+    result = {
+        "train_ips": s.timed_images / timer.train.seconds,
+        "peak_mb": memory.peak_mb(),
+        "params": sum(p.numel() for p in model.parameters()),
+        "wall_start": timer.train.wall_start,
+        "wall_end": timer.train.wall_end,
+    }
+    if evaluate:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        result["eval_ips"] = s.timed_images / timer.test.seconds
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ plain loop
+
+
+class PlainDataset(Dataset):
+    """What one writes by hand: index the array, augment, hand back a uint8 tensor and the label."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, augment) -> None:
+        self.images, self.labels, self.augment = images, labels, augment
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        image = self.images[i]
+        if self.augment is not None:
+            image = self.augment(image=image)["image"]
+            image = image[:, :, None] if image.ndim == 2 else image
+        return torch.from_numpy(np.ascontiguousarray(image)), int(self.labels[i])
+
+
+def plain_path(s: Setting, evaluate: bool = True) -> dict:
+    """The same training and evaluation as a hand-written loop, honouring the same ``trainer`` speed keys."""
+    cfg, t, device = s.cfg, s.cfg.trainer, s.device
+    torch.manual_seed(cfg.seed)
+    layout = torch.channels_last if t.channels_last else torch.contiguous_format
+    model = build_model(cfg, NUM_CLASSES).to(device=device, memory_format=layout)
+    if t.compile:
+        model.compile(mode=None if t.compile_mode == "default" else t.compile_mode)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    dtype = PRECISION_DTYPES.get(str(t.precision))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    augment = build_augmentation(cfg.aug.train)
+    on_device = BatchAugment.from_albumentations(augment) if t.gpu_augment and augment is not None else None
+    loader = DataLoader(
+        PlainDataset(s.images, s.labels, None if on_device is not None else augment),
+        batch_size=s.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=s.num_workers,
+        pin_memory=s.pin_memory,
+        persistent_workers=s.num_workers > 0,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    window = Window(synchronizer(device))
+    memory = PeakMemory(device)
+    memory.reset()
+    model.train()
+    for i, (x, y) in enumerate(loader):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x = normalize_batch(x, 0.5, 0.5, t.channels_last, on_device)
+        if i == s.schedule.warmup:
+            window.open()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if i == s.total - 1:
+            window.close()
+            break
+    result = {"train_ips": s.timed_images / window.seconds, "peak_mb": memory.peak_mb()}
+    if evaluate:
+        result["eval_ips"] = _plain_eval(s, model, layout, dtype)
+    return result
+
+
+def _plain_eval(s: Setting, model: torch.nn.Module, layout: torch.memory_format, dtype: torch.dtype | None) -> float:
+    loader = DataLoader(
+        PlainDataset(s.images, s.labels, None),
+        batch_size=s.batch_size,
+        num_workers=s.num_workers,
+        pin_memory=s.pin_memory,
+    )
+    window = Window(synchronizer(s.device))
+    model.eval()
+    probs = []
+    with torch.inference_mode(), torch.autocast(s.device.type, dtype=dtype, enabled=dtype is not None):
+        for i, (x, _) in enumerate(loader):
+            x = normalize_batch(x.to(s.device, non_blocking=True), 0.5, 0.5, s.cfg.trainer.channels_last)
+            if i == s.schedule.warmup:
+                window.open()
+            probs.append(torch.softmax(model(x).float(), dim=1))
+            if i == s.total - 1:
+                torch.cat(probs).cpu()
+                window.close()
+                break
+    return s.timed_images / window.seconds
+
+
+# ------------------------------------------------------------------------------------------------ data path
+
+
+def data_path(s: Setting) -> float:
+    """images/s of ferbench's training loader alone: indexing, augmentation (unless on the device), collate."""
+    all_rows = np.arange(len(s.images))
+    datamodule = FERDataModule(
+        s.images,
+        s.labels,
+        Fold(0, all_rows, np.arange(0), all_rows),
+        build_augmentation(s.cfg.aug.train),
+        batch_size=s.batch_size,
+        num_workers=s.num_workers,
+        pin_memory=s.pin_memory,
+        seed=s.cfg.seed,
+    )
+    if s.cfg.trainer.gpu_augment:
+        datamodule.augment_on_device()
+    start = None
+    for i, _ in enumerate(datamodule.train_dataloader()):
+        if i == s.schedule.warmup - 1:
+            start = time.perf_counter()
+        if i == s.total - 1:
+            break
+    if start is None:
+        raise FerbenchError("the data-path measurement needs at least one warm-up step")
+    return s.timed_images / (time.perf_counter() - start)
+
+
+def device_augment_ips(s: Setting) -> float | None:
+    """images/s of the batched on-device augmentation alone (``trainer.gpu_augment``), else None."""
+    augment = build_augmentation(s.cfg.aug.train)
+    if not s.cfg.trainer.gpu_augment or augment is None:
+        return None
+    on_device = BatchAugment.from_albumentations(augment)
+    batch = torch.from_numpy(s.images[: s.batch_size]).to(s.device)
+    window = Window(synchronizer(s.device))
+    for i in range(s.total):
+        if i == s.schedule.warmup:
+            window.open()
+        normalize_batch(batch, 0.5, 0.5, False, on_device)
+    window.close()
+    return s.timed_images / window.seconds
+
+
+# ------------------------------------------------------------------------------------------------ the table
+
+
+def machine_info(device: torch.device, cfg: DictConfig) -> dict:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = _cpu_name()
+    return {
+        "device": device.type,
+        "device_name": name,
+        "torch_version": torch.__version__,
+        "lightning_version": pl.__version__,
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "precision": str(cfg.trainer.precision),
+        "channels_last": bool(cfg.trainer.channels_last),
+        "compile": bool(cfg.trainer.compile),
+        "cudnn_benchmark": bool(cfg.trainer.cudnn_benchmark),
+        "matmul_precision": str(cfg.trainer.matmul_precision),
+        "gpu_augment": bool(cfg.trainer.gpu_augment),
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def bench_case(
+    name: str,
+    device: torch.device,
+    batch_size: int,
+    schedule: Schedule,
+    overrides: Sequence[str] = (),
+) -> dict:
+    """One row: both paths' training and evaluation speed, the data path, peak memory and their ratios."""
+    cfg = compose_case(name, batch_size, device, overrides)
+    if cfg.trainer.get("threads", 0):
+        torch.set_num_threads(int(cfg.trainer.threads))
+    s = make_setting(cfg, device, schedule, batch_size)
+    ours = ferbench_path(s)
+    plain = plain_path(s)
+    data_ips = data_path(s)
+    row = {
+        "case": name,
+        "input_size": int(cfg.model.input_size),
+        "in_chans": int(cfg.model.in_chans),
+        "aug": str(cfg.aug.name),
+        "params": ours["params"],
+        "batch_size": batch_size,
+        "warmup": schedule.warmup,
+        "steps": schedule.steps,
+        "num_workers": s.num_workers,
+        "ferbench_train_ips": ours["train_ips"],
+        "plain_train_ips": plain["train_ips"],
+        "train_ratio": ours["train_ips"] / plain["train_ips"],
+        "ferbench_eval_ips": ours["eval_ips"],
+        "plain_eval_ips": plain["eval_ips"],
+        "eval_ratio": ours["eval_ips"] / plain["eval_ips"],
+        "data_ips": data_ips,
+        "data_to_train_ratio": data_ips / ours["train_ips"],
+        "device_aug_ips": device_augment_ips(s),
+        "ferbench_peak_mb": ours["peak_mb"],
+        "plain_peak_mb": plain["peak_mb"],
+        "peak_mem_kind": PeakMemory(device).kind,
+    }
+    row.update(machine_info(device, cfg))
+    return row
+
+
+def run_benchmark(
+    cases: Sequence[str] | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    quick: bool = False,
+    overrides: Sequence[str] = (),
+    out: Path | None = None,
+    on_case: Callable[[str], None] | None = None,
+    warmup: int | None = None,
+) -> pd.DataFrame:
+    """Every case, one row each; written to ``out`` (CSV) when given. ``quick``: 1 warm-up + 3 steps at batch 16."""
+    torch_device = resolve_device(device)
+    batch = batch_size or (QUICK_BATCH if quick else 64)
+    rows = []
+    for name in cases or default_cases():
+        schedule = QUICK_SCHEDULE if quick else CASE_SCHEDULES.get(name, DEFAULT_SCHEDULE)
+        schedule = Schedule(steps or schedule.steps, schedule.warmup if warmup is None else warmup)
+        if on_case is not None:
+            on_case(name)
+        rows.append(bench_case(name, torch_device, batch, schedule, overrides))
+    table = pd.DataFrame(rows)
+    if out is not None:
+        _write_csv(table, out)
+    return table
+
+
+def _write_csv(table: pd.DataFrame, out: Path) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, out)
+
+
+# ------------------------------------------------------------------------------------------------ concurrent runs
+
+
+class FileBarrier:
+    """N processes wait here until all have arrived, so their timed windows overlap."""
+
+    def __init__(self, folder: Path, parties: int, timeout_s: float = 900.0) -> None:
+        self.folder, self.parties, self.timeout_s = Path(folder), parties, timeout_s
+
+    def __call__(self) -> None:
+        (self.folder / f"{os.getpid()}.ready").touch()
+        deadline = time.monotonic() + self.timeout_s
+        while len(list(self.folder.glob("*.ready"))) < self.parties:
+            if time.monotonic() > deadline:
+                raise FerbenchError(f"concurrent benchmark: the other processes never reached {self.folder}")
+            time.sleep(0.01)
+
+
+def train_only(
+    name: str,
+    device: str,
+    batch_size: int,
+    schedule: Schedule,
+    overrides: Sequence[str],
+    barrier: Callable[[], None] | None = None,
+) -> dict:
+    """One process of a concurrent measurement: ferbench's training path only."""
+    torch_device = resolve_device(device)
+    cfg = compose_case(name, batch_size, torch_device, overrides)
+    if cfg.trainer.get("threads", 0):
+        torch.set_num_threads(int(cfg.trainer.threads))
+    s = make_setting(cfg, torch_device, schedule, batch_size)
+    result = ferbench_path(s, evaluate=False, barrier=barrier)
+    result.update(images=s.timed_images, threads=torch.get_num_threads(), num_workers=s.num_workers)
+    return result
+
+
+def run_concurrent(
+    cases: Sequence[str] | None = None,
+    counts: Sequence[int] = (1, 2, 4),
+    steps: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    quick: bool = False,
+    overrides: Sequence[str] = (),
+    out: Path | None = None,
+    on_case: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """For each case and N in ``counts``: N training processes at once (each with cores // N threads); total images/s.
+
+    ``total_ips`` sums the processes' own speeds; ``aggregate_ips`` is every timed image over the span from the
+    first window's start to the last one's end (lower when the windows did not fully overlap).
+    """
+    torch_device = resolve_device(device)
+    batch = batch_size or (QUICK_BATCH if quick else 64)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    rows = []
+    for name in cases or default_cases():
+        schedule = QUICK_SCHEDULE if quick else CASE_SCHEDULES.get(name, DEFAULT_SCHEDULE)
+        schedule = Schedule(steps or schedule.steps * 3, max(schedule.warmup, 5 if not quick else 1))
+        base_ips = None
+        for n in counts:
+            if on_case is not None:
+                on_case(f"{name} x{n}")
+            results = _launch(name, n, torch_device, batch, schedule, overrides, max(1, cores // n))
+            total = sum(r["train_ips"] for r in results)
+            span = max(r["wall_end"] for r in results) - min(r["wall_start"] for r in results)
+            base_ips = total if base_ips is None and n == 1 else base_ips
+            row = {
+                "case": name,
+                "concurrent": n,
+                "batch_size": batch,
+                "steps": schedule.steps,
+                "threads_per_process": max(1, cores // n),
+                "num_workers_per_process": results[0]["num_workers"],
+                "total_ips": total,
+                "aggregate_ips": sum(r["images"] for r in results) / span,
+                "per_process_ips_mean": total / n,
+                "per_process_ips_min": min(r["train_ips"] for r in results),
+                "speedup_vs_1": total / base_ips if base_ips else None,
+                "peak_mb_per_process_max": max(r["peak_mb"] for r in results),
+            }
+            row.update(machine_info(torch_device, compose_case(name, batch, torch_device, overrides)))
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    if out is not None:
+        _write_csv(table, out)
+    return table
+
+
+def _launch(
+    name: str,
+    n: int,
+    device: torch.device,
+    batch_size: int,
+    schedule: Schedule,
+    overrides: Sequence[str],
+    threads: int,
+) -> list[dict]:
+    with tempfile.TemporaryDirectory(prefix="ferbench-bench-") as tmp:
+        folder = Path(tmp)
+        processes = []
+        for k in range(n):
+            command = [
+                sys.executable,
+                "-m",
+                "ferbench.cli",
+                "bench",
+                "--cases",
+                name,
+                "--device",
+                device.type,
+                "--batch-size",
+                str(batch_size),
+                "--steps",
+                str(schedule.steps),
+                "--warmup",
+                str(schedule.warmup),
+                "--child-json",
+                str(folder / f"result_{k}.json"),
+                "--barrier",
+                str(folder),
+                "--parties",
+                str(n),
+                *overrides,
+                f"trainer.threads={threads}",
+            ]
+            processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        errors = [p.communicate()[1] for p in processes]
+        failed = [(p.returncode, e) for p, e in zip(processes, errors, strict=True) if p.returncode != 0]
+        if failed:
+            code, err = failed[0]
+            raise FerbenchError(f"a concurrent benchmark process exited {code}: {err.strip().splitlines()[-1:]}")
+        return [json.loads((folder / f"result_{k}.json").read_text()) for k in range(n)]
+
+
+def child_main(
+    name: str,
+    device: str,
+    batch_size: int,
+    schedule: Schedule,
+    overrides: Sequence[str],
+    json_path: Path,
+    barrier_dir: Path,
+    parties: int,
+) -> None:
+    result = train_only(name, device, batch_size, schedule, overrides, FileBarrier(barrier_dir, parties))
+    Path(json_path).write_text(json.dumps(result))

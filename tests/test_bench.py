@@ -1,0 +1,57 @@
+"""``ferbench bench`` end to end on a tiny case: both paths run, the CSV has every column."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ferbench.bench import run_benchmark, run_concurrent
+
+COLUMNS = [
+    "case",
+    "input_size",
+    "in_chans",
+    "batch_size",
+    "steps",
+    "ferbench_train_ips",
+    "plain_train_ips",
+    "train_ratio",
+    "ferbench_eval_ips",
+    "plain_eval_ips",
+    "eval_ratio",
+    "data_ips",
+    "data_to_train_ratio",
+    "ferbench_peak_mb",
+    "plain_peak_mb",
+    "peak_mem_kind",
+    "device",
+    "device_name",
+    "torch_version",
+    "cpu_count",
+    "threads",
+    "precision",
+]
+
+
+def test_quick_benchmark_writes_its_csv(tmp_path):
+    out = tmp_path / "bench" / "quick.csv"
+    table = run_benchmark(
+        ["simplecnn"], steps=2, batch_size=8, device="cpu", quick=True, out=out, overrides=["model.widths=[8,16]"]
+    )
+    written = pd.read_csv(out)
+    assert list(written["case"]) == ["simplecnn"] and set(COLUMNS) <= set(written.columns)
+    row = table.iloc[0]
+    for key in ("ferbench_train_ips", "plain_train_ips", "ferbench_eval_ips", "plain_eval_ips", "data_ips"):
+        assert row[key] > 0, key
+    assert row["train_ratio"] == pytest.approx(row["ferbench_train_ips"] / row["plain_train_ips"])
+    assert row["device"] == "cpu" and row["peak_mem_kind"] == "cpu_peak_rss" and row["ferbench_peak_mb"] > 0
+
+
+@pytest.mark.slow
+def test_concurrent_runs_report_total_throughput(tmp_path):
+    out = tmp_path / "concurrent.csv"
+    table = run_concurrent(
+        ["simplecnn"], counts=[1, 2], steps=2, device="cpu", quick=True, out=out, overrides=["model.widths=[8,16]"]
+    )
+    assert list(table["concurrent"]) == [1, 2] and out.is_file()
+    assert (table["total_ips"] > 0).all() and table["speedup_vs_1"].iloc[0] == pytest.approx(1.0)

@@ -1,0 +1,228 @@
+"""Speed options change how fast, not what: each gives the same predictions (or augmentation distributions)."""
+
+from __future__ import annotations
+
+import os
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from ferbench.config import validate
+from ferbench.data.datamodule import FERDataModule, resolve_num_workers
+from ferbench.data.splits import Fold
+from ferbench.data.synthetic import generate
+from ferbench.data.transforms import BatchAugment, Pipeline, build_augmentation, normalize_batch, to_tensor
+from ferbench.errors import ConfigError, RunFailed
+from ferbench.models import create_model
+from ferbench.run import build_model
+from ferbench.training.losses import build_loss
+from ferbench.training.module import FERModule
+from ferbench.training.trainer import build_trainer
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+@pytest.fixture(scope="module")
+def faces() -> tuple[np.ndarray, np.ndarray]:
+    images, labels = generate(64, 48, seed=3)
+    return images[..., None], labels
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("simplecnn", num_classes=7, in_chans=1).eval()
+
+
+def test_normalize_batch_is_to_tensor_in_either_layout(faces):
+    images = torch.from_numpy(faces[0])
+    expected = to_tensor(faces[0])
+    plain = normalize_batch(images)
+    nhwc = normalize_batch(torch.from_numpy(np.repeat(faces[0], 3, axis=-1)), channels_last=True)
+    assert torch.equal(plain, expected) and plain.is_contiguous()
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and nhwc.shape == (64, 3, 48, 48)
+    assert torch.equal(nhwc[:, :1], expected)
+
+
+def test_channels_last_gives_the_same_predictions(faces):
+    x = to_tensor(faces[0])
+    model = _model()
+    with torch.no_grad():
+        expected = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        got = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_mixed_precision_is_close_to_fp32(faces):
+    x = to_tensor(faces[0])
+    model = _model()
+    with torch.no_grad():
+        expected = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model(x).float()
+    scale = expected.abs().max()
+    assert (got - expected).abs().max() <= 0.05 * scale
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.9
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_same_predictions(faces):
+    x = to_tensor(faces[0])
+    model = _model()
+    with torch.no_grad():
+        expected = model(x)
+        model.compile()
+        got = model(x)
+    assert model._compiled_call_impl is not None
+    assert list(model.state_dict()) == list(_model().state_dict())  # checkpoints keep their keys
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_speed_options_reach_model_and_batches(make_cfg, faces):
+    """channels_last, gpu_augment and bf16-mixed through build_trainer: one short fit on the CPU."""
+    cfg = make_cfg(
+        "trainer.channels_last=true", "trainer.gpu_augment=true", "trainer.precision=bf16-mixed", "aug=amdcnn"
+    )
+    images, labels = faces
+    module = FERModule(build_model(cfg, 7), build_loss(cfg.loss, labels, 7), cfg.optim, 7, 1)
+    rows = np.arange(len(images))
+    datamodule = FERDataModule(images, labels, Fold(0, rows, rows[:0], rows), build_augmentation(cfg.aug.train), 16)
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x)
+            return x
+
+    module.model.features.insert(0, Spy())
+    trainer = build_trainer(cfg, None, has_val=False, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(module, datamodule=datamodule)
+    conv = module.model.features[2][0].weight  # the second conv block's (the first has one input channel)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert datamodule.augment is None and isinstance(datamodule.device_augment, BatchAugment)
+    assert seen and all(x.dtype == torch.float32 and x.shape == (16, 1, 48, 48) for x in seen)
+    assert len(module.history) == 1 and np.isfinite(module.history[0]["train_loss"])
+
+
+def test_num_workers_auto(make_cfg):
+    assert resolve_num_workers("auto", accelerated=False) == 0
+    assert 1 <= resolve_num_workers("auto", accelerated=True) <= 4
+    assert resolve_num_workers(3, accelerated=False) == 3
+    with pytest.raises(ConfigError, match="trainer.num_workers"):
+        resolve_num_workers("many", accelerated=True)
+    validate(make_cfg("trainer.num_workers=auto"))
+    with pytest.raises(ConfigError, match="trainer.num_workers"):
+        validate(make_cfg("trainer.num_workers=-1"))
+
+
+def test_losses_checked_in_groups_report_the_first_bad_batch():
+    module = FERModule(_model(), build_loss_ce(), {"name": "adam", "lr": 1e-3, "scheduler": "none"}, 7, 1)
+    module._pending_losses = [(4, torch.tensor(1.0)), (5, torch.tensor(float("inf"))), (6, torch.tensor(float("nan")))]
+    with pytest.raises(RunFailed, match="loss became inf at epoch 1, batch 5"):
+        module._check_losses()
+    assert module._pending_losses == []
+
+
+def build_loss_ce():
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"name": "ce", "head": "linear", "class_weights": "none", "label_smoothing": 0.0})
+    return build_loss(cfg, np.zeros(1, dtype=np.int64), 7)
+
+
+# -------------------------------------------------------------------------------- batched augmentation
+
+
+def _copies_cpu(compose: A.Compose, image: np.ndarray, n: int) -> torch.Tensor:
+    compose.set_random_seed(0)
+    out = np.stack([compose(image=image)["image"].reshape(image.shape) for _ in range(n)])
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255
+
+
+def _copies_batched(compose: A.Compose, image: np.ndarray, n: int) -> torch.Tensor:
+    torch.manual_seed(0)
+    batch = torch.from_numpy(np.repeat(image[None], n, axis=0))
+    return normalize_batch(batch, 0.0, 1.0, augment=BatchAugment.from_albumentations(compose))
+
+
+def _distance(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """Mean absolute difference of the per-pixel means and of the per-pixel standard deviations."""
+    return float((a.mean(0) - b.mean(0)).abs().mean()), float((a.std(0) - b.std(0)).abs().mean())
+
+
+PIPELINES = {
+    "basic": None,
+    "amdcnn": None,
+    "lightvgg": None,
+    "shufflecsp": None,
+    "yoloxnano": None,
+    "resized_crop": [A.RandomResizedCrop(size=(48, 48), scale=(0.5, 1.0), p=1.0)],
+    "brightness_contrast": [A.HorizontalFlip(p=0.5), A.RandomBrightnessContrast(p=0.8), A.Affine(rotate=(-20, 20))],
+    "shift_scale_rotate_pad": [A.ShiftScaleRotate(p=0.8), A.CropAndPad(percent=(0.0, 0.15), p=0.6)],
+}
+N_COPIES = 1500
+TOLERANCE = 0.01  # [0, 1] units; two independent 1500-copy estimates of one distribution differ by 0.002-0.005
+
+
+def _pipeline(name: str, make_cfg) -> A.Compose:
+    steps = PIPELINES[name]
+    if steps is None:
+        return build_augmentation(make_cfg(f"aug={name}").aug.train)
+    return Pipeline(steps)
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_batched_augmentation_matches_albumentations(name, make_cfg, faces):
+    compose = _pipeline(name, make_cfg)
+    image = faces[0][5]
+    cpu = _copies_cpu(compose, image, N_COPIES)
+    batched = _copies_batched(compose, image, N_COPIES)
+    assert batched.shape == cpu.shape
+    mean_gap, std_gap = _distance(cpu, batched)
+    assert mean_gap < TOLERANCE and std_gap < TOLERANCE, (mean_gap, std_gap)
+
+
+def test_the_comparison_notices_a_wrong_distribution(faces):
+    """The tolerance has teeth: a shift range off by a factor of two, or a flip rate of 0.3 for 0.5, fails it."""
+    image = faces[0][5]
+    cpu = _copies_cpu(Pipeline([A.Affine(translate_percent=(-0.06, 0.06), p=1.0)]), image, N_COPIES)
+    wrong = _copies_batched(Pipeline([A.Affine(translate_percent=(-0.12, 0.12), p=1.0)]), image, N_COPIES)
+    assert max(_distance(cpu, wrong)) > 2 * TOLERANCE
+    cpu = _copies_cpu(Pipeline([A.HorizontalFlip(p=0.5)]), image, N_COPIES)
+    wrong = _copies_batched(Pipeline([A.HorizontalFlip(p=0.3)]), image, N_COPIES)
+    assert max(_distance(cpu, wrong)) > 2 * TOLERANCE
+
+
+def test_seeded_pipeline_draws_its_transforms_independently():
+    """albumentations' Compose.set_random_seed gives every transform the same stream: both flips or neither."""
+    image = np.arange(16, dtype=np.uint8).reshape(4, 4, 1)
+    pipeline = Pipeline([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])
+    pipeline.set_random_seed(0)
+    corners = [int(pipeline(image=image)["image"][0, 0, 0]) for _ in range(2000)]
+    counts = np.bincount(corners, minlength=16)[[0, 3, 12, 15]]  # none, h, v, both
+    assert counts.sum() == 2000 and counts.min() > 400
+    again = Pipeline([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])
+    again.set_random_seed(0)
+    assert [int(again(image=image)["image"][0, 0, 0]) for _ in range(2000)] == corners  # still reproducible
+
+
+@pytest.mark.parametrize("flip", [A.HorizontalFlip, A.VerticalFlip])
+def test_flip_rate_and_exactness(flip, faces):
+    image = faces[0][7]
+    batched = _copies_batched(Pipeline([flip(p=0.3)]), image, 4000)
+    x = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+    flipped = x.flip(-1 if flip is A.HorizontalFlip else -2)
+    is_flipped = (batched - flipped).abs().amax(dim=(1, 2, 3)) < 1e-4
+    is_same = (batched - x).abs().amax(dim=(1, 2, 3)) < 1e-4
+    assert bool((is_flipped | is_same).all())
+    assert abs(float(is_flipped.float().mean()) - 0.3) < 0.03
+
+
+def test_unsupported_transforms_fail_naming_them():
+    with pytest.raises(ConfigError, match="albumentations.GaussianBlur has no batched version; supported: Affine"):
+        BatchAugment.from_albumentations(Pipeline([A.HorizontalFlip(), A.GaussianBlur()]))
+    with pytest.raises(ConfigError, match=r"Affine\(border_mode=4\)"):
+        BatchAugment.from_albumentations(Pipeline([A.Affine(rotate=(-5, 5), border_mode=cv2.BORDER_REFLECT_101)]))
