@@ -259,8 +259,9 @@ def train_fold(
         if is_primary():
             rec.write_failure(run_dir, str(exc), fold.index, len(module.history) + 1)
         raise
-    train_seconds = time.perf_counter() - started
+    fit_seconds = time.perf_counter() - started
     history = pd.DataFrame(module.history).assign(fold=fold.index)
+    train_seconds = float(history["epoch_seconds"].sum()) if "epoch_seconds" in history else fit_seconds
     best = checkpoint_dir / "best.ckpt"
     if trainer.world_size > 1:
         if not is_primary():
@@ -282,6 +283,7 @@ def train_fold(
         params=sum(p.numel() for p in model.parameters()),
         macs=macs,
         train_seconds=round(train_seconds, 2),
+        fit_seconds_this_process=round(fit_seconds, 2),
         test_seconds=round(test_seconds, 2),
         train_images_per_s=round(len(fold.train) * epochs_run / max(train_seconds, 1e-9), 1),
         test_images_per_s=round(len(fold.test) / max(test_seconds, 1e-9), 1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytorch_lightning as pl
@@ -103,10 +104,16 @@ class FERModule(pl.LightningModule):
             self.log("val_loss", self.val_loss.compute(), prog_bar=True, sync_dist=False)
             self.log("val_acc", self.val_acc.compute(), prog_bar=True, sync_dist=False)
 
+    def on_fit_start(self) -> None:
+        self._epoch_mark = time.perf_counter()
+
     def on_train_epoch_end(self) -> None:
         self._check_losses()
         row = {
             "epoch": self.current_epoch + 1,
+            # wall seconds of this epoch (training + validation): kept in the history, which checkpoints carry,
+            # so a resumed run's total is still the sum over every epoch it ran
+            "epoch_seconds": self._seconds_since_last_epoch(),
             "train_loss": float(self.train_loss.compute()),
             "train_acc": float(self.train_acc.compute()),
             "lr": float(self.trainer.optimizers[0].param_groups[0]["lr"]),
@@ -118,6 +125,11 @@ class FERModule(pl.LightningModule):
         self.log("train_acc", row["train_acc"], prog_bar=True)
         for metric in (self.train_loss, self.train_acc, self.val_loss, self.val_acc):
             metric.reset()
+
+    def _seconds_since_last_epoch(self) -> float:
+        now = time.perf_counter()
+        seconds, self._epoch_mark = now - getattr(self, "_epoch_mark", now), now
+        return seconds
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
