@@ -108,3 +108,12 @@ def test_count_macs_restores_training_mode() -> None:
     count_macs(model, 48, 1)
     assert model.training
     assert torch.is_grad_enabled()
+
+
+def test_profile_command_prints_every_figure(capsys):
+    from ferbench.cli import main
+
+    main(["profile", "model=amdcnn", "attn=mcbam", "--device", "cpu"])
+    out = capsys.readouterr().out
+    for figure in ("parameters", "multiply-adds", "size (KB", "activations", "frames/s at batch 1"):
+        assert figure in out

@@ -28,6 +28,7 @@ USAGE = """usage: ferbench <command> [args]
 commands:
   run       train and test one experiment (Hydra overrides: model=amdcnn attn=mcbam data=rafdb ...; -m sweeps)
   datasets  list every data set: where ferbench looks, whether it is there, images per class and split
+  profile   parameters, multiply-adds, size, activation memory and fps of one configured model
   table     train a paper table's missing cells, then render it beside the paper's figures
   bench     training/evaluation images/s of ferbench beside a hand-written PyTorch loop (CSV + table)
 
@@ -299,7 +300,28 @@ def _cell(value) -> str:
     return str(value)
 
 
-COMMANDS = {"run": _hydra_run, "datasets": _datasets, "table": _table, "bench": _bench}
+def _profile(argv: list[str]) -> None:
+    """``ferbench profile model=... attn=...``: parameters, MACs, size, activation memory, fps at batch 1."""
+    import torch
+
+    from ferbench.models.profile import layer_table, profile_report
+    from ferbench.report import print_profile
+    from ferbench.run import build_model
+    from ferbench.tables import compose_cell
+
+    parser = argparse.ArgumentParser(prog="ferbench profile", description="profile one model as configured")
+    parser.add_argument("overrides", nargs="*", help="config overrides: model=shufflecsp attn=cbam ...")
+    parser.add_argument("--num-classes", type=int, default=7)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    cfg = compose_cell(args.overrides)
+    model = build_model(cfg, args.num_classes)
+    size, chans = cfg.model.input_size, cfg.model.in_chans
+    layers = layer_table(model, size, chans) if cfg.model.name == "shufflecsp" else None
+    print_profile(cfg, profile_report(model, size, chans, args.device), layers, args.device)
+
+
+COMMANDS = {"run": _hydra_run, "datasets": _datasets, "table": _table, "bench": _bench, "profile": _profile}
 
 
 def main(argv: list[str] | None = None) -> None:

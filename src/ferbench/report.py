@@ -120,3 +120,23 @@ def print_table_outcome(outcome) -> None:
     )
     for run_id, reason in outcome.failures.items():
         console.print(f"  failed {run_id}: {reason}")
+
+
+def print_profile(cfg, report: dict[str, float], layers, device: str) -> None:
+    title = f"{cfg.model.name} + {cfg.attn.name}, {cfg.model.in_chans}x{cfg.model.input_size}x{cfg.model.input_size}"
+    table = Table(title=title, title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("parameters", f"{report['params_m'] * 1e6:,.0f}")
+    table.add_row("multiply-adds (M)", f"{report['macs_m']:.2f}")
+    table.add_row("size (KB, float32)", f"{report['size_kb']:,.0f}")
+    table.add_row("forward/backward activations (MB)", f"{report['forward_backward_mb']:.2f}")
+    table.add_row(f"frames/s at batch 1 ({device})", f"{report['fps_batch1']:.1f}")
+    console.print(table)
+    if layers is not None:
+        per_layer = Table(title="per layer (paper 003, Table 1 form)", title_justify="left")
+        for column in layers.columns:
+            per_layer.add_column(str(column))
+        for _, row in layers.iterrows():
+            per_layer.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row))
+        console.print(per_layer)

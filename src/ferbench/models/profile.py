@@ -127,3 +127,32 @@ def describe(model: nn.Module, input_size: int, in_chans: int) -> dict[str, floa
         "macs_m": count_macs(model, input_size, in_chans) / 1e6,
         "size_kb": math.ceil(params * BYTES_PER_FLOAT / 1024),
     }
+
+
+def frames_per_second(
+    model: nn.Module, input_size: int, in_chans: int, device: str = "cpu", seconds: float = 2.0
+) -> float:
+    """Images per second at batch 1 in eval mode on ``device`` (the papers' 'frame rate')."""
+    import time
+
+    model = model.to(device).eval()
+    x = dummy_input(model, input_size, in_chans).to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    with torch.inference_mode():
+        for _ in range(3):
+            model(x)
+        sync()
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            model(x)
+            count += 1
+        sync()
+    return count / (time.perf_counter() - started)
+
+
+def profile_report(model: nn.Module, input_size: int, in_chans: int, device: str = "cpu") -> dict[str, float]:
+    """Everything ``ferbench profile`` prints for one model."""
+    report = describe(model, input_size, in_chans)
+    report["forward_backward_mb"] = forward_backward_mb(model, input_size, in_chans)
+    report["fps_batch1"] = frames_per_second(model, input_size, in_chans, device)
+    return report
