@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: help install test test-all lint format run bench ablations tables smoke-tables clean
+.PHONY: help install test test-e2e test-all lint format run bench ablations tables smoke-tables clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## make .venv and install ferbench with its dev extras (about 3 minutes)
 
-test: $(STAMP) ## lint, then the fast tests (what CI runs); installs first if needed
+test: $(STAMP) ## lint, then the fast tests (the dev loop, a few minutes); installs first if needed
 	$(BIN)/ruff check src tests
-	$(BIN)/pytest -m "not slow" -q
+	$(BIN)/pytest -m "not slow and not e2e" -q
+
+test-e2e: $(STAMP) ## one table per paper, smoke profile, end to end (CI runs this after `make test`)
+	$(BIN)/pytest -m "e2e and not slow" -q
 
 test-all: $(STAMP) ## every test, real-data and slow ones included (skips what has no data)
 	$(BIN)/pytest -q

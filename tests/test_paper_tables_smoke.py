@@ -13,6 +13,8 @@ import pytest
 from ferbench.results.spec import find_specs
 from ferbench.tables import build_table
 
+pytestmark = pytest.mark.e2e
+
 ONE_TABLE_PER_PAPER = ["yoloxnano/table2", "lightvgg/table3", "amdcnn/table3", "shufflecsp/table2", "mnv3simam/table3"]
 CELL = re.compile(r"^(cited: .+|no data.*|paper: .+|[0-9][0-9,.]*( ± [0-9.,]+)?†?( \(.+\))?)$")
 
