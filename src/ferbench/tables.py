@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ferbench.errors import FerbenchError, RunBusy
 from ferbench.paths import config_dir
@@ -105,11 +105,12 @@ def plan_cell(
         plan.substituted, plan.missing = cfg.data.name, missing
         overrides = [*_without_data(overrides), *SMOKE_DATA]
         cfg = compose_cell(overrides)
-        overrides = _smoke_split(cfg, overrides)
     if profile == "smoke":
-        overrides = _smoke_folds(compose_cell(overrides), overrides)
+        # both read only cfg.split, which the smoke split swap keeps k of: one compose afterwards suffices
+        adjusted = _smoke_folds(cfg, _smoke_split(cfg, overrides) if missing else overrides)
+        if adjusted != overrides:
+            overrides, cfg = adjusted, compose_cell(adjusted)
     seeds = seeds or (spec.seeds[:SMOKE_MAX_SEEDS] if profile == "smoke" else spec.seeds)
-    cfg = compose_cell(overrides)
     for seed in seeds:
         seeded = cfg.copy()  # same as composing with seed=<seed>, without composing again
         seeded.seed = seed
@@ -128,11 +129,6 @@ def plan(spec: TableSpec, profile: str, extra: Sequence[str] = (), seeds: Sequen
     return []
 
 
-def results_dir_of(cells: Sequence[CellPlan]) -> Path | None:
-    for cell in cells:
-        for cfg in cell.configs:
-            return Path(cfg.results_dir)
-    return None
 
 
 def pending_runs(cells: Sequence[CellPlan]) -> dict[str, DictConfig]:
@@ -175,18 +171,8 @@ def train_missing(
     return failures
 
 
-def cell_protocol(cfg: DictConfig) -> str:
-    split = cfg.split
-    detail = {
-        "holdout": f" {1 - split.get('ratio', 0):.0%}/{split.get('ratio', 0):.0%}",
-        "kfold": f" k={split.get('k')}",
-        "subject_kfold": f" k={split.get('k')}",
-    }.get(split.name, "")
-    return f"{split.name}{detail}, protocol={cfg.protocol}"
 
 
-def describe(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg)
 
 
 @dataclass

@@ -172,11 +172,6 @@ def is_locked(run_dir: Path) -> bool:
         return False
 
 
-def read_failure(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / "failed.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def write_failure(run_dir: Path, reason: str, fold: int, epoch: int | None) -> None:
     payload = {"reason": reason, "fold": fold, "epoch": epoch, "timestamp": pd.Timestamp.now().isoformat()}
     write_text(Path(run_dir) / "failed.json", json.dumps(payload, indent=1))
