@@ -205,3 +205,27 @@ def test_figures_gradcam_and_curves(tmp_path):
     for name in pngs:
         assert (tmp_path / "results" / "figures" / "paperx" / name).read_bytes()[:4] == b"\x89PNG"
     assert "t1_gradcam.png" in outcome.paths["md"].read_text()
+
+
+def test_command_line_group_choice_replaces_the_tables_keys_for_that_group(tmp_path):
+    """lightvgg Table 3 says split=holdout split.ratio=0.1; `split=kfold split.k=10` must win, not fail."""
+    from ferbench.results.spec import find_specs
+    from ferbench.tables import drop_superseded, plan
+
+    table = ["split=holdout", "split.ratio=0.1", "trainer.max_epochs=100", "data=ckplus6", "data.face_crop=true"]
+    assert drop_superseded(table, ["trainer.progress_bar=false"]) == table
+    # trainer=gpu still has max_epochs: the table's setting stays; kfold has no ratio: it goes
+    kept = drop_superseded(table, ["split=kfold", "split.k=10", "trainer=gpu"])
+    assert kept == ["trainer.max_epochs=100", "data=ckplus6", "data.face_crop=true"]
+    (spec,) = find_specs("lightvgg/table3")
+    extra = ["split=kfold", "split.k=10", f"data_dirs.ckplus={tmp_path}", f"results_dir={tmp_path}"]
+    cell = plan(spec, "paper", extra, [0])[0]
+    cfg = cell.configs[0]
+    assert (cfg.split.name, cfg.split.k, cfg.trainer.max_epochs, cfg.data.face_crop) == ("kfold", 10, 100, True)
+
+
+def test_bad_table_override_is_a_config_error_not_a_traceback():
+    from ferbench.tables import compose_cell
+
+    with pytest.raises(ConfigError, match="split.nokey"):
+        compose_cell(["split.nokey=3"])

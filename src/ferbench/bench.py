@@ -41,7 +41,7 @@ from ferbench.paths import config_dir
 from ferbench.run import build_model
 from ferbench.training.losses import build_loss
 from ferbench.training.module import FERModule
-from ferbench.training.trainer import build_trainer
+from ferbench.training.trainer import build_trainer, configure_cpu
 
 PAPER_CASES = ("amdcnn", "shufflecsp", "lightvgg", "mnv3simam")
 FALLBACK_CASE = "simplecnn"
@@ -466,8 +466,7 @@ def bench_case(
 ) -> dict:
     """One row: both paths' training and evaluation speed, the data path, peak memory and their ratios."""
     cfg = compose_case(name, batch_size, device, overrides)
-    if cfg.trainer.get("threads", 0):
-        torch.set_num_threads(int(cfg.trainer.threads))
+    configure_cpu(cfg.trainer)
     s = make_setting(cfg, device, schedule, batch_size)
     ours = ferbench_path(s)
     plain = plain_path(s)
@@ -563,8 +562,7 @@ def train_only(
     """One process of a concurrent measurement: ferbench's training path only."""
     torch_device = resolve_device(device)
     cfg = compose_case(name, batch_size, torch_device, overrides)
-    if cfg.trainer.get("threads", 0):
-        torch.set_num_threads(int(cfg.trainer.threads))
+    configure_cpu(cfg.trainer)
     s = make_setting(cfg, torch_device, schedule, batch_size)
     result = ferbench_path(s, evaluate=False, barrier=barrier)
     result.update(images=s.timed_images, threads=torch.get_num_threads(), num_workers=s.num_workers)

@@ -36,7 +36,7 @@ from ferbench.training.losses import build_loss
 from ferbench.training.metrics import flatten
 from ferbench.training.module import FERModule
 from ferbench.training.resume import make_resumable
-from ferbench.training.trainer import build_trainer
+from ferbench.training.trainer import build_trainer, configure_cpu
 
 MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans")
 MIN_FREE_BYTES = 200 * 2**20
@@ -128,8 +128,7 @@ def run(cfg: DictConfig) -> rec.RunRecord:
     run_dir = Path(cfg.results_dir) / "runs" / run_id
     if rec.is_complete(run_dir):
         return rec.RunRecord.load(run_dir)
-    if cfg.trainer.get("threads", 0):
-        torch.set_num_threads(int(cfg.trainer.threads))
+    configure_cpu(cfg.trainer)
     if not is_primary():
         return _train_run(cfg, run_id, run_dir)
     ensure_writable(run_dir)
@@ -263,7 +262,8 @@ def train_fold(
     history = pd.DataFrame(module.history).assign(fold=fold.index)
     train_seconds = float(history["epoch_seconds"].sum()) if "epoch_seconds" in history else fit_seconds
     best = checkpoint_dir / "best.ckpt"
-    if trainer.world_size > 1:
+    world_size = trainer.world_size
+    if world_size > 1:
         if not is_primary():
             return {}
         trainer = _solo_tester(cfg, module, checkpoint_dir, has_val)
@@ -280,6 +280,7 @@ def train_fold(
         best_epoch=_best_epoch(history),
         stopped_early=epochs_run < cfg.trainer.max_epochs,
         resumed=resumed,
+        processes=world_size,  # training processes (DDP ranks); batch_size is per process
         params=sum(p.numel() for p in model.parameters()),
         macs=macs,
         train_seconds=round(train_seconds, 2),

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
 
-from ferbench.errors import FerbenchError, RunBusy
+from ferbench.errors import ConfigError, FerbenchError, RunBusy
 from ferbench.paths import config_dir
 from ferbench.results import record as rec
 from ferbench.results.spec import Column, Row, TableSpec
@@ -60,9 +61,43 @@ def _without_data(overrides: Sequence[str]) -> list[str]:
     return [o for o in overrides if not o.lstrip("+~").startswith(("data=", "data."))]
 
 
+def _group_choice(override: str) -> str | None:
+    """``split`` for ``split=kfold`` (a group choice); None for ``split.k=10`` or ``seed=1``-style keys."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    return key if "=" in override and "." not in key and (config_dir() / key).is_dir() else None
+
+
+def drop_superseded(table_overrides: Sequence[str], extra: Sequence[str]) -> list[str]:
+    """The table's overrides less the keys that a command-line ``group=choice`` no longer has.
+
+    A table may say ``split=holdout split.ratio=0.1``; a user's ``split=kfold split.k=10`` must win without
+    Hydra failing on a ``split.ratio`` that k-fold does not have. Keys the new choice still has (the table's
+    ``trainer.max_epochs`` under ``trainer=gpu``) are kept: the table's settings still apply.
+    """
+    replaced = {group for group in map(_group_choice, extra) if group}
+    if not replaced:
+        return list(table_overrides)
+    chosen = compose_cell(list(extra))
+    absent = object()
+
+    def still_applies(override: str) -> bool:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key in replaced:
+            return False  # the table's own choice of that group
+        if key.split(".", 1)[0] not in replaced or override.startswith("+"):
+            return True
+        return OmegaConf.select(chosen, key, default=absent) is not absent
+
+    return [o for o in table_overrides if still_applies(o)]
+
+
 def compose_cell(overrides: Sequence[str]) -> DictConfig:
+    """The cell's config; a bad override is a ConfigError naming Hydra's reason (not a traceback)."""
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        try:
+            return compose("config", overrides=list(overrides))
+        except HydraException as exc:
+            raise ConfigError(f"{exc} (overrides: {' '.join(overrides)})") from exc
 
 
 def _smoke_folds(cfg: DictConfig, overrides: list[str]) -> list[str]:
@@ -87,14 +122,14 @@ def plan_cell(
         return CellPlan(row, column, metric, "cited")
     if not row.overrides and not (column and column.overrides) and not spec.base and not spec.overrides:
         return CellPlan(row, column, metric, "paper only")
-    overrides = [
+    table_overrides = [
         *spec.base,
         *spec.profile_overrides(profile),
         *spec.overrides,
         *(column.overrides if column else ()),
         *row.overrides,
-        *extra,
     ]
+    overrides = [*drop_superseded(table_overrides, extra), *extra]
     cfg = compose_cell(overrides)
     plan = CellPlan(row, column, metric, "run")
     missing = _data_missing(cfg)

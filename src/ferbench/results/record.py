@@ -54,6 +54,7 @@ IDENTITY_EXCLUDED = (
     "trainer.compile_mode",
     "trainer.cudnn_benchmark",
     "trainer.threads",
+    "trainer.keep_freed_memory",
 )
 """Keys that say where things are or how they look, not what the experiment is: not in the run id."""
 
