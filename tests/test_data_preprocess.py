@@ -83,7 +83,7 @@ def test_face_crop_miss_keeps_image_and_counts(tmp_path):
     fer2013_csv(tmp_path, [(0, "Training"), (1, "PrivateTest")])
     source = DATASETS.get("fer2013")(tmp_path)
     prepared = prepare_images(source, 32, 1, face_crop=True, equalize=True, progress=False)
-    assert prepared.images.shape == (2, 32, 32, 1) and prepared.skipped == {"face_not_found": 2}
+    assert prepared.images.shape == (2, 32, 32, 1) and prepared.skipped == {"no_face_kept_whole": 2}
     assert FaceCropper()(np.zeros((64, 64), np.uint8)) is None
 
 

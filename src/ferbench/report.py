@@ -41,7 +41,7 @@ def print_run_summary(record: RunRecord) -> None:
     console.print(table)
     skipped = {k: v for k, v in json.loads(first.get("skipped", "{}") or "{}").items() if v}
     if skipped:
-        console.print(f"skipped while reading: {skipped}")
+        console.print(f"while reading (left out, or no_face_kept_whole): {skipped}")
     state = "reused existing record (nothing trained)" if record.reused else "record written"
     console.print(f"{state}: {record.run_dir}")
 

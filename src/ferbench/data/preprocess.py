@@ -1,7 +1,7 @@
 """Turn a DataSource into one uint8 array N x H x W x C at the model's size and channel count.
 
 Steps per image: decode -> optional Haar-cascade face crop (a miss keeps the whole image and is counted
-as ``face_not_found``) -> optional histogram equalisation (lightvgg, paper 001) -> resize -> channels.
+as ``no_face_kept_whole``) -> optional histogram equalisation (lightvgg, paper 001) -> resize -> channels.
 The result is cached as ``<cache_dir>/<key>.npy`` (memory-mapped when loaded again) beside
 ``<key>.json`` (dropped rows, skipped counts, settings); the key hashes the data set's name, files
 (``fingerprint``), sample table and every setting, so a changed file or setting never reuses a stale array.
@@ -211,7 +211,7 @@ def prepare_images(
             if cropper is not None:
                 face = cropper(image)
                 if face is None:
-                    counts["face_not_found"] += 1
+                    counts["no_face_kept_whole"] += 1
                 else:
                     image = face
             if do_equalize:
