@@ -91,6 +91,16 @@ def drop_superseded(table_overrides: Sequence[str], extra: Sequence[str]) -> lis
     return [o for o in table_overrides if still_applies(o)]
 
 
+def identity_overrides(extra: Sequence[str]) -> list[str]:
+    """The command-line overrides that change what a cell's experiment is (not where files go or how it looks)."""
+
+    def excluded(override: str) -> bool:
+        key = override.lstrip("+~").split("=", 1)[0]
+        return any(key == k or key.startswith(f"{k}.") for k in rec.IDENTITY_EXCLUDED)
+
+    return [o for o in extra if not excluded(o)]
+
+
 def compose_cell(overrides: Sequence[str]) -> DictConfig:
     """The cell's config; a bad override is a ConfigError naming Hydra's reason (not a traceback)."""
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -250,9 +260,9 @@ def build_table(
     failures = {} if render_only else train_missing(chosen, on_progress)
     results = [aggregate_cell(cell, spec, results_dir) for cell in cells]
     if spec.kind == "confusion":
-        paths = kinds.write_confusion(spec, cells[0], results[0], profile, out_dir)
+        paths = kinds.write_confusion(spec, cells[0], results[0], profile, out_dir, identity_overrides(extra))
     else:
-        paths = write_table(spec, results, profile, out_dir)
+        paths = write_table(spec, results, profile, out_dir, identity_overrides(extra))
     figures = render_figures(spec, results, results_dir)
     if figures:
         links = "\n".join(f"![{f.stem}](../../figures/{spec.paper}/{f.name})" for f in figures)

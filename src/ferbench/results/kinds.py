@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,9 @@ def _aligned(ours: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     return ours.loc[order, order].set_axis(classes, axis=0).set_axis(classes, axis=1)
 
 
-def write_confusion(spec: TableSpec, plan, cell: CellResult, profile: str, out_dir: Path) -> dict[str, Path]:
+def write_confusion(
+    spec: TableSpec, plan, cell: CellResult, profile: str, out_dir: Path, deviations: Sequence[str] = ()
+) -> dict[str, Path]:
     base = Path(out_dir) / spec.paper / spec.table
     results_dir = Path(out_dir).parent
     counts = confusion_of([results_dir / "runs" / r for r in plan.run_ids]) if plan.run_ids else None
@@ -80,6 +83,8 @@ def write_confusion(spec: TableSpec, plan, cell: CellResult, profile: str, out_d
             f"- Profile `{profile}`; {cell.protocol}; seeds {list(cell.seeds)}; epochs run {cell.epochs_run}"
             f" of max {cell.max_epochs}; rows = true class, row-normalised; cells read *ours (paper, Δ)*."
         )
+        if deviations:
+            lines.append(f"- Not the `{profile}` profile as written: also ran with `{' '.join(deviations)}`.")
         if cell.substituted:
             lines.append(f"- † `{cell.substituted}` absent: smoke trained on `synthetic` (its own classes).")
     lines += [f"- {n}" for n in spec.notes]

@@ -59,8 +59,15 @@ def grid(spec: TableSpec, cells: Sequence[CellResult]) -> pd.DataFrame:
     return pd.DataFrame(data, index=[r.label for r in spec.rows], columns=columns)
 
 
-def table_notes(spec: TableSpec, cells: Sequence[CellResult], profile: str) -> list[str]:
+def table_notes(
+    spec: TableSpec, cells: Sequence[CellResult], profile: str, deviations: Sequence[str] = ()
+) -> list[str]:
     notes = [f"Profile `{profile}`. Cells read *ours (paper, Δ)*; Δ = ours − paper."]
+    if deviations:
+        notes.append(
+            f"Not the `{profile}` profile as written: every cell also ran with `{' '.join(deviations)}` "
+            "(command-line overrides, part of each run's id)."
+        )
     ours = [c for c in cells if c.status in ("ours", "failed") and c.n]
     for protocol in sorted({c.protocol for c in ours}):
         group = [c for c in ours if c.protocol == protocol]
@@ -122,10 +129,12 @@ def cells_frame(cells: Sequence[CellResult], scale: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_table(spec: TableSpec, cells: Sequence[CellResult], profile: str, out_dir: Path) -> dict[str, Path]:
-    """``<out_dir>/<paper>/<table>.{md,csv,tex}``; returns the paths."""
+def write_table(
+    spec: TableSpec, cells: Sequence[CellResult], profile: str, out_dir: Path, deviations: Sequence[str] = ()
+) -> dict[str, Path]:
+    """``<out_dir>/<paper>/<table>.{md,csv,tex}``; returns the paths. ``deviations``: the user's overrides."""
     table = grid(spec, cells)
-    notes = table_notes(spec, cells, profile)
+    notes = table_notes(spec, cells, profile, deviations)
     base = Path(out_dir) / spec.paper / spec.table
     md = write_text(base.with_suffix(".md"), to_markdown(spec, table, notes))
     csv = write_csv(base.with_suffix(".csv"), cells_frame(cells, spec.paper_scale))
