@@ -20,6 +20,7 @@ install: $(STAMP) ## make .venv and install ferbench with its dev extras (about 
 
 test: $(STAMP) ## lint, then the fast tests (the dev loop, a few minutes); installs first if needed
 	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 	$(BIN)/pytest -m "not slow and not e2e" -q
 
 test-e2e: $(STAMP) ## one table per paper, smoke profile, end to end (CI runs this after `make test`)
@@ -28,8 +29,9 @@ test-e2e: $(STAMP) ## one table per paper, smoke profile, end to end (CI runs th
 test-all: $(STAMP) ## every test, real-data and slow ones included (skips what has no data)
 	$(BIN)/pytest -q
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff (lint and format check)
 	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 
 format: $(STAMP) ## ruff format + import sort
 	$(BIN)/ruff check --fix src tests

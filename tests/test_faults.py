@@ -141,8 +141,10 @@ def test_two_concurrent_sweeps_record_every_run_once(tmp_path):
     results = tmp_path / "results"
     grid = ["trainer.max_epochs=2", "trainer.threads=1"]
     argv = [*FERBENCH, "run", "-m", *grid, *SMALL, f"results_dir={results}"]
-    procs = [subprocess.Popen([*argv, seeds], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for seeds in ("seed=0,1,2", "seed=2,1,3")]
+    procs = [
+        subprocess.Popen([*argv, seeds], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for seeds in ("seed=0,1,2", "seed=2,1,3")
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     rows, problems = collect_records(results)
@@ -179,8 +181,12 @@ def test_sweep_survives_sigkill(tmp_path):
     rng = random.Random(7)
     kills = 0
     for _ in range(3):
-        proc = subprocess.Popen([*argv, f"results_dir={results}"], start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*argv, f"results_dir={results}"],
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(5, 20))
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -24,9 +24,7 @@ def model_cfg(name: str) -> dict:
     return OmegaConf.to_container(OmegaConf.load(config_dir() / "model" / f"{name}.yaml"))
 
 
-def build(
-    name: str, num_classes: int = 7, in_chans: int | None = None, **overrides
-) -> tuple[torch.nn.Module, int]:
+def build(name: str, num_classes: int = 7, in_chans: int | None = None, **overrides) -> tuple[torch.nn.Module, int]:
     """The model as the runner builds it from its YAML; returns it and its input size."""
     cfg = model_cfg(name)
     switches = {k: v for k, v in cfg.items() if k not in RESERVED} | overrides
@@ -109,11 +107,7 @@ def test_amdcnn_aux_outputs_and_fusion(n_aux: int) -> None:
     fused, aux = model.forward_with_aux(torch.randn(2, 1, size, size))
     assert fused.shape == (2, 7) and len(aux) == n_aux and all(a.shape == (2, 7) for a in aux)
     weights = model.fusion.weights
-    assert (
-        weights.shape == (n_aux + 1,)
-        and (weights > 0).all()
-        and torch.isclose(weights.sum(), torch.tensor(1.0))
-    )
+    assert weights.shape == (n_aux + 1,) and (weights > 0).all() and torch.isclose(weights.sum(), torch.tensor(1.0))
     (fused.sum() + sum(a.sum() for a in aux)).backward()
     assert model.fusion.logit_weights.grad is not None or n_aux == 0
 

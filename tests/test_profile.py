@@ -78,8 +78,7 @@ def test_shufflecsp_ablation_switches() -> None:
     if "sa" in ATTENTION and "ca" in ATTENTION:
         assert full - base == 19 + 262_144
     by_groups = [
-        count_parameters(create_model("shufflecsp", num_classes=7, in_chans=1, groups=g))
-        for g in (1, 2, 4, 8)
+        count_parameters(create_model("shufflecsp", num_classes=7, in_chans=1, groups=g)) for g in (1, 2, 4, 8)
     ]
     assert by_groups == sorted(by_groups, reverse=True)
 

@@ -174,8 +174,6 @@ def plan(spec: TableSpec, profile: str, extra: Sequence[str] = (), seeds: Sequen
     return []
 
 
-
-
 def pending_runs(cells: Sequence[CellPlan]) -> dict[str, DictConfig]:
     """Distinct runs whose record is missing (cells sharing a run train it once)."""
     todo: dict[str, DictConfig] = {}
@@ -214,10 +212,6 @@ def train_missing(
         if reasons:
             cell.failure = reasons[0]
     return failures
-
-
-
-
 
 
 @dataclass

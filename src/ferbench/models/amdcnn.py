@@ -19,9 +19,7 @@ WIDTHS = (32, 64, 128, 256)
 SFEM_WIDTH = 16
 
 
-def conv_bn(
-    c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int | None = None
-) -> nn.Sequential:
+def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int | None = None) -> nn.Sequential:
     """Conv (no bias: BN follows) + BN."""
     pad = kernel // 2 if padding is None else padding
     return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, pad, bias=False), nn.BatchNorm2d(c_out))
@@ -96,9 +94,7 @@ class AMDCNN(nn.Module):
     ) -> None:
         super().__init__()
         if n_aux not in range(len(WIDTHS)):
-            raise ConfigError(
-                f"model.n_aux: {n_aux}; expected 0, 1, 2 or 3 (auxiliary classifiers after DFEM1-3)"
-            )
+            raise ConfigError(f"model.n_aux: {n_aux}; expected 0, 1, 2 or 3 (auxiliary classifiers after DFEM1-3)")
         width = classifier_width or num_classes  # Fig. 5: the conv maps straight to the class scores
         self.sfem = nn.Sequential(
             conv_bn(in_chans, SFEM_WIDTH, padding=0), nn.ReLU(inplace=True),

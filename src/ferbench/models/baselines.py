@@ -60,9 +60,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 class WithHead(nn.Module):
     """A classifier-less backbone (features, N x F) followed by ``head_layer``."""
 
-    def __init__(
-        self, backbone: nn.Module, in_features: int, num_classes: int, head_layer: HeadFactory
-    ) -> None:
+    def __init__(self, backbone: nn.Module, in_features: int, num_classes: int, head_layer: HeadFactory) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head_layer(in_features, num_classes)
@@ -83,9 +81,7 @@ def timm_model(
     """Any timm model by name, from scratch or from a local weights file."""
     reject_attention(attn_layer, arch)
     try:
-        model = timm.create_model(
-            arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs
-        )
+        model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
     except RuntimeError as exc:  # timm's "Unknown model (...)"
         raise ConfigError(f"model.arch: {exc}") from None
     if pretrained_path:
@@ -108,9 +104,7 @@ def shufflenetv2(
     reject_attention(attn_layer, "shufflenetv2")
     model = shufflenet_v2_x1_0(weights=None, num_classes=num_classes)
     old = model.conv1[0]
-    model.conv1[0] = nn.Conv2d(
-        in_chans, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False
-    )
+    model.conv1[0] = nn.Conv2d(in_chans, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
     if pretrained_path:
         load_weights(model, pretrained_path)
     model.fc = head_layer(model.fc.in_features, num_classes)

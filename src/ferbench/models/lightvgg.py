@@ -39,9 +39,7 @@ class StandardConv(nn.Sequential):
         super().__init__(*conv_bn_relu(c_in, c_out, 3))
 
 
-def stage(
-    convs: list[nn.Module], c_out: int, attn_layer: AttnFactory, position: AttnPosition
-) -> list[nn.Module]:
+def stage(convs: list[nn.Module], c_out: int, attn_layer: AttnFactory, position: AttnPosition) -> list[nn.Module]:
     """One VGG stage with the attention block at ``position``; pooling is 2x2 max."""
     layers: list[nn.Module] = []
     for conv in convs:

@@ -79,9 +79,7 @@ def shortcut(channels: int, norm_layer: NormLayer, dilation: int, maxpool: bool)
     (Sec. 2.1: more receptive field, no resolution lost), optionally then a 3x3 stride-1 max-pool."""
     layers: list[nn.Module] = []
     if dilation > 1:
-        layers.append(
-            conv_norm_act(channels, channels, 3, norm_layer, None, groups=channels, dilation=dilation)
-        )
+        layers.append(conv_norm_act(channels, channels, 3, norm_layer, None, groups=channels, dilation=dilation))
     if maxpool:
         layers.append(nn.MaxPool2d(3, stride=1, padding=1))
     return nn.Sequential(*layers) if layers else nn.Identity()
@@ -130,9 +128,7 @@ class MobileNetV3SimAM(nn.Module):
         self.stem = conv_norm_act(in_chans, STEM, 3, norm_layer, HS, stride=2, dilation=first_conv_dilation)
         blocks, c = [], STEM
         for spec in LARGE:
-            blocks.append(
-                InvertedResidual(c, spec, attn_layer, norm_layer, shortcut_dilation, shortcut_maxpool)
-            )
+            blocks.append(InvertedResidual(c, spec, attn_layer, norm_layer, shortcut_dilation, shortcut_maxpool))
             c = spec.out
         self.blocks = nn.Sequential(*blocks, conv_norm_act(c, LAST, 1, norm_layer, HS))
         self.pool = nn.AdaptiveAvgPool2d(1)

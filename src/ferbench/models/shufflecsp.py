@@ -134,9 +134,7 @@ class ShuffleCSP(nn.Module):
             c = c_out
         self.ca = ca_layer(c)
         self.classifier = (
-            ConvClassifier(c, num_classes)
-            if head_layer is LinearHead
-            else PooledHead(c, num_classes, head_layer)
+            ConvClassifier(c, num_classes) if head_layer is LinearHead else PooledHead(c, num_classes, head_layer)
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
 

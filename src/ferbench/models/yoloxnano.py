@@ -163,9 +163,7 @@ class YOLOXNano(nn.Module):
         self.backbone = CSPDarknet(in_chans)
         self.attn = nn.ModuleList(attn_layer(c) for c in self.backbone.out_channels)
         self.neck = PAFPN(self.backbone.out_channels)
-        self.head = nn.Sequential(
-            nn.Dropout(drop_rate), head_layer(sum(self.backbone.out_channels), num_classes)
-        )
+        self.head = nn.Sequential(nn.Dropout(drop_rate), head_layer(sum(self.backbone.out_channels), num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = tuple(a(f) for a, f in zip(self.attn, self.backbone(x), strict=True))

@@ -182,6 +182,7 @@ def write_failure(run_dir: Path, reason: str, fold: int, epoch: int | None) -> N
 def git_commit() -> str:
     """The checkout's commit (``+dirty`` with local changes), or 'unknown' outside a git checkout."""
     try:
+
         def git(*args: str) -> str:
             return subprocess.run(
                 ["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5, check=True
