@@ -34,9 +34,14 @@ class Killed(Exception):
     pass
 
 
-def test_killed_run_resumes_exactly(make_cfg, tmp_path, monkeypatch):
-    """Killed at the start of epoch 3, resumed from last.ckpt: every epoch once, numbers as if never killed."""
-    overrides = ("trainer.max_epochs=4", "model.drop_rate=0.2", "aug=basic")
+@pytest.mark.parametrize("workers", [0, 2])
+def test_killed_run_resumes_exactly(make_cfg, tmp_path, monkeypatch, workers):
+    """Killed at the start of epoch 3, resumed from last.ckpt: every epoch once, numbers as if never killed.
+
+    With loader processes too (persistent ones, which a resumed fit starts afresh): augmentation is seeded per
+    batch from the epoch's sampler, not from a worker's own stream.
+    """
+    overrides = ("trainer.max_epochs=4", "model.drop_rate=0.2", "aug=basic", f"trainer.num_workers={workers}")
     whole = run(make_cfg(*overrides, f"results_dir={tmp_path / 'whole'}"))
 
     def die_at_epoch_3(module):
@@ -207,3 +212,13 @@ def test_sweep_survives_sigkill(tmp_path):
         reference_history = pd.read_csv(tmp_path / "reference" / "runs" / run_id / "history.csv")
         wall = ["lr", "epoch_seconds"]
         pd.testing.assert_frame_equal(history.drop(columns=wall), reference_history.drop(columns=wall))
+
+
+def test_loader_processes_do_not_change_the_numbers(make_cfg, tmp_path):
+    """num_workers is not part of the run id, so it must not change what a run draws: 0 and 2 train alike."""
+    overrides = ("trainer.max_epochs=2", "aug=basic")
+    solo = run(make_cfg(*overrides, "trainer.num_workers=0", f"results_dir={tmp_path / 'w0'}"))
+    pooled = run(make_cfg(*overrides, "trainer.num_workers=2", f"results_dir={tmp_path / 'w2'}"))
+    timing = ["epoch_seconds"]
+    pd.testing.assert_frame_equal(pooled.history.drop(columns=timing), solo.history.drop(columns=timing))
+    pd.testing.assert_frame_equal(pooled.metrics[METRICS], solo.metrics[METRICS])

@@ -8,12 +8,13 @@ normalisation, the memory format and, with ``gpu_augment``, the augmentation run
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import albumentations as A
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ferbench.data.splits import Fold
 from ferbench.data.transforms import BatchAugment, normalize_batch
@@ -44,34 +45,60 @@ def resolve_pin_memory(value: bool | str, accelerated: bool) -> bool:
 
 
 class ImageArrayDataset(Dataset):
-    """Rows ``indices`` of a uint8 N x H x W x C array; augments each image when given a pipeline."""
+    """Rows ``indices`` of a uint8 N x H x W x C array; augments each image when given a pipeline.
+
+    Keys are positions, or ``(position, seed)`` pairs from a ``BatchSeededSampler``: the pipeline is re-seeded
+    whenever the seed changes, so what an image draws depends on its batch's seed only, not on which loader
+    process handles it or for how many epochs that process has lived.
+    """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, indices: np.ndarray, augment: A.Compose | None):
         self.images, self.labels, self.indices, self.augment = images, labels, indices, augment
+        self._seed: int | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[np.ndarray, int]:
+        i, seed = key if isinstance(key, tuple) else (key, None)
         row = self.indices[i]
         image = self.images[row]
         if self.augment is not None:
+            if seed is not None and seed != self._seed:
+                self.augment.set_random_seed(seed)
+                self._seed = seed
             image = self.augment(image=image)["image"]
             if image.ndim == 2:  # some transforms drop a single channel axis
                 image = image[:, :, None]
         return image, int(self.labels[row])
 
 
+class BatchSeededSampler(Sampler[tuple[int, int]]):
+    """A shuffled epoch of ``(position, batch seed)`` pairs; one seed per ``batch_size`` consecutive pairs.
+
+    The order and the seeds come from ``generator``, which ``EpochSeed`` re-seeds at every epoch: an epoch's
+    images and their augmentations then depend on ``(seed, fold, epoch)`` alone, with or without loader
+    processes, persistent or not, in a fresh run or one resumed from a checkpoint. Re-seeding albumentations
+    costs more than augmenting one small image, hence once per batch rather than per image.
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        base = int(torch.randint(0, 2**31, (1,), generator=self.generator))
+        return ((i, (base + k // self.batch_size) % 2**32) for k, i in enumerate(order))
+
+
 def seed_worker(worker_id: int) -> None:
-    """Lightning's per-worker seeding, and the worker's own augmentation stream (else every worker, holding a copy
-    of the same seeded pipeline, would draw the same augmentations)."""
+    """Lightning's per-worker seeding of Python, NumPy and torch (augmentation is seeded per batch)."""
     from lightning_fabric.utilities.seed import pl_worker_init_function
 
     pl_worker_init_function(worker_id)
-    info = torch.utils.data.get_worker_info()
-    augment = getattr(info.dataset, "augment", None) if info is not None else None
-    if hasattr(augment, "set_random_seed"):
-        augment.set_random_seed(info.seed % 2**32)
 
 
 def collate_uint8(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,17 +146,21 @@ class FERDataModule(pl.LightningDataModule):
         accelerated = self._accelerated()
         workers = resolve_num_workers(self.num_workers, accelerated)
         dataset = ImageArrayDataset(self.images, self.labels, indices, self.augment if train else None)
-        generator = torch.Generator().manual_seed(self.seed) if train else None
+        sampler = None
+        if train:
+            sampler = BatchSeededSampler(len(indices), self.batch_size, torch.Generator().manual_seed(self.seed))
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=train and len(indices) > self.batch_size,
             num_workers=workers,
             pin_memory=resolve_pin_memory(self.pin_memory, accelerated),
             persistent_workers=workers > 0,
             collate_fn=collate_uint8,
-            generator=generator,
+            # its own generator for the loader's worker base seed: drawn from the global RNG instead, a loader
+            # with workers that persist (drawn once) and one without (drawn every epoch) would part ways
+            generator=torch.Generator().manual_seed(self.seed),
             worker_init_fn=seed_worker if workers > 0 else None,
         )
 

@@ -22,7 +22,8 @@ def epoch_seed(seed: int, fold: int, epoch: int) -> int:
 
 
 class EpochSeed(pl.Callback):
-    """Re-seed Python, NumPy, torch, the train loader's shuffling and the augmentation at every epoch start.
+    """Re-seed Python, NumPy, torch and the train loader's sampler (its order and per-batch augmentation seeds)
+    at every epoch start.
 
     Epoch ``k`` then depends only on the state it starts from and ``(seed, fold, k)``; the checkpoint restores
     that state (weights, optimiser, scheduler, callbacks, history). Lightning builds the loader and fetches
@@ -43,7 +44,6 @@ class EpochSeed(pl.Callback):
         datamodule = trainer.datamodule
         if datamodule is not None and hasattr(datamodule, "seed"):
             datamodule.seed = seed  # the train loader's generator is created from it
-        self._seed_augment(trainer, seed)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._seeded_epoch == trainer.current_epoch:
@@ -53,7 +53,6 @@ class EpochSeed(pl.Callback):
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
             for generator in {id(g): g for g in _generators(loader)}.values():
                 generator.manual_seed(seed)
-        self._seed_augment(trainer, seed)
 
     def _seed_globals(self, epoch: int) -> int:
         self._seeded_epoch = epoch
@@ -61,17 +60,15 @@ class EpochSeed(pl.Callback):
         pl.seed_everything(seed, workers=True, verbose=False)
         return seed
 
-    @staticmethod
-    def _seed_augment(trainer: pl.Trainer, seed: int) -> None:
-        """Albumentations keeps its own RNG, untouched by global seeds."""
-        augment = getattr(trainer.datamodule, "augment", None)
-        if hasattr(augment, "set_random_seed"):
-            augment.set_random_seed(seed)
-
 
 def _generators(loader) -> list[torch.Generator]:
-    """The loader's own generator and its sampler's (usually one object); a DistributedSampler has none."""
-    found = [getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None)]
+    """The generators that shuffle ``loader``: its own, its sampler's, and under DDP the one of the sampler that
+    Lightning's ``DistributedSamplerWrapper`` wraps (kept at ``.dataset._sampler``)."""
+    found = [getattr(loader, "generator", None)]
+    sampler = getattr(loader, "sampler", None)
+    while sampler is not None:
+        found.append(getattr(sampler, "generator", None))
+        sampler = getattr(getattr(sampler, "dataset", None), "_sampler", None)
     return [g for g in found if isinstance(g, torch.Generator)]
 
 
