@@ -95,6 +95,8 @@ def table_notes(
     for test in spec.stats:
         for column in spec.columns:
             statistic, p_value, n_a, n_b = t_test(cells, test, column.key)
+            if n_a == n_b == 0:
+                continue  # nothing ran in that column ("no data" or not run): said elsewhere
             if math.isnan(p_value):
                 notes.append(f"t-test {test.name} ({column.label}): needs ≥ 2 runs per row (have {n_a}, {n_b}).")
             else:
