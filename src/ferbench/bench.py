@@ -55,12 +55,13 @@ class Schedule:
 
 
 CASE_SCHEDULES = {
-    "amdcnn": Schedule(30, 5),
-    "shufflecsp": Schedule(30, 5),
-    "lightvgg": Schedule(10, 3),
-    "mnv3simam": Schedule(6, 2),
+    "amdcnn": Schedule(75, 5),
+    "shufflecsp": Schedule(75, 5),
+    "lightvgg": Schedule(25, 3),
+    "mnv3simam": Schedule(15, 2),
 }
-"""Defaults sized so that all four cases run in under 10 minutes on a 2-core CPU; a GPU can take --steps 200."""
+"""Defaults sized so that all four cases run in about 7 minutes on a 2-core CPU (a window of 20-60 s per path:
+shorter ones gave ratios that moved by +-0.07 between two runs); a GPU can take --steps 200."""
 DEFAULT_SCHEDULE = Schedule(20, 3)
 QUICK_SCHEDULE = Schedule(3, 1)
 QUICK_BATCH = 16
