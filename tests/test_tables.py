@@ -193,7 +193,7 @@ def test_figures_gradcam_and_curves(tmp_path):
             {"key": "b", "label": "B", "overrides": ["model.drop_rate=0.1"]},
         ],
         figures=[
-            {"kind": "gradcam", "rows": ["a", "b"], "column": "syn", "n_images": 3},
+            {"kind": "gradcam", "rows": ["a", "b"], "column": ["nothing_ran_here", "syn"], "n_images": 3},
             {"kind": "curves", "metric": "train_acc", "column": "syn"},
         ],
     )
@@ -201,10 +201,10 @@ def test_figures_gradcam_and_curves(tmp_path):
     extra = [f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=2"]
     outcome = build_table(spec, "smoke", extra)
     pngs = sorted(p.name for p in (tmp_path / "results" / "figures" / "paperx").glob("*.png"))
-    assert pngs == ["t1_curves.png", "t1_gradcam.png"]
+    assert pngs == ["t1_curves.png", "t1_gradcam_syn.png"]  # the first preferred column with trained runs
     for name in pngs:
         assert (tmp_path / "results" / "figures" / "paperx" / name).read_bytes()[:4] == b"\x89PNG"
-    assert "t1_gradcam.png" in outcome.paths["md"].read_text()
+    assert "t1_gradcam_syn.png" in outcome.paths["md"].read_text()
 
 
 def test_command_line_group_choice_replaces_the_tables_keys_for_that_group(tmp_path):

@@ -154,15 +154,27 @@ def render_figures(spec, cells: Sequence[CellResult], results_dir: Path) -> list
             if chosen:
                 written.append(curves_figure(chosen, Path(results_dir), figure.get("metric", "train_acc"), path))
         elif kind == "gradcam":
-            rows = []
-            for key in figure.get("rows", []):
-                cell = by_key.get((key, figure.get("column", "")))
-                run_dir = _first_checkpointed(cell, Path(results_dir)) if cell else None
-                if run_dir is not None:
-                    rows.append((cell.row_label, run_dir))
+            column, rows = _gradcam_rows(figure, by_key, Path(results_dir))
             if rows:
-                written.append(gradcam_figure(rows, int(figure.get("n_images", 6)), path))
+                named = path.with_name(f"{path.stem}_{column}{path.suffix}") if column else path
+                written.append(gradcam_figure(rows, int(figure.get("n_images", 6)), named))
     return written
+
+
+def _gradcam_rows(figure: dict, by_key: dict, results_dir: Path) -> tuple[str, list[tuple[str, Path]]]:
+    """The first of the figure's columns (one, or a list in order of preference) where its rows have trained
+    models; the column key goes into the file name, so a figure never passes for another data set's."""
+    columns = figure.get("column", "")
+    for column in [columns] if isinstance(columns, str) else list(columns):
+        rows = []
+        for key in figure.get("rows", []):
+            cell = by_key.get((key, column))
+            run_dir = _first_checkpointed(cell, results_dir) if cell else None
+            if run_dir is not None:
+                rows.append((cell.row_label, run_dir))
+        if rows:
+            return column, rows
+    return "", []
 
 
 def _first_checkpointed(cell: CellResult, results_dir: Path) -> Path | None:
