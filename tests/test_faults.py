@@ -174,6 +174,16 @@ def test_launcher_configs(tmp_path):
             assert done.returncode == 2 and f"pip install 'ferbench[{extra}]'" in done.stderr
 
 
+def _wait_until_training(results: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the restarted sweep has begun a run (written its config.yaml): a kill during Python's start-up
+    would test nothing."""
+    since, deadline = time.time(), time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.stat().st_mtime >= since for p in results.glob("runs/*/config.yaml")):
+            return
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_sweep_survives_sigkill(tmp_path):
     """A 6-run sweep SIGKILLed 3 times at random points and restarted: every run recorded once, exactly as
@@ -192,7 +202,8 @@ def test_sweep_survives_sigkill(tmp_path):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(5, 20))
+        _wait_until_training(results, proc)
+        time.sleep(rng.uniform(0.2, 2.0))  # a run takes a few seconds here: this lands mid-run or between runs
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             kills += 1
