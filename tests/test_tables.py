@@ -229,3 +229,22 @@ def test_bad_table_override_is_a_config_error_not_a_traceback():
 
     with pytest.raises(ConfigError, match="split.nokey"):
         compose_cell(["split.nokey=3"])
+
+
+def test_command_line_overrides_that_change_the_experiment_are_named_in_the_notes(tmp_path):
+    from ferbench.results.render import table_notes
+    from ferbench.tables import identity_overrides
+
+    extra = [
+        "trainer.progress_bar=false",
+        "results_dir=/x",
+        "data_dirs.ckplus=/d",
+        "trainer.max_epochs=10",
+        "split=kfold",
+    ]
+    deviations = identity_overrides(extra)
+    assert deviations == ["trainer.max_epochs=10", "split=kfold"]  # paths and display keys are not deviations
+    spec = _spec(tmp_path, TABLE)
+    notes = table_notes(spec, [], "paper", deviations)
+    assert any("Not the `paper` profile as written" in n and "trainer.max_epochs=10 split=kfold" in n for n in notes)
+    assert not any("as written" in n for n in table_notes(spec, [], "paper"))

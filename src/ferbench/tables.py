@@ -61,9 +61,14 @@ def _without_data(overrides: Sequence[str]) -> list[str]:
     return [o for o in overrides if not o.lstrip("+~").startswith(("data=", "data."))]
 
 
+def override_key(override: str) -> str:
+    """``split.k`` for ``split.k=10``, ``+split.k=10`` or ``~split.k``."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
 def _group_choice(override: str) -> str | None:
     """``split`` for ``split=kfold`` (a group choice); None for ``split.k=10`` or ``seed=1``-style keys."""
-    key = override.lstrip("+~").split("=", 1)[0]
+    key = override_key(override)
     return key if "=" in override and "." not in key and (config_dir() / key).is_dir() else None
 
 
@@ -81,7 +86,7 @@ def drop_superseded(table_overrides: Sequence[str], extra: Sequence[str]) -> lis
     absent = object()
 
     def still_applies(override: str) -> bool:
-        key = override.lstrip("+~").split("=", 1)[0]
+        key = override_key(override)
         if key in replaced:
             return False  # the table's own choice of that group
         if key.split(".", 1)[0] not in replaced or override.startswith("+"):
@@ -95,7 +100,7 @@ def identity_overrides(extra: Sequence[str]) -> list[str]:
     """The command-line overrides that change what a cell's experiment is (not where files go or how it looks)."""
 
     def excluded(override: str) -> bool:
-        key = override.lstrip("+~").split("=", 1)[0]
+        key = override_key(override)
         return any(key == k or key.startswith(f"{k}.") for k in rec.IDENTITY_EXCLUDED)
 
     return [o for o in extra if not excluded(o)]

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from ferbench.results.atomic import write_atomic, write_csv, write_text
 from ferbench.results.cells import CellResult
+from ferbench.results.render import deviation_note
 from ferbench.results.spec import TableSpec
 
 SYNONYMS = {
@@ -84,7 +85,7 @@ def write_confusion(
             f" of max {cell.max_epochs}; rows = true class, row-normalised; cells read *ours (paper, Δ)*."
         )
         if deviations:
-            lines.append(f"- Not the `{profile}` profile as written: also ran with `{' '.join(deviations)}`.")
+            lines.append(f"- {deviation_note(profile, deviations)}")
         if cell.substituted:
             lines.append(f"- † `{cell.substituted}` absent: smoke trained on `synthetic` (its own classes).")
     lines += [f"- {n}" for n in spec.notes]

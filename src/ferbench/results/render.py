@@ -59,15 +59,20 @@ def grid(spec: TableSpec, cells: Sequence[CellResult]) -> pd.DataFrame:
     return pd.DataFrame(data, index=[r.label for r in spec.rows], columns=columns)
 
 
+def deviation_note(profile: str, deviations: Sequence[str]) -> str:
+    """Says that a table was rebuilt with command-line overrides on top of its profile."""
+    return (
+        f"Not the `{profile}` profile as written: every cell also ran with `{' '.join(deviations)}` "
+        "(command-line overrides, part of each run's id)."
+    )
+
+
 def table_notes(
     spec: TableSpec, cells: Sequence[CellResult], profile: str, deviations: Sequence[str] = ()
 ) -> list[str]:
     notes = [f"Profile `{profile}`. Cells read *ours (paper, Δ)*; Δ = ours − paper."]
     if deviations:
-        notes.append(
-            f"Not the `{profile}` profile as written: every cell also ran with `{' '.join(deviations)}` "
-            "(command-line overrides, part of each run's id)."
-        )
+        notes.append(deviation_note(profile, deviations))
     ours = [c for c in cells if c.status in ("ours", "failed") and c.n]
     for protocol in sorted({c.protocol for c in ours}):
         group = [c for c in ours if c.protocol == protocol]
