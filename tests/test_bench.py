@@ -16,6 +16,7 @@ COLUMNS = [
     "ferbench_train_ips",
     "plain_train_ips",
     "train_ratio",
+    "train_overhead_ms_per_step",
     "ferbench_eval_ips",
     "plain_eval_ips",
     "eval_ratio",
@@ -44,6 +45,9 @@ def test_quick_benchmark_writes_its_csv(tmp_path):
     for key in ("ferbench_train_ips", "plain_train_ips", "ferbench_eval_ips", "plain_eval_ips", "data_ips"):
         assert row[key] > 0, key
     assert row["train_ratio"] == pytest.approx(row["ferbench_train_ips"] / row["plain_train_ips"])
+    seconds_per_step = {path: 8 / row[f"{path}_train_ips"] for path in ("ferbench", "plain")}
+    expected_overhead_ms = 1000 * (seconds_per_step["ferbench"] - seconds_per_step["plain"])
+    assert row["train_overhead_ms_per_step"] == pytest.approx(expected_overhead_ms)
     assert row["device"] == "cpu" and row["peak_mem_kind"] == "cpu_peak_rss" and row["ferbench_peak_mb"] > 0
 
 

@@ -263,6 +263,7 @@ def _bench(argv: list[str]) -> None:
             "ferbench_train_ips",
             "plain_train_ips",
             "train_ratio",
+            "train_overhead_ms_per_step",
             "ferbench_eval_ips",
             "plain_eval_ips",
             "eval_ratio",

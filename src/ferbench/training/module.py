@@ -8,10 +8,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
 
 from ferbench.errors import RunFailed
-from ferbench.training.metrics import test_metrics
+from ferbench.training.metrics import ImageMean, test_metrics
 from ferbench.training.optim import build_optimizer, build_scheduler
 
 LOSS_CHECK_EVERY = 50
@@ -19,8 +18,8 @@ LOSS_CHECK_EVERY = 50
 
 
 def _correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-image 0/1 correctness of the top class: its mean is the accuracy over images."""
-    return (out.argmax(dim=1) == y).float()
+    """How many images' top class is right: over the epoch's images, the accuracy."""
+    return (out.argmax(dim=1) == y).sum()
 
 
 class FERModule(pl.LightningModule):
@@ -46,10 +45,9 @@ class FERModule(pl.LightningModule):
         self.aux_weight = aux_weight
         self.history: list[dict[str, float]] = []
         # Per-image means of loss and of correctness (= accuracy over images, as MulticlassAccuracy(average="micro")):
-        # no NaN check, argument validation or host-made weight per step, each a device sync on a GPU. Values are
-        # given one per image since nan_strategy="disable" ignores weights.
-        self.train_loss, self.val_loss = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
-        self.train_acc, self.val_acc = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
+        # no NaN check, argument validation or host-made tensor per step (each a device sync on a GPU).
+        self.train_loss, self.val_loss = ImageMean(), ImageMean()
+        self.train_acc, self.val_acc = ImageMean(), ImageMean()
         self._pending_losses: list[tuple[int, torch.Tensor]] = []
         self.test_metrics = test_metrics(num_classes)
         self.test_results: dict[str, torch.Tensor] = {}
@@ -71,8 +69,8 @@ class FERModule(pl.LightningModule):
         for a in aux:
             loss = loss + self.aux_weight * self.loss(a, y)
         self._watch_loss(loss.detach(), batch_idx)
-        self.train_loss.update(loss.detach().expand(len(y)))
-        self.train_acc.update(_correct(out.detach(), y))
+        self.train_loss.update(loss.detach() * len(y), len(y))
+        self.train_acc.update(_correct(out.detach(), y), len(y))
         return loss
 
     def _watch_loss(self, loss: torch.Tensor, batch_idx: int) -> None:
@@ -96,8 +94,8 @@ class FERModule(pl.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         out = self.model(x)
-        self.val_loss.update(self.loss(out, y).expand(len(y)))
-        self.val_acc.update(_correct(out, y))
+        self.val_loss.update(self.loss(out, y) * len(y), len(y))
+        self.val_acc.update(_correct(out, y), len(y))
 
     def on_validation_epoch_end(self) -> None:
         if self.val_loss.update_count:
