@@ -248,3 +248,10 @@ def test_command_line_overrides_that_change_the_experiment_are_named_in_the_note
     notes = table_notes(spec, [], "paper", deviations)
     assert any("Not the `paper` profile as written" in n and "trainer.max_epochs=10 split=kfold" in n for n in notes)
     assert not any("as written" in n for n in table_notes(spec, [], "paper"))
+
+
+def test_smoke_data_swap_drops_every_data_override_and_keeps_data_dirs():
+    from ferbench.tables import _without_data
+
+    overrides = ["data=ckplus6", "data.face_crop=true", "+data.extra=1", "~data", "data_dirs.ckplus=/x", "seed=1"]
+    assert _without_data(overrides) == ["data_dirs.ckplus=/x", "seed=1"]

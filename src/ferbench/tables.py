@@ -57,13 +57,14 @@ def _data_missing(cfg: DictConfig) -> str | None:
     return None if Path(root).is_dir() else str(Path(root).resolve())
 
 
-def _without_data(overrides: Sequence[str]) -> list[str]:
-    return [o for o in overrides if not o.lstrip("+~").startswith(("data=", "data."))]
-
-
 def override_key(override: str) -> str:
     """``split.k`` for ``split.k=10``, ``+split.k=10`` or ``~split.k``."""
     return override.lstrip("+~").split("=", 1)[0]
+
+
+def _without_data(overrides: Sequence[str]) -> list[str]:
+    """Every override but those of the ``data`` group and its keys (``data=``, ``data.x=``, ``~data``)."""
+    return [o for o in overrides if override_key(o).split(".", 1)[0] != "data"]
 
 
 def _group_choice(override: str) -> str | None:
