@@ -242,3 +242,48 @@ def test_keep_freed_memory_applies_on_glibc_and_training_still_matches():
     if platform.libc_ver()[0] == "glibc":
         assert applied
     torch.testing.assert_close(model(x), before)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_bf16_training_follows_eager(make_cfg, faces, device):
+    """amdcnn + AM-Softmax under bf16 autocast, compiled and eager: the same first steps' losses, all finite.
+
+    On an H100 with torch 2.11 this combination gave a NaN loss at the second step; on torch 2.14 (CPU) it does
+    not. Run ``pytest -m slow`` on a GPU machine to check the CUDA path of the installed torch.
+    """
+    images, labels = faces
+    rows = np.arange(len(images))
+    losses = {}
+    for compiled in (False, True):
+        cfg = make_cfg(
+            "model=amdcnn",
+            "loss=am_softmax",
+            "trainer.precision=bf16-mixed",
+            f"trainer.compile={compiled}",
+            f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+        )
+        torch.manual_seed(0)
+        module = FERModule(build_model(cfg, 7), build_loss(cfg.loss, labels, 7), cfg.optim, 7, 1)
+        seen = []
+        module.training_step = _recording(module.training_step, seen)
+        datamodule = FERDataModule(images, labels, Fold(0, rows, rows[:0], rows), None, 16, seed=0)
+        trainer = build_trainer(cfg, None, has_val=False, max_epochs=1, limit_train_batches=4, limit_val_batches=0)
+        trainer.fit(module, datamodule=datamodule)
+        assert (module.model._compiled_call_impl is not None) == compiled
+        assert ("forward_with_aux" in vars(module.model)) == compiled  # the training forward is compiled too
+        losses[compiled] = torch.stack(seen).float().cpu()
+    assert torch.isfinite(losses[True]).all(), losses
+    torch.testing.assert_close(losses[True], losses[False], rtol=0.05, atol=0.05)
+
+
+def _recording(step, seen: list):
+    def record(batch, batch_idx):
+        loss = step(batch, batch_idx)
+        seen.append(loss.detach())
+        return loss
+
+    return record

@@ -35,7 +35,7 @@ def quiet_lightning() -> None:
 class SpeedOptions(pl.Callback):
     """Applies the ``trainer`` speed keys to the module and data module Lightning is given.
 
-    ``channels_last`` (weights and input batches NHWC), ``compile`` (``nn.Module.compile``: in place, so state
+    ``channels_last`` (weights and input batches NHWC), ``compile`` (``compile_model``: in place, so state
     dicts and checkpoints keep their keys) and ``gpu_augment`` (``aug.train`` as batched torch ops on the
     training device, after the transfer, instead of albumentations per image in the loader).
     """
@@ -60,7 +60,18 @@ class SpeedOptions(pl.Callback):
         if self.gpu_augment and datamodule is not None and stage == "fit":
             datamodule.augment_on_device()
         if self.compile and getattr(model, "_compiled_call_impl", None) is None:
-            model.compile(mode=None if self.compile_mode == "default" else self.compile_mode)
+            compile_model(model, None if self.compile_mode == "default" else self.compile_mode)
+
+
+def compile_model(model: torch.nn.Module, mode: str | None = None) -> None:
+    """``torch.compile`` in place, the training forward of a model with auxiliary classifiers too.
+
+    ``nn.Module.compile`` compiles ``__call__`` only; FERModule trains such a model through its
+    ``forward_with_aux``, which would otherwise run eager. Both stay out of the state dict.
+    """
+    model.compile(mode=mode)
+    if hasattr(model, "forward_with_aux"):
+        model.forward_with_aux = torch.compile(model.forward_with_aux, mode=mode)
 
 
 def speed_options(t: Any) -> SpeedOptions:
