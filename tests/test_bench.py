@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ferbench.bench import run_benchmark, run_concurrent
+from ferbench.bench import fastest, run_benchmark, run_concurrent
+from ferbench.errors import ConfigError
 
 COLUMNS = [
     "case",
@@ -16,6 +17,9 @@ COLUMNS = [
     "ferbench_train_ips",
     "plain_train_ips",
     "train_ratio",
+    "train_ratio_min",
+    "train_ratio_max",
+    "repeats",
     "train_overhead_ms_per_step",
     "ferbench_eval_ips",
     "plain_eval_ips",
@@ -48,7 +52,26 @@ def test_quick_benchmark_writes_its_csv(tmp_path):
     seconds_per_step = {path: 8 / row[f"{path}_train_ips"] for path in ("ferbench", "plain")}
     expected_overhead_ms = 1000 * (seconds_per_step["ferbench"] - seconds_per_step["plain"])
     assert row["train_overhead_ms_per_step"] == pytest.approx(expected_overhead_ms)
-    assert row["device"] == "cpu" and row["peak_mem_kind"] == "cpu_peak_rss" and row["ferbench_peak_mb"] > 0
+    assert (
+        row["device"] == "cpu"
+        and row["peak_mem_kind"] in ("cpu_peak_heap_in_use", "cpu_peak_rss")
+        and row["ferbench_peak_mb"] > 0
+    )
+
+
+def test_repeated_windows_keep_each_paths_fastest():
+    table = run_benchmark(
+        ["simplecnn"], steps=2, batch_size=8, device="cpu", quick=True, repeats=2, overrides=["model.widths=[8,16]"]
+    )
+    row = table.iloc[0]
+    assert row["repeats"] == 2
+    assert row["train_ratio_min"] <= row["train_ratio_max"]
+    assert fastest([{"train_ips": 3.0, "peak_mb": 5.0}, {"train_ips": 4.0, "peak_mb": 2.0}]) == {
+        "train_ips": 4.0,
+        "peak_mb": 5.0,
+    }
+    with pytest.raises(ConfigError, match="--repeats"):
+        run_benchmark(["simplecnn"], device="cpu", quick=True, repeats=0)
 
 
 @pytest.mark.slow
@@ -59,3 +82,24 @@ def test_concurrent_runs_report_total_throughput(tmp_path):
     )
     assert list(table["concurrent"]) == [1, 2] and out.is_file()
     assert (table["total_ips"] > 0).all() and table["speedup_vs_1"].iloc[0] == pytest.approx(1.0)
+
+
+def test_cpu_peak_memory_sees_a_freed_block_not_the_kept_heap():
+    import time
+
+    import torch
+
+    from ferbench.bench import PeakMemory
+
+    memory = PeakMemory(torch.device("cpu"))
+    if memory.kind != "cpu_peak_heap_in_use":
+        pytest.skip("not glibc: the peak resident set is measured instead")
+    memory.reset()
+    block = torch.ones(50_000_000)  # 191 MiB
+    time.sleep(0.05)
+    del block
+    first = memory.peak_mb()
+    memory.reset()  # the freed block may stay in the process; the next window must not count it
+    time.sleep(0.02)
+    second = memory.peak_mb()
+    assert first - second > 150

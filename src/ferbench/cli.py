@@ -205,6 +205,9 @@ def _bench(argv: list[str]) -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default: per case)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps before them (default: per case)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default 64; 16 with --quick)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="alternating timed windows per path, fastest kept (default 2)"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="1 warm-up + 3 steps at batch 16: a smoke test")
     parser.add_argument(
@@ -255,7 +258,7 @@ def _bench(argv: list[str]) -> None:
         ]
     else:
         out = args.out or Path("results/bench") / f"{stamp}.csv"
-        table = bench.run_benchmark(warmup=args.warmup, out=out, **common)
+        table = bench.run_benchmark(warmup=args.warmup, repeats=args.repeats, out=out, **common)
         columns = [
             "case",
             "input_size",
