@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ferbench.bench import fastest, run_benchmark, run_concurrent
+from ferbench.bench import fastest, paired_ratios, run_benchmark, run_concurrent
 from ferbench.errors import ConfigError
 
 COLUMNS = [
@@ -48,7 +48,7 @@ def test_quick_benchmark_writes_its_csv(tmp_path):
     row = table.iloc[0]
     for key in ("ferbench_train_ips", "plain_train_ips", "ferbench_eval_ips", "plain_eval_ips", "data_ips"):
         assert row[key] > 0, key
-    assert row["train_ratio"] == pytest.approx(row["ferbench_train_ips"] / row["plain_train_ips"])
+    assert row["train_ratio"] == pytest.approx(row["ferbench_train_ips"] / row["plain_train_ips"])  # one window
     seconds_per_step = {path: 8 / row[f"{path}_train_ips"] for path in ("ferbench", "plain")}
     expected_overhead_ms = 1000 * (seconds_per_step["ferbench"] - seconds_per_step["plain"])
     assert row["train_overhead_ms_per_step"] == pytest.approx(expected_overhead_ms)
@@ -65,7 +65,10 @@ def test_repeated_windows_keep_each_paths_fastest():
     )
     row = table.iloc[0]
     assert row["repeats"] == 2
-    assert row["train_ratio_min"] <= row["train_ratio_max"]
+    assert row["train_ratio_min"] <= row["train_ratio"] <= row["train_ratio_max"]
+    ours = [{"train_ips": 10.0}, {"train_ips": 8.0}, {"train_ips": 9.0}]
+    plain = [{"train_ips": 10.0}, {"train_ips": 10.0}, {"train_ips": 8.0}]
+    assert paired_ratios(ours, plain, "train_ips") == [1.0, 0.8, 1.125]
     assert fastest([{"train_ips": 3.0, "peak_mb": 5.0}, {"train_ips": 4.0, "peak_mb": 2.0}]) == {
         "train_ips": 4.0,
         "peak_mb": 5.0,

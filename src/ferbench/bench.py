@@ -58,20 +58,22 @@ class Schedule:
 
 
 CASE_SCHEDULES = {
-    "amdcnn": Schedule(40, 5),
-    "shufflecsp": Schedule(40, 5),
-    "lightvgg": Schedule(12, 3),
-    "mnv3simam": Schedule(8, 2),
+    "amdcnn": Schedule(27, 5),
+    "shufflecsp": Schedule(27, 5),
+    "lightvgg": Schedule(8, 3),
+    "mnv3simam": Schedule(6, 2),
 }
 """Defaults sized so that all four cases, ``DEFAULT_REPEATS`` times each, run in about 7 minutes on a 2-core CPU
-(a window of 10-30 s per path and repeat); a GPU can take --steps 200."""
+(a window of 7-20 s per path and repeat); a GPU can take --steps 200."""
 DEFAULT_SCHEDULE = Schedule(20, 3)
 QUICK_SCHEDULE = Schedule(3, 1)
 QUICK_BATCH = 16
-DEFAULT_REPEATS = 2
-"""Each path is timed this many times, alternating (ferbench, plain, ferbench, ...), and its fastest window kept.
-A shared machine only ever slows a window down; single windows of 60 s still gave lightvgg ratios of 0.90 and
-1.01 in two runs back to back on this project's 2-core VM, when a slow minute fell on one path only."""
+DEFAULT_REPEATS = 3
+"""Each path is timed this many times, alternating (ferbench, plain, ferbench, ...). Images/s are the fastest
+window (a shared machine only ever slows one down); the ratios are the median over the repeats of each
+ferbench window against the plain window right after it, which share the machine's state. On this project's
+2-core VM single 60 s windows gave lightvgg ratios of 0.90 and 1.01 back to back, and the ratio of two
+fastest-of-2 windows still ranged 0.94-1.21 over the four cases, where slow phases fell on one path only."""
 
 MAX_UNIQUE_IMAGES = 1024
 PRECISION_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -545,7 +547,8 @@ def bench_case(
     repeats: int = DEFAULT_REPEATS,
 ) -> dict:
     """One row: both paths' training and evaluation speed (the fastest of ``repeats`` alternating windows each),
-    the data path, peak memory and their ratios; ``train_ratio_min``/``_max`` span the repeats' own ratios."""
+    their ratios (the median of the paired windows' ratios; ``train_ratio_min``/``_max`` their range), the data
+    path and peak memory."""
     cfg = compose_case(name, batch_size, device, overrides)
     configure_cpu(cfg.trainer)
     s = make_setting(cfg, device, schedule, batch_size)
@@ -554,7 +557,9 @@ def bench_case(
         ours_runs.append(ferbench_path(s))
         plain_runs.append(plain_path(s))
     ours, plain = fastest(ours_runs), fastest(plain_runs)
-    ratios = [o["train_ips"] / p["train_ips"] for o, p in zip(ours_runs, plain_runs, strict=True)]
+    ratios = paired_ratios(ours_runs, plain_runs, "train_ips")
+    pairs = zip(ours_runs, plain_runs, strict=True)
+    overheads = [step_overhead_ms(o["train_ips"], p["train_ips"], batch_size) for o, p in pairs]
     data_ips = data_path(s)
     row = {
         "case": name,
@@ -569,13 +574,13 @@ def bench_case(
         "num_workers": s.num_workers,
         "ferbench_train_ips": ours["train_ips"],
         "plain_train_ips": plain["train_ips"],
-        "train_ratio": ours["train_ips"] / plain["train_ips"],
+        "train_ratio": float(np.median(ratios)),
         "train_ratio_min": min(ratios),
         "train_ratio_max": max(ratios),
-        "train_overhead_ms_per_step": step_overhead_ms(ours["train_ips"], plain["train_ips"], batch_size),
+        "train_overhead_ms_per_step": float(np.median(overheads)),
         "ferbench_eval_ips": ours["eval_ips"],
         "plain_eval_ips": plain["eval_ips"],
-        "eval_ratio": ours["eval_ips"] / plain["eval_ips"],
+        "eval_ratio": float(np.median(paired_ratios(ours_runs, plain_runs, "eval_ips"))),
         "data_ips": data_ips,
         "data_to_train_ratio": data_ips / ours["train_ips"],
         "device_aug_ips": device_augment_ips(s),
@@ -595,6 +600,11 @@ def fastest(runs: Sequence[dict]) -> dict:
             best[key] = max(r[key] for r in runs)
     best["peak_mb"] = max(r["peak_mb"] for r in runs)
     return best
+
+
+def paired_ratios(ours_runs: Sequence[dict], plain_runs: Sequence[dict], key: str) -> list[float]:
+    """ferbench's images/s over the plain loop's, window by window (each pair timed back to back)."""
+    return [o[key] / p[key] for o, p in zip(ours_runs, plain_runs, strict=True)]
 
 
 def step_overhead_ms(ours_ips: float, plain_ips: float, batch_size: int) -> float:
