@@ -205,9 +205,7 @@ def _bench(argv: list[str]) -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default: per case)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps before them (default: per case)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default 64; 16 with --quick)")
-    parser.add_argument(
-        "--repeats", type=int, default=None, help="alternating timed windows per path (default 3)"
-    )
+    parser.add_argument("--repeats", type=int, default=None, help="alternating timed windows per path (default 3)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="1 warm-up + 3 steps at batch 16: a smoke test")
     parser.add_argument(
