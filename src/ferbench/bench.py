@@ -12,7 +12,6 @@ at the two ends of the timed window, so the measurement adds no stalls of its ow
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import os
 import platform
@@ -44,7 +43,7 @@ from ferbench.paths import config_dir
 from ferbench.run import build_model
 from ferbench.training.losses import build_loss
 from ferbench.training.module import FERModule
-from ferbench.training.trainer import build_trainer, configure_cpu
+from ferbench.training.trainer import build_trainer, configure_cpu, libc_function
 
 PAPER_CASES = ("amdcnn", "shufflecsp", "lightvgg", "mnv3simam")
 FALLBACK_CASE = "simplecnn"
@@ -145,10 +144,8 @@ class MallInfo2(ctypes.Structure):
 
 def heap_in_use_reader() -> Callable[[], int] | None:
     """Bytes malloc has handed out and not taken back (all arenas, mmapped blocks included); None off glibc."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallinfo2 = libc.mallinfo2
-    except (OSError, AttributeError):
+    mallinfo2 = libc_function("mallinfo2")
+    if mallinfo2 is None:
         return None
     mallinfo2.restype = MallInfo2
 

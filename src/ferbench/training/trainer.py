@@ -89,6 +89,21 @@ def speed_options(t: Any) -> SpeedOptions:
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameter numbers (malloc.h)
 
 
+def libc_function(name: str) -> Any | None:
+    """A function of the C library (glibc's malloc tuning and statistics) through ctypes; None off Linux or
+    where the C library lacks it (musl has no ``mallopt``, glibc before 2.33 no ``mallinfo2``)."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed memory in the process instead of unmapping it.
 
@@ -97,16 +112,8 @@ def keep_freed_memory() -> bool:
     kernel. With mmap off and trimming off, the next step reuses the same heap. No-op where libc is not
     glibc. Returns whether it applied.
     """
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = libc_function("mallopt")
+    if mallopt is None:
         return False
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
