@@ -8,6 +8,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,23 @@ from ferbench.results.atomic import write_atomic, write_text
 from ferbench.training.losses import build_loss
 from ferbench.training.metrics import flatten
 from ferbench.training.module import FERModule
+from ferbench.training.packed import (
+    PACKED_LAST,
+    Member,
+    MemberResult,
+    PackedTrainer,
+    PackNet,
+    PackSettings,
+    packable,
+    probe_vmap,
+)
 from ferbench.training.resume import make_resumable
 from ferbench.training.trainer import build_trainer, configure_cpu
 
 MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans")
 MIN_FREE_BYTES = 200 * 2**20
+AUTO_PACK_MAX = 64
+"""``trainer.pack=auto`` on an accelerator: up to this many models per pack."""
 
 
 def _plain(node) -> dict:
@@ -184,11 +197,17 @@ def _train_run(cfg: DictConfig, run_id: str, run_dir: Path) -> rec.RunRecord:
         save_split(run_dir, samples, folds)
 
     skipped = {**source.skipped, **prepared.skipped}
+    data = RunData(prepared.images, labels, list(source.classes), skipped)
+    pending = [fold for fold in folds if not rec.fold_is_complete(run_dir, fold.index)]
+    if primary and (pack_limit(cfg) > 1 and len(pending) > 1 or any(_has_packed_state(run_dir, f) for f in pending)):
+        failures = train_packed([RunWork(cfg, run_id, run_dir, len(folds), pending)], data)
+        if run_id in failures:
+            raise RunFailed(failures[run_id])
+        return rec.finish_run(run_dir, len(folds))
     rows = []
-    for fold in folds:
-        if not rec.fold_is_complete(run_dir, fold.index):
-            row = train_fold(cfg, run_id, run_dir, fold, prepared.images, labels, source.classes, skipped, len(folds))
-            rows.append(row)
+    for fold in pending:
+        row = train_fold(cfg, run_id, run_dir, fold, prepared.images, labels, source.classes, skipped, len(folds))
+        rows.append(row)
     if not primary:  # the record is rank 0's; the others hand back what they trained, unwritten
         return rec.RunRecord(run_id, run_dir, pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame())
     return rec.finish_run(run_dir, len(folds))
@@ -223,6 +242,7 @@ def train_fold(
     classes: list[str],
     skipped: dict[str, int],
     n_folds: int,
+    pack_note: str = "",
 ) -> dict:
     """Fit (resuming from ``last.ckpt`` if a killed run left one), test the best checkpoint, record (rank 0)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -271,17 +291,63 @@ def train_fold(
     trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best.exists() else None, verbose=False)
     test_seconds = time.perf_counter() - started
 
+    row = _fold_row(
+        cfg,
+        run_id,
+        fold,
+        n_folds,
+        module.test_results,
+        history,
+        classes,
+        skipped,
+        resumed=resumed,
+        processes=world_size,
+        params=sum(p.numel() for p in model.parameters()),
+        macs=macs,
+        train_seconds=train_seconds,
+        fit_seconds=fit_seconds,
+        test_seconds=test_seconds,
+        pack_note=pack_note,
+    )
+    _record_fold(run_dir, fold.index, row, history, module.test_results, classes)
+    last.unlink(missing_ok=True)  # only once the fold is recorded: a kill before this resumes from it
+    return row
+
+
+def _fold_row(
+    cfg: DictConfig,
+    run_id: str,
+    fold: Fold,
+    n_folds: int,
+    test_results: dict[str, torch.Tensor],
+    history: pd.DataFrame,
+    classes: list[str],
+    skipped: dict[str, int],
+    *,
+    resumed: bool,
+    processes: int,
+    params: int,
+    macs: int,
+    train_seconds: float,
+    fit_seconds: float,
+    test_seconds: float,
+    packed: int = 1,
+    pack_note: str = "",
+) -> dict:
+    """A fold's row of ``metrics.csv``: the same columns whether its model trained alone or in a pack."""
     epochs_run = len(history)
     row = _base_row(cfg, run_id, fold, n_folds)
-    row.update(flatten(module.test_results, classes))
+    row.update(flatten(test_results, classes))
     row.update(
         status="completed",
         epochs_run=epochs_run,
         best_epoch=_best_epoch(history),
         stopped_early=epochs_run < cfg.trainer.max_epochs,
         resumed=resumed,
-        processes=world_size,  # training processes (DDP ranks); batch_size is per process
-        params=sum(p.numel() for p in model.parameters()),
+        processes=processes,  # training processes (DDP ranks); batch_size is per process
+        packed=packed,  # models trained together as one stacked model (1: alone)
+        pack_note=pack_note,  # why a model that could have been packed was not
+        params=params,
         macs=macs,
         train_seconds=round(train_seconds, 2),
         fit_seconds_this_process=round(fit_seconds, 2),
@@ -293,12 +359,16 @@ def train_fold(
         tag=cfg.get("tag", ""),
         **rec.provenance(),
     )
-    confusion = pd.DataFrame(module.test_results["confusion"].numpy(), columns=classes)
-    confusion.insert(0, "true", classes)
-    confusion.insert(0, "fold", fold.index)
-    rec.write_fold(run_dir, fold.index, row, history, confusion)
-    last.unlink(missing_ok=True)  # only once the fold is recorded: a kill before this resumes from it
     return row
+
+
+def _record_fold(
+    run_dir: Path, fold: int, row: dict, history: pd.DataFrame, test_results: dict, classes: list[str]
+) -> None:
+    confusion = pd.DataFrame(test_results["confusion"].numpy(), columns=classes)
+    confusion.insert(0, "true", classes)
+    confusion.insert(0, "fold", fold)
+    rec.write_fold(run_dir, fold, row, history, confusion)
 
 
 def _stopped_early(last: Path) -> bool:
@@ -323,3 +393,195 @@ def _best_epoch(history: pd.DataFrame) -> int:
     if "val_loss" not in history or history["val_loss"].isna().all():
         return int(history["epoch"].max())
     return int(history.loc[history["val_loss"].idxmin(), "epoch"])
+
+
+# ------------------------------------------------------------------------------------------- packed training
+
+
+@dataclass
+class RunData:
+    """A run's images after preprocessing, their labels, class names and what loading skipped."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    skipped: dict[str, int]
+
+
+@dataclass
+class RunWork:
+    """A run's folds still to train."""
+
+    cfg: DictConfig
+    run_id: str
+    run_dir: Path
+    n_folds: int
+    pending: list[Fold]
+
+
+def training_device(cfg: DictConfig) -> torch.device:
+    """The device a run trains on, as Lightning's ``accelerator`` choice resolves it."""
+    accelerator = str(cfg.trainer.accelerator)
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pack_limit(cfg: DictConfig) -> int:
+    """``trainer.pack``: the most models one pack may hold (1 = each model alone).
+
+    ``auto`` packs on an accelerator; on a CPU, compute-bound for these convolutions, it does not (the
+    benchmark's ``pack_speedup`` there is about 1). Several processes (DDP) never pack.
+    """
+    value = cfg.trainer.get("pack", "auto")
+    if value in ("off", False, None):
+        return 1
+    if isinstance(value, bool) or not (value == "auto" or (isinstance(value, int) and value >= 1)):
+        raise ConfigError(f"trainer.pack must be 'auto', 'off' or an integer >= 1, got {value!r}")
+    if int(cfg.trainer.get("devices", 1) or 1) > 1 or "ddp" in str(cfg.trainer.get("strategy", "auto")):
+        return 1
+    if value == "auto":
+        return AUTO_PACK_MAX if training_device(cfg).type != "cpu" else 1
+    return int(value)
+
+
+def _has_packed_state(run_dir: Path, fold: Fold) -> bool:
+    """A fold a killed pack left half-trained resumes in a pack (of one, if need be), whatever ``trainer.pack``."""
+    return (rec.fold_dir(run_dir, fold.index) / "checkpoints" / PACKED_LAST).is_file()
+
+
+@dataclass
+class _Job:
+    work: RunWork
+    fold: Fold  # as the split made it (the member's may be a smoke subset)
+    member: Member
+
+
+def _jobs(works: list[RunWork], data: RunData) -> list[_Job]:
+    jobs = []
+    for work in works:
+        cfg = work.cfg
+        for fold in work.pending:
+            trained = subset_train(fold, data.labels, cfg.trainer.limit_train_fraction, cfg.seed)
+            pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as train_fold: the solo run's init
+            model = build_model(cfg, len(data.classes))
+            loss = build_loss(cfg.loss, data.labels[trained.train], len(data.classes))
+            net = PackNet(model, loss, cfg.loss.get("aux_weight", 1.0))
+            checkpoints = rec.fold_dir(work.run_dir, fold.index) / "checkpoints"
+            member = Member(f"{work.run_id} fold {fold.index}", cfg.seed, trained, net, None, checkpoints)
+            member.augment = build_augmentation(cfg.aug.train)
+            jobs.append(_Job(work, fold, member))
+    return jobs
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def pack_settings(cfg: DictConfig, num_classes: int) -> PackSettings:
+    t = cfg.trainer
+    return PackSettings(
+        optim=cfg.optim,
+        max_epochs=int(t.max_epochs),
+        batch_size=int(t.batch_size),
+        patience=int(t.early_stopping_patience),
+        num_classes=num_classes,
+        device=training_device(cfg),
+        precision=str(t.precision),
+        gradient_clip_val=t.get("gradient_clip_val"),
+        gpu_augment=bool(t.get("gpu_augment", False)),
+        progress=_say if t.progress_bar else None,
+    )
+
+
+def train_packed(works: list[RunWork], data: RunData) -> dict[str, str]:
+    """Train every pending fold of ``works`` (runs that differ at most in seed) in packs; record each fold as
+    its solo run would. Returns the failures by run id (a NaN fails its own run only)."""
+    cfg = works[0].cfg
+    limit = pack_limit(cfg)
+    jobs = _jobs(works, data)
+    fits = {id(m) for m in packable([j.member for j in jobs], int(cfg.trainer.batch_size))[0]}
+    # a fold a killed pack left half-trained resumes in a pack even where this command would not pack
+    pack_jobs = [j for j in jobs if id(j.member) in fits and (limit > 1 or _has_job_state(j))]
+    solo_jobs = [j for j in jobs if j not in pack_jobs]
+    note = ""
+    if len(pack_jobs) > 1 and (why := _unpackable(cfg, pack_jobs[0].member.net)):
+        note = f"not packed: {why}"
+        _say(f"{cfg.model.name}+{cfg.attn.name}: trains one model at a time ({note})")
+        solo_jobs, pack_jobs = jobs, []
+    failures: dict[str, str] = {}
+    for start in range(0, len(pack_jobs), limit):
+        failures.update(_train_pack(pack_jobs[start : start + limit], data))
+    for job in solo_jobs:
+        work = job.work
+        if work.run_id in failures:
+            continue
+        try:
+            train_fold(
+                work.cfg, work.run_id, work.run_dir, job.fold, data.images, data.labels, data.classes,
+                data.skipped, work.n_folds, pack_note=note,
+            )  # fmt: skip
+        except RunFailed as exc:
+            failures[work.run_id] = str(exc)
+    return failures
+
+
+def _has_job_state(job: _Job) -> bool:
+    return _has_packed_state(job.work.run_dir, job.fold)
+
+
+def _unpackable(cfg: DictConfig, net: PackNet) -> str | None:
+    """Why this model cannot train in a pack (vmap cannot batch one of its ops, an unsupported option), or None."""
+    if str(cfg.optim.name) not in ("adam", "adamw", "sgd"):
+        return f"optim={cfg.optim.name} has no packed update"
+    if str(cfg.trainer.precision) not in ("32-true", "32", "bf16-mixed"):
+        return f"trainer.precision={cfg.trainer.precision} (packs train in 32-true or bf16-mixed)"
+    return probe_vmap(net, int(cfg.model.input_size), int(cfg.model.in_chans))
+
+
+def _train_pack(jobs: list[_Job], data: RunData) -> dict[str, str]:
+    cfg = jobs[0].work.cfg
+    members = [j.member for j in jobs]
+    params = sum(p.numel() for p in members[0].net.model.parameters())
+    macs = count_macs(members[0].net.model, cfg.model.input_size, cfg.model.in_chans)
+    if cfg.trainer.progress_bar:
+        _say(f"packing {len(members)} models of {cfg.model.name}+{cfg.attn.name} (folds x seeds) into one")
+    started = time.perf_counter()
+    results = PackedTrainer(members, data.images, data.labels, pack_settings(cfg, len(data.classes))).train()
+    fit_seconds = time.perf_counter() - started
+    failures = {}
+    for job, result in zip(jobs, results, strict=True):
+        work = job.work
+        if result.failure:
+            failures[work.run_id] = result.failure
+            rec.write_failure(work.run_dir, result.failure, job.fold.index, result.failed_epoch)
+            continue
+        _record_member(job, result, data, len(members), params, macs, fit_seconds)
+    return failures
+
+
+def _record_member(
+    job: _Job, result: MemberResult, data: RunData, k: int, params: int, macs: int, fit_seconds: float
+) -> None:
+    work, fold = job.work, job.member.fold
+    history = pd.DataFrame(result.history).assign(fold=fold.index)
+    row = _fold_row(
+        work.cfg,
+        work.run_id,
+        fold,
+        work.n_folds,
+        result.test_results,
+        history,
+        data.classes,
+        data.skipped,
+        resumed=result.resumed,
+        processes=1,
+        params=params,
+        macs=macs,
+        train_seconds=float(history["epoch_seconds"].sum()) if len(history) else 0.0,
+        fit_seconds=fit_seconds,
+        test_seconds=result.test_seconds,
+        packed=k,
+    )
+    _record_fold(work.run_dir, fold.index, row, history, result.test_results, data.classes)
+    (job.member.checkpoint_dir / PACKED_LAST).unlink(missing_ok=True)

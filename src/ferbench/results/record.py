@@ -55,6 +55,7 @@ IDENTITY_EXCLUDED = (
     "trainer.cudnn_benchmark",
     "trainer.threads",
     "trainer.keep_freed_memory",
+    "trainer.pack",
 )
 """Keys that say where things are or how they look, not what the experiment is: not in the run id."""
 

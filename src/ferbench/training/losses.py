@@ -65,7 +65,9 @@ class AMSoftmax(nn.Module):
         return self.scale * cosines
 
     def forward(self, cosines: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        margin = F.one_hot(target, cosines.shape[1]).to(cosines.dtype) * self.margin
+        # a negative target (a packed evaluation's padding slot) gets no margin and, as in cross_entropy, no loss
+        onehot = F.one_hot(target.clamp(min=0), cosines.shape[1]) * (target >= 0).unsqueeze(1)
+        margin = onehot.to(cosines.dtype) * self.margin
         return F.cross_entropy(self.scale * (cosines - margin), target, weight=self.weight)
 
 

@@ -1,0 +1,602 @@
+"""Packed training: K models of one architecture (a cell's folds and seeds) trained as one stacked model.
+
+``torch.func.stack_module_state`` stacks the K models' weights and buffers along a new first axis; ``vmap`` over
+``functional_call`` then runs them as one model, each convolution a grouped convolution over the K models.
+Each model keeps what its solo run has: its own initial weights (built after seeding with its seed), BatchNorm
+statistics (stacked buffers update per model), optimiser state and step count, sampler order and augmentation
+draws (its own ``BatchSeededSampler`` per epoch, re-seeded from ``(seed, fold, epoch)`` exactly as
+``EpochSeed`` does for a solo run), early stopping and best checkpoint. Per-model decisions are masks, not
+branches in the traced step: a stopped, finished or failed model's weights, optimiser state and BatchNorm
+statistics stay frozen while the others go on.
+
+What differs from a solo run, by design (README, "Packed training"):
+- dropout masks and on-device (``gpu_augment``) augmentation draw from one stream shared by the pack: the same
+  distributions, not the same values as the solo run;
+- a model whose epoch has fewer batches than another's (folds of unequal size) sits out the extra steps;
+- a model whose training part is no larger than one batch is not packed (a solo run trains it on one partial
+  batch per epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from ferbench.data.datamodule import BatchSeededSampler, ImageArrayDataset
+from ferbench.data.splits import Fold
+from ferbench.data.transforms import BatchAugment, normalize_batch
+from ferbench.results.atomic import write_atomic
+from ferbench.training.metrics import test_metrics
+from ferbench.training.optim import build_scheduler
+from ferbench.training.resume import epoch_seed
+
+IGNORE = -100
+"""Label of a padding slot: ``cross_entropy`` (and AM-Softmax) leave it out of the batch mean."""
+
+LOSS_CHECK_EVERY = 50
+CHECKPOINT_EVERY_S = 60.0
+"""Seconds between packed checkpoints (and after a model stops): K models' state is written per model, so
+writing it every epoch of a fast pack would cost more than the epoch."""
+
+PACKED_LAST = "packed_last.pt"
+
+
+class PackNet(nn.Module):
+    """One model and its loss as one module: the unit ``torch.func`` stacks (the loss may learn, AM-Softmax's
+    scale; its class weights differ per fold). Named ``model``/``loss`` like FERModule, so state dicts match."""
+
+    def __init__(self, model: nn.Module, loss: nn.Module, aux_weight: float = 1.0) -> None:
+        super().__init__()
+        self.model, self.loss, self.aux_weight = model, loss, aux_weight
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training: (loss with auxiliary terms, correct count). Evaluation: (batch-mean loss, logits)."""
+        if train and hasattr(self.model, "forward_with_aux"):
+            out, aux = self.model.forward_with_aux(x)
+        else:
+            out, aux = self.model(x), []
+        loss = self.loss(out, y)
+        if not train:
+            return loss, self.loss.to_logits(out)
+        for a in aux:
+            loss = loss + self.aux_weight * self.loss(a, y)
+        return loss, (out.argmax(dim=1) == y).sum().to(loss.dtype)
+
+
+@dataclass
+class Member:
+    """One model of a pack: a fold of a run, with everything its solo run would be given."""
+
+    name: str  # "<run_id> fold k", for messages
+    seed: int
+    fold: Fold
+    net: PackNet  # freshly built after seeding with ``seed``
+    augment: A.Compose | None  # its own instance: albumentations is re-seeded per batch
+    checkpoint_dir: Path
+
+
+@dataclass
+class MemberResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    test_results: dict[str, torch.Tensor] = field(default_factory=dict)
+    test_probs: torch.Tensor | None = None
+    best_epoch: int = 0
+    failure: str | None = None
+    failed_epoch: int | None = None
+    resumed: bool = False
+    test_seconds: float = 0.0
+
+
+@dataclass
+class PackSettings:
+    """What a pack shares: the trainer and optimiser settings (identical across its runs by construction)."""
+
+    optim: Any
+    max_epochs: int
+    batch_size: int
+    patience: int
+    num_classes: int
+    device: torch.device
+    precision: str = "32-true"
+    gradient_clip_val: float | None = None
+    gpu_augment: bool = False
+    progress: Callable[[str], None] | None = None
+
+
+def packable(members: Sequence[Member], batch_size: int) -> tuple[list[Member], list[Member]]:
+    """(pack, solo): a model whose training part fits in one batch trains alone (see module docstring)."""
+    pack = [m for m in members if len(m.fold.train) > batch_size]
+    return pack, [m for m in members if len(m.fold.train) <= batch_size]
+
+
+# ------------------------------------------------------------------------------------------------ optimiser
+
+
+class PackedOptimizer:
+    """Adam, AdamW and SGD (torch's update rules, elementwise) over stacked weights, with per-model masks.
+
+    Each model has its own step count (Adam's bias correction) and learning rate, and a masked-out model's
+    weights and state do not move: Adam with a zero gradient would still move it.
+    """
+
+    def __init__(self, params: dict[str, torch.Tensor], cfg: Any, k: int, device: torch.device) -> None:
+        self.params, self.name = params, str(cfg.name)
+        if self.name not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"packed training supports optim adam, adamw, sgd; got {self.name!r}")
+        self.weight_decay = float(cfg.get("weight_decay", 0.0) or 0.0)
+        self.betas = tuple(cfg.get("betas", (0.9, 0.999)))
+        self.eps = float(cfg.get("eps", 1e-8))
+        self.momentum = float(cfg.get("momentum", 0.0) or 0.0)
+        self.nesterov = bool(cfg.get("nesterov", False))
+        self.dampening = float(cfg.get("dampening", 0.0) or 0.0)
+        if self.name == "adamw" and "weight_decay" not in cfg:
+            self.weight_decay = 1e-2
+        self.steps = torch.zeros(k, device=device)
+        self.state: dict[str, dict[str, torch.Tensor]] = {
+            n: {s: torch.zeros_like(p) for s in self._state_names()} for n, p in params.items()
+        }
+        self._momentum_started = torch.zeros(k, dtype=torch.bool, device=device)
+
+    def _state_names(self) -> tuple[str, ...]:
+        if self.name == "sgd":
+            return ("momentum",) if self.momentum else ()
+        return ("exp_avg", "exp_avg_sq")
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor, active: torch.Tensor | None) -> None:
+        """One update of every model with ``active`` (None: all); ``lr`` is per model, shape [K]."""
+        self.steps += 1 if active is None else active.to(self.steps.dtype)
+        for name, p in self.params.items():
+            if p.grad is None:
+                continue
+            update = self._adam if self.name != "sgd" else self._sgd
+            update(p, p.grad, self.state[name], lr.view(-1, *[1] * (p.dim() - 1)), active)
+        if self.name == "sgd" and self.momentum:
+            self._momentum_started |= True if active is None else active
+
+    def _adam(self, p, g, state, lr, active) -> None:
+        beta1, beta2 = self.betas
+        t = self.steps.view_as(lr)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        new_p = p * (1 - lr * self.weight_decay) if self.name == "adamw" and self.weight_decay else p
+        if self.name == "adam" and self.weight_decay:
+            g = g + self.weight_decay * p
+        new_m = m + (1 - beta1) * (g - m)
+        new_v = beta2 * v + (1 - beta2) * g * g
+        bias1 = 1 - beta1**t
+        bias2 = 1 - beta2**t
+        denom = new_v.sqrt() / bias2.sqrt() + self.eps
+        new_p = new_p - (lr / bias1) * new_m / denom
+        _assign(m, new_m, active)
+        _assign(v, new_v, active)
+        _assign(p, new_p, active)
+
+    def _sgd(self, p, g, state, lr, active) -> None:
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.momentum:
+            buf = state["momentum"]
+            started = self._momentum_started.view(-1, *[1] * (p.dim() - 1))
+            new_buf = torch.where(started, self.momentum * buf + (1 - self.dampening) * g, g)
+            _assign(buf, new_buf, active)
+            g = g + self.momentum * new_buf if self.nesterov else new_buf
+        _assign(p, p - lr * g, active)
+
+    def state_of(self, k: int) -> dict[str, Any]:
+        return {
+            "steps": float(self.steps[k]),
+            "momentum_started": bool(self._momentum_started[k]),
+            "state": {n: {s: t[k].clone() for s, t in st.items()} for n, st in self.state.items()},
+        }
+
+    def load_state_of(self, k: int, saved: dict[str, Any]) -> None:
+        self.steps[k] = saved["steps"]
+        self._momentum_started[k] = saved["momentum_started"]
+        for n, st in saved["state"].items():
+            for s, t in st.items():
+                self.state[n][s][k].copy_(t)
+
+
+def _assign(target: torch.Tensor, value: torch.Tensor, active: torch.Tensor | None) -> None:
+    if active is None:
+        target.copy_(value)
+    else:
+        target.copy_(torch.where(active.view(-1, *[1] * (target.dim() - 1)), value, target))
+
+
+def lr_at_epoch(cfg: Any, max_epochs: int, epoch: int) -> float:
+    """The learning rate of ``epoch`` (0-based) as the solo run's torch scheduler gives it (stepped per epoch)."""
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=float(cfg.lr))
+    scheduler = build_scheduler(cfg, probe, max_epochs)
+    for _ in range(epoch if scheduler is not None else 0):
+        probe.step()
+        scheduler.step()
+    return float(probe.param_groups[0]["lr"])
+
+
+# ---------------------------------------------------------------------------------------------- the trainer
+
+
+class PackedTrainer:
+    """Trains ``members`` together on ``images`` (uint8 N x H x W x C) and ``labels``; see the module docstring."""
+
+    def __init__(self, members: Sequence[Member], images: np.ndarray, labels: np.ndarray, s: PackSettings) -> None:
+        self.members, self.s, self.k = list(members), s, len(members)
+        self.labels_np = labels
+        device = s.device
+        nets = [m.net.to(device) for m in self.members]
+        self.params, self.buffers = stack_module_state(nets)
+        self.base = copy.deepcopy(nets[0]).to("meta")
+        self.optimizer = PackedOptimizer(self.params, s.optim, self.k, device)
+        self.datasets = [ImageArrayDataset(images, labels, m.fold.train, m.augment) for m in self.members]
+        self.device_images = _on_device(images, device) if self._gathers_on_device() else None
+        self.device_augment = (
+            BatchAugment.from_albumentations(self.members[0].augment)
+            if s.gpu_augment and self.members[0].augment is not None
+            else None
+        )
+        self.labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+        self.epoch = [0] * self.k
+        self.done = [False] * self.k
+        self.results = [MemberResult() for _ in self.members]
+        self.best_val = [math.inf] * self.k
+        self.wait = [0] * self.k
+        self.best_params = {n: p.detach().clone() for n, p in self.params.items()}
+        self.best_buffers = {n: b.clone() for n, b in self.buffers.items()}
+        self._train_step = vmap(self._member_train, randomness="different")
+        self._eval_step = vmap(self._member_eval, randomness="different")
+        self._last_checkpoint = time.monotonic()
+
+    def _gathers_on_device(self) -> bool:
+        """Batches gathered by index from the data set on the device: when nothing augments per image on the host."""
+        return self.s.gpu_augment or self.members[0].augment is None
+
+    # ----------------------------------------------------------------------------------------- steps
+    def _member_train(self, params, buffers, x, y):
+        return functional_call(self.base, (params, buffers), (x, y), {"train": True})
+
+    def _member_eval(self, params, buffers, x, y):
+        return functional_call(self.base, (params, buffers), (x, y), {"train": False})
+
+    def _autocast(self):
+        enabled = self.s.precision.startswith("bf16")
+        return torch.autocast(self.s.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    # ----------------------------------------------------------------------------------------- data
+    def _epoch_batches(self, i: int) -> list[list[tuple[int, int]]]:
+        """Model ``i``'s batches of its current epoch: the solo run's sampler, seeded as ``EpochSeed`` seeds it."""
+        member, n, b = self.members[i], len(self.members[i].fold.train), self.s.batch_size
+        generator = torch.Generator().manual_seed(epoch_seed(member.seed, member.fold.index, self.epoch[i]))
+        keys = list(iter(BatchSeededSampler(n, b, generator)))
+        return [keys[j : j + b] for j in range(0, n - b + 1, b)]  # drop_last, as the solo loader (n > b)
+
+    def _train_batch(self, batches: list[list[tuple[int, int]] | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[K, B, C, H, W] floats and [K, B] labels; a model without a batch this step gets zeros and IGNORE."""
+        b, device = self.s.batch_size, self.s.device
+        if self.device_images is not None:
+            rows = np.zeros((self.k, b), dtype=np.int64)
+            for i, batch in enumerate(batches):
+                if batch is not None:
+                    rows[i] = self.members[i].fold.train[[pos for pos, _ in batch]]
+            rows_t = torch.from_numpy(rows).to(device, non_blocking=True)
+            x = self.device_images[rows_t.flatten()]
+            y = self.labels[rows_t]
+        else:
+            shape = self.datasets[0].images.shape[1:]
+            host = np.zeros((self.k, b, *shape), dtype=np.uint8)
+            y_host = np.zeros((self.k, b), dtype=np.int64)
+            for i, batch in enumerate(batches):
+                if batch is not None:
+                    items = [self.datasets[i][key] for key in batch]
+                    host[i] = np.stack([image for image, _ in items])
+                    y_host[i] = [label for _, label in items]
+            x = torch.from_numpy(host.reshape(self.k * b, *shape)).to(device, non_blocking=True)
+            y = torch.from_numpy(y_host).to(device, non_blocking=True)
+        x = normalize_batch(x, augment=self.device_augment)
+        for i, batch in enumerate(batches):
+            if batch is None:
+                y[i] = IGNORE
+        return x.view(self.k, b, *x.shape[1:]), y
+
+    def _eval_batches(self, part: str) -> list[tuple[torch.Tensor, torch.Tensor, list[int]]]:
+        """The models' ``part`` (val/test) in the solo loader's order and batch size, padded with IGNORE slots."""
+        b, device = self.s.batch_size, self.s.device
+        indices = [getattr(m.fold, part) for m in self.members]
+        longest = max(len(ix) for ix in indices)
+        out = []
+        for start in range(0, longest, b):
+            rows = np.zeros((self.k, b), dtype=np.int64)
+            valid = np.zeros((self.k, b), dtype=bool)
+            counts = []
+            for i, ix in enumerate(indices):
+                chunk = ix[start : start + b]
+                rows[i, : len(chunk)] = chunk
+                valid[i, : len(chunk)] = True
+                counts.append(len(chunk))
+            images = self.device_images if self.device_images is not None else None
+            if images is not None:
+                x = images[torch.from_numpy(rows).to(device).flatten()]
+            else:
+                x = torch.from_numpy(self.datasets[0].images[rows.flatten()]).to(device)
+            y = torch.from_numpy(np.where(valid, self.labels_np[rows], IGNORE)).to(device)
+            x = normalize_batch(x)
+            out.append((x.view(self.k, b, *x.shape[1:]), y, counts))
+        return out
+
+    # ----------------------------------------------------------------------------------------- training
+    def live(self) -> list[bool]:
+        return [not d for d in self.done]
+
+    def train(self) -> list[MemberResult]:
+        """Every epoch of every model until each has finished, stopped early or failed; then the tests."""
+        self._resume()
+        while any(self.live()):
+            self._train_epoch()
+        self._checkpoint(force=True)
+        self._test()
+        return self.results
+
+    def _train_epoch(self) -> None:
+        started = time.perf_counter()
+        live = self.live()
+        batches = [self._epoch_batches(i) if live[i] else [] for i in range(self.k)]
+        steps = max(len(b) for b in batches)
+        lr = torch.tensor([lr_at_epoch(self.s.optim, self.s.max_epochs, e) for e in self.epoch], device=self.s.device)
+        loss_sum = torch.zeros(self.k, device=self.s.device)
+        correct_sum = torch.zeros(self.k, device=self.s.device)
+        images = [0] * self.k
+        pending: list[torch.Tensor] = []
+        self.base.train()
+        for step in range(steps):
+            step_batches = [b[step] if step < len(b) else None for b in batches]
+            active_list = [batch is not None for batch in step_batches]
+            losses, correct = self._step(step_batches, active_list, lr)
+            for i, a in enumerate(active_list):
+                images[i] += self.s.batch_size if a else 0
+            active = torch.tensor(active_list, device=self.s.device)
+            loss_sum += torch.where(active, losses.detach().float() * self.s.batch_size, 0)
+            correct_sum += torch.where(active, correct.detach().float(), 0)
+            pending.append(torch.where(active, losses.detach().float(), 0))
+            if self.s.device.type == "cpu" or len(pending) >= LOSS_CHECK_EVERY:
+                self._check_losses(pending)
+                pending = []
+        self._check_losses(pending)
+        self._end_epoch(live, loss_sum, correct_sum, images, lr, time.perf_counter() - started)
+
+    def _step(self, batches, active_list: list[bool], lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self._train_batch(batches)
+        everyone = all(active_list)
+        active = None if everyone else torch.tensor(active_list, device=self.s.device)
+        saved = None if everyone else {n: b.clone() for n, b in self.buffers.items()}
+        with self._autocast():
+            losses, correct = self._train_step(self.params, self.buffers, x, y)
+        total = losses.float().sum() if everyone else torch.where(active, losses.float(), 0).sum()
+        total.backward()
+        if self.s.gradient_clip_val:
+            self._clip(float(self.s.gradient_clip_val))
+        self.optimizer.step(lr, active)
+        for p in self.params.values():
+            p.grad = None
+        if saved is not None:  # a model that sat out this step keeps its BatchNorm statistics
+            for n, b in self.buffers.items():
+                b.copy_(torch.where(active.view(-1, *[1] * (b.dim() - 1)), b, saved[n]))
+        return losses, correct
+
+    @torch.no_grad()
+    def _clip(self, max_norm: float) -> None:
+        """Lightning's ``gradient_clip_val`` (by norm), per model: each model's norm over its own gradients."""
+        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        norms = torch.stack([g.flatten(1).float().pow(2).sum(1) for g in grads]).sum(0).sqrt()
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *[1] * (g.dim() - 1)).to(g.dtype))
+
+    def _check_losses(self, pending: list[torch.Tensor]) -> None:
+        """Fail a model whose loss is NaN or infinite: its run only; the others go on."""
+        if not pending:
+            return
+        losses = torch.stack(pending).cpu()
+        for i in range(self.k):
+            bad = (~torch.isfinite(losses[:, i])).nonzero()
+            if len(bad) and not self.done[i]:
+                self._fail(i, f"loss became {losses[int(bad[0, 0]), i].item()} at epoch {self.epoch[i] + 1}")
+
+    def _fail(self, i: int, reason: str) -> None:
+        self.done[i] = True
+        self.results[i].failure, self.results[i].failed_epoch = reason, self.epoch[i] + 1
+        if self.s.progress:
+            self.s.progress(f"{self.members[i].name}: {reason}; that run failed, the rest of the pack goes on")
+
+    def _end_epoch(self, live, loss_sum, correct_sum, images, lr, seconds: float) -> None:
+        val = self._evaluate("val") if any(len(m.fold.val) for m in self.members) else None
+        train_loss = (loss_sum / torch.tensor([max(n, 1) for n in images], device=loss_sum.device)).tolist()
+        train_acc = (correct_sum / torch.tensor([max(n, 1) for n in images], device=loss_sum.device)).tolist()
+        improved = [False] * self.k
+        for i in range(self.k):
+            if not live[i] or self.results[i].failure:
+                continue
+            row = {
+                "epoch": self.epoch[i] + 1,
+                "epoch_seconds": seconds,
+                "train_loss": train_loss[i],
+                "train_acc": train_acc[i],
+                "lr": float(lr[i]),
+            }
+            if val is not None and len(self.members[i].fold.val):
+                row["val_loss"], row["val_acc"] = val[0][i], val[1][i]
+                improved[i] = self._watch_val(i, val[0][i])
+            else:
+                improved[i] = True  # no validation part: the last epoch is the one tested, as solo
+            self.results[i].history.append(row)
+            self.epoch[i] += 1
+            if self.epoch[i] >= self.s.max_epochs:
+                self.done[i] = True
+        self._keep_best(improved)
+        if self.s.progress:
+            alive = sum(self.live())
+            self.s.progress(f"pack epoch done: {alive} of {self.k} models training, {seconds:.1f} s")
+        newly_done = any(live[i] and self.done[i] for i in range(self.k))
+        self._checkpoint(force=newly_done)
+
+    def _watch_val(self, i: int, val_loss: float) -> bool:
+        """ModelCheckpoint (keep the lowest val_loss) and EarlyStopping (patience, stop on non-finite) as Lightning
+        does them; True when this epoch is the new best."""
+        if not math.isfinite(val_loss):
+            self.done[i] = True
+            return False
+        if val_loss < self.best_val[i]:
+            self.best_val[i], self.wait[i] = val_loss, 0
+            self.results[i].best_epoch = self.epoch[i] + 1
+            return True
+        self.wait[i] += 1
+        if self.s.patience > 0 and self.wait[i] >= self.s.patience:
+            self.done[i] = True
+        return False
+
+    @torch.no_grad()
+    def _keep_best(self, improved: list[bool]) -> None:
+        if not any(improved):
+            return
+        mask = torch.tensor(improved, device=self.s.device)
+        for n, p in self.params.items():
+            _assign(self.best_params[n], p.detach(), mask)
+        for n, b in self.buffers.items():
+            _assign(self.best_buffers[n], b, mask)
+
+    @torch.no_grad()
+    def _evaluate(self, part: str, params=None, buffers=None, keep_probs: bool = False):
+        """Per model: mean loss and accuracy over its ``part`` (the solo loader's batch-weighted means)."""
+        params = self.params if params is None else params
+        buffers = self.buffers if buffers is None else buffers
+        self.base.eval()
+        loss_sum = torch.zeros(self.k, device=self.s.device)
+        correct = torch.zeros(self.k, device=self.s.device)
+        counts = np.zeros(self.k)
+        probs: list[list[torch.Tensor]] = [[] for _ in range(self.k)]
+        for x, y, n in self._eval_batches(part):
+            with self._autocast():
+                losses, logits = self._eval_step(params, buffers, x, y)
+            n_t = torch.tensor(n, device=self.s.device, dtype=torch.float32)
+            loss_sum += torch.where(n_t > 0, losses.float() * n_t, 0)
+            correct += ((logits.argmax(-1) == y) & (y != IGNORE)).sum(1).float()
+            counts += n
+            if keep_probs:
+                p = torch.softmax(logits.float(), dim=-1)
+                for i in range(self.k):
+                    probs[i].append(p[i, : n[i]])
+        self.base.train()
+        denominator = torch.tensor(np.maximum(counts, 1), device=self.s.device, dtype=torch.float32)
+        result = ((loss_sum / denominator).tolist(), (correct / denominator).tolist())
+        return (*result, probs) if keep_probs else result
+
+    def _test(self) -> None:
+        """Each model's best (or, without validation, last) weights on its test part; torchmetrics per model."""
+        started = time.perf_counter()
+        *_, probs = self._evaluate("test", self.best_params, self.best_buffers, keep_probs=True)
+        seconds = (time.perf_counter() - started) / self.k
+        for i, member in enumerate(self.members):
+            if self.results[i].failure:
+                continue
+            member_probs = torch.cat(probs[i]) if probs[i] else torch.zeros(0, self.s.num_classes)
+            metrics = test_metrics(self.s.num_classes).to(member_probs.device)
+            targets = torch.as_tensor(self.labels_np[member.fold.test], device=member_probs.device)
+            metrics.update(member_probs, targets)
+            self.results[i].test_results = {k: v.detach().cpu() for k, v in metrics.compute().items()}
+            self.results[i].test_probs = member_probs.cpu()
+            self.results[i].test_seconds = seconds
+            self._write_best(i)
+
+    # ----------------------------------------------------------------------------------------- checkpoints
+    def _member_state(self, i: int) -> dict[str, Any]:
+        return {
+            "params": {n: p[i].detach().cpu().clone() for n, p in self.params.items()},
+            "buffers": {n: b[i].cpu().clone() for n, b in self.buffers.items()},
+            "best_params": {n: p[i].cpu().clone() for n, p in self.best_params.items()},
+            "best_buffers": {n: b[i].cpu().clone() for n, b in self.best_buffers.items()},
+            "optimizer": self.optimizer.state_of(i),
+            "epoch": self.epoch[i],
+            "done": self.done[i],
+            "best_val": self.best_val[i],
+            "wait": self.wait[i],
+            "history": list(self.results[i].history),
+            "best_epoch": self.results[i].best_epoch,
+            "failure": self.results[i].failure,
+            "failed_epoch": self.results[i].failed_epoch,
+        }
+
+    def _checkpoint(self, force: bool = False) -> None:
+        """Each model's whole state to ``<fold>/checkpoints/packed_last.pt`` (atomically): a killed pack resumes
+        every model from it, exactly (epochs are re-seeded from ``(seed, fold, epoch)``)."""
+        if not force and time.monotonic() - self._last_checkpoint < CHECKPOINT_EVERY_S:
+            return
+        for i, member in enumerate(self.members):
+            member.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            state = self._member_state(i)
+            write_atomic(member.checkpoint_dir / PACKED_LAST, lambda tmp, s=state: torch.save(s, tmp))
+        self._last_checkpoint = time.monotonic()
+
+    @torch.no_grad()
+    def _resume(self) -> None:
+        for i, member in enumerate(self.members):
+            path = member.checkpoint_dir / PACKED_LAST
+            if not path.is_file():
+                continue
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+            for n, t in saved["params"].items():
+                self.params[n][i].copy_(t)
+            for n, t in saved["buffers"].items():
+                self.buffers[n][i].copy_(t)
+            for n, t in saved["best_params"].items():
+                self.best_params[n][i].copy_(t)
+            for n, t in saved["best_buffers"].items():
+                self.best_buffers[n][i].copy_(t)
+            self.optimizer.load_state_of(i, saved["optimizer"])
+            self.epoch[i], self.done[i] = saved["epoch"], saved["done"]
+            self.best_val[i], self.wait[i] = saved["best_val"], saved["wait"]
+            result = self.results[i]
+            result.history, result.best_epoch = list(saved["history"]), saved["best_epoch"]
+            result.failure, result.failed_epoch = saved["failure"], saved["failed_epoch"]
+            result.resumed = True
+
+    def _write_best(self, i: int) -> None:
+        """``best.ckpt`` in the form a solo run's has (``state_dict`` with ``model.``/``loss.`` keys)."""
+        state = {n: p[i].detach().cpu().clone() for n, p in self.best_params.items()}
+        state.update({n: b[i].cpu().clone() for n, b in self.best_buffers.items()})
+        payload = {"state_dict": state, "epoch": self.results[i].best_epoch, "ferbench_packed": self.k}
+        path = self.members[i].checkpoint_dir / "best.ckpt"
+        write_atomic(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _on_device(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The whole uint8 data set on the training device, where batches are gathered by index."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device)
+
+
+def probe_vmap(net: PackNet, input_size: int, in_chans: int) -> str | None:
+    """None if two copies of ``net`` train under vmap (a forward and backward on a tiny batch), else why not."""
+    try:
+        nets = [copy.deepcopy(net), copy.deepcopy(net)]
+        params, buffers = stack_module_state(nets)
+        base = copy.deepcopy(net).to("meta")
+        x = torch.randn(2, 2, in_chans, input_size, input_size)
+        y = torch.zeros(2, 2, dtype=torch.long)
+
+        def one(p, b, xx, yy):
+            return functional_call(base, (p, b), (xx, yy), {"train": True})
+
+        losses, _ = vmap(one, randomness="different")(params, buffers, x, y)
+        losses.sum().backward()
+        return None
+    except Exception as exc:  # any op vmap cannot batch, whatever its error type
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]

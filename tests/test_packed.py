@@ -1,0 +1,263 @@
+"""Packed training: K models trained as one stacked model give each model what its solo run gives."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from ferbench.data.splits import Fold
+from ferbench.results import record as rec
+from ferbench.run import pack_limit, run
+from ferbench.training import packed as packed_mod
+from ferbench.training.losses import AMSoftmax, CrossEntropy
+from ferbench.training.packed import (
+    IGNORE,
+    Member,
+    PackedOptimizer,
+    PackedTrainer,
+    PackNet,
+    PackSettings,
+    lr_at_epoch,
+    probe_vmap,
+)
+
+AMDCNN = ["model=amdcnn", "attn=mcbam", "loss=am_softmax", "model.n_aux=3", "split=kfold", "split.k=4"]
+SMALL = ["trainer.max_epochs=2", "trainer.batch_size=16", "data.options.n_train=96", "data.options.n_test=32"]
+TIMING_COLUMNS = {"packed", "train_seconds", "fit_seconds_this_process", "test_seconds", "train_images_per_s"}
+TIMING_COLUMNS |= {"test_images_per_s", "timestamp", "epoch_seconds", "git_commit"}
+
+
+def _records(make_cfg, tmp_path, pack: str):
+    cfg = make_cfg(*AMDCNN, *SMALL, f"trainer.pack={pack}", f"results_dir={tmp_path / pack}")
+    return run(cfg)
+
+
+def test_packed_folds_match_solo_folds(make_cfg, tmp_path):
+    """The issue's correctness test: amdcnn+MCBAM with 3 ACs, 4-fold, 2 epochs, pack=4 against pack=off."""
+    packed, solo = _records(make_cfg, tmp_path, "4"), _records(make_cfg, tmp_path, "off")
+    assert packed.run_id == solo.run_id  # packing is not part of the experiment's identity
+    assert set(packed.metrics["packed"]) == {4} and set(solo.metrics["packed"]) == {1}
+    p_hist, s_hist = packed.history.sort_values(["fold", "epoch"]), solo.history.sort_values(["fold", "epoch"])
+    for column in ("train_loss", "val_loss"):
+        np.testing.assert_allclose(p_hist[column], s_hist[column], rtol=1e-3)
+    p_acc = packed.metrics.set_index("fold")["accuracy"]
+    s_acc = solo.metrics.set_index("fold")["accuracy"]
+    assert (p_acc - s_acc).abs().max() <= 0.02
+    same = ["epochs_run", "best_epoch", "n_train", "n_val", "n_test", "params", "macs", "stopped_early"]
+    pd.testing.assert_frame_equal(packed.metrics[same], solo.metrics[same])
+    assert list(packed.metrics.columns) == list(solo.metrics.columns)
+    assert list(packed.history.columns) == list(solo.history.columns)
+    files = {p.relative_to(packed.run_dir) for p in packed.run_dir.rglob("*") if p.name != ".lock"}
+    assert files == {p.relative_to(solo.run_dir) for p in solo.run_dir.rglob("*") if p.name != ".lock"}
+    best = torch.load(packed.run_dir / "fold_0" / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
+    solo_best = torch.load(solo.run_dir / "fold_0" / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
+    assert set(best) == set(solo_best)  # figures load either the same way
+
+
+def test_pack_limit_choices(make_cfg):
+    assert pack_limit(make_cfg("trainer.pack=off")) == 1
+    assert pack_limit(make_cfg("trainer.pack=8")) == 8
+    assert pack_limit(make_cfg("trainer.pack=auto", "trainer.accelerator=cpu")) == 1
+    assert pack_limit(make_cfg("trainer.pack=8", "trainer=ddp_cpu")) == 1
+    with pytest.raises(Exception, match="trainer.pack"):
+        pack_limit(make_cfg("trainer.pack=-2"))
+
+
+def test_run_id_ignores_pack(make_cfg):
+    assert rec.run_id(make_cfg("trainer.pack=8")) == rec.run_id(make_cfg("trainer.pack=off"))
+
+
+# ------------------------------------------------------------------------------------------- the optimiser
+
+
+@pytest.mark.parametrize(
+    "optim",
+    [
+        {"name": "adam", "lr": 1e-2, "weight_decay": 1e-3},
+        {"name": "adamw", "lr": 1e-2, "weight_decay": 1e-2},
+        {"name": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 1e-4},
+        {"name": "sgd", "lr": 1e-2, "momentum": 0.9, "nesterov": True},
+    ],
+)
+def test_packed_optimizer_follows_torch_per_model(optim):
+    """Each model's update equals torch.optim's on that model alone; a masked-out model does not move."""
+    torch.manual_seed(0)
+    k, cfg = 3, OmegaConf.create(optim)
+    weights = [torch.randn(4, 5) for _ in range(k)]
+    stacked = torch.stack(weights).requires_grad_()
+    packed = PackedOptimizer({"w": stacked}, cfg, k, torch.device("cpu"))
+    solo = [w.clone().requires_grad_() for w in weights]
+    options = {key: v for key, v in optim.items() if key != "name"}
+    torch_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[optim["name"]]
+    optimizers = [torch_cls([w], **options) for w in solo]
+    masks = [[True, True, True], [True, False, True], [True, True, True], [False, True, True]]
+    for mask in masks:
+        grads = torch.randn(k, 4, 5)
+        stacked.grad = grads.clone()
+        frozen = stacked.detach().clone()
+        packed.step(torch.full((k,), float(optim["lr"])), None if all(mask) else torch.tensor(mask))
+        for i in range(k):
+            if mask[i]:
+                solo[i].grad = grads[i].clone()
+                optimizers[i].step()
+            else:
+                assert torch.equal(stacked.detach()[i], frozen[i])  # a stopped model stays where it is
+    for i in range(k):
+        torch.testing.assert_close(stacked.detach()[i], solo[i].detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("scheduler", ["none", "cosine", "step"])
+def test_lr_at_epoch_follows_the_torch_scheduler(scheduler):
+    cfg = OmegaConf.create({"name": "sgd", "lr": 0.1, "scheduler": scheduler, "step_size": 2, "gamma": 0.5})
+    expected = {"none": [0.1] * 4, "step": [0.1, 0.1, 0.05, 0.05]}
+    values = [lr_at_epoch(cfg, 4, e) for e in range(4)]
+    if scheduler == "cosine":
+        assert values[0] == pytest.approx(0.1) and values[2] == pytest.approx(0.05) and values[3] < values[2]
+    else:
+        assert values == pytest.approx(expected[scheduler])
+
+
+def test_padding_slots_carry_no_loss():
+    """Evaluation pads every model's batch to one size with IGNORE labels: their loss is the real images' mean."""
+    cosines, y = torch.randn(5, 3).clamp(-1, 1), torch.tensor([0, 2, 1, IGNORE, IGNORE])
+    for loss in (CrossEntropy(torch.tensor([1.0, 2.0, 0.5])), AMSoftmax(torch.tensor([1.0, 2.0, 0.5]))):
+        assert loss(cosines, y).item() == pytest.approx(loss(cosines[:3], y[:3]).item(), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- the trainer
+
+
+class Tiny(nn.Module):
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Linear(4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).flatten(1))
+
+
+def _members(tmp_path, seeds=(0, 1, 2), n=48):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(n, 8, 8, 1), dtype=np.uint8)
+    labels = rng.integers(0, 3, size=n)
+    members = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        fold = Fold(0, np.arange(0, 32), np.arange(32, 40), np.arange(40, n))
+        members.append(Member(f"s{seed}", seed, fold, PackNet(Tiny(), CrossEntropy()), None, tmp_path / f"m{seed}"))
+    return members, images, labels
+
+
+def _settings(epochs: int = 3, patience: int = 0) -> PackSettings:
+    optim = OmegaConf.create({"name": "adam", "lr": 1e-2, "weight_decay": 0.0, "scheduler": "none"})
+    return PackSettings(optim, epochs, batch_size=8, patience=patience, num_classes=3, device=torch.device("cpu"))
+
+
+def test_a_nan_fails_its_own_model_only(tmp_path):
+    members, images, labels = _members(tmp_path)
+    with torch.no_grad():
+        members[1].net.model.head.weight.fill_(float("nan"))
+    results = PackedTrainer(members, images, labels, _settings()).train()
+    assert results[1].failure and "nan" in results[1].failure.lower()
+    assert results[0].failure is None and results[2].failure is None
+    assert len(results[0].history) == 3 and float(results[0].test_results["accuracy"]) >= 0
+
+
+def test_early_stopping_freezes_a_model_while_others_train(tmp_path):
+    members, images, labels = _members(tmp_path)
+    trainer = PackedTrainer(members, images, labels, _settings(epochs=4, patience=1))
+    real_watch = trainer._watch_val
+    trainer._watch_val = lambda i, loss: real_watch(i, 1.0 if i == 0 else -len(trainer.results[i].history))
+    trainer.train()
+    # model 0's val loss never improves after epoch 1: it stops after epoch 2, the others run all 4
+    assert [len(r.history) for r in trainer.results] == [2, 4, 4]
+    # and stays frozen: its state after the pack is what it had when it stopped
+    assert trainer.results[0].best_epoch == 1
+
+
+def test_killed_pack_resumes_to_the_same_result(tmp_path, monkeypatch):
+    monkeypatch.setattr(packed_mod, "CHECKPOINT_EVERY_S", 0.0)
+    members, images, labels = _members(tmp_path)
+    clean = PackedTrainer(copy.deepcopy(members), images, labels, _settings()).train()
+
+    fresh, images, labels = _members(tmp_path / "killed")
+    trainer = PackedTrainer(fresh, images, labels, _settings())
+    epochs = {"n": 0}
+    real_epoch = trainer._train_epoch
+
+    def killed_after_two() -> None:
+        if epochs["n"] == 2:
+            raise KeyboardInterrupt
+        epochs["n"] += 1
+        real_epoch()
+
+    trainer._train_epoch = killed_after_two
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    again, _, _ = _members(tmp_path / "killed")
+    resumed = PackedTrainer(again, images, labels, _settings()).train()
+    for a, b in zip(clean, resumed, strict=True):
+        assert b.resumed
+        np.testing.assert_allclose(
+            [h["train_loss"] for h in a.history], [h["train_loss"] for h in b.history], rtol=1e-5
+        )
+        assert torch.equal(a.test_results["confusion"], b.test_results["confusion"])
+
+
+class NotBatchable(nn.Module):
+    """An attention block that asks the host for a value: vmap cannot batch ``.item()``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (1.0 if x.mean().item() > -1e9 else 0.0)
+
+
+def test_probe_names_what_vmap_cannot_batch():
+    class Model(Tiny):
+        def forward(self, x):
+            return super().forward(NotBatchable(1)(x))
+
+    assert probe_vmap(PackNet(Model(), CrossEntropy()), 8, 1) is not None
+    assert probe_vmap(PackNet(Tiny(), CrossEntropy()), 8, 1) is None
+
+
+def test_unbatchable_model_trains_alone_and_says_so(make_cfg, monkeypatch, capsys):
+    monkeypatch.setattr("ferbench.run.probe_vmap", lambda *a: "RuntimeError: .item() under vmap")
+    cfg = make_cfg("split=kfold", "split.k=2", "trainer.pack=2", "trainer.progress_bar=true")
+    record = run(cfg)
+    assert set(record.metrics["packed"]) == {1}
+    assert all("not packed" in note for note in record.metrics["pack_note"])
+    assert "trains one model at a time" in capsys.readouterr().out
+
+
+def test_killed_packed_run_resumes_in_run(make_cfg, monkeypatch):
+    """A packed run killed mid-way: a rerun resumes its folds from packed_last.pt, even with pack=off."""
+    monkeypatch.setattr(packed_mod, "CHECKPOINT_EVERY_S", 0.0)
+    cfg = make_cfg("split=kfold", "split.k=2", "trainer.pack=2", "trainer.max_epochs=2")
+    real = PackedTrainer._end_epoch
+    calls = {"n": 0}
+
+    def dies_after_first_epoch(self, *args):
+        real(self, *args)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(PackedTrainer, "_end_epoch", dies_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    monkeypatch.setattr(PackedTrainer, "_end_epoch", real)
+    record = run(make_cfg("split=kfold", "split.k=2", "trainer.pack=off", "trainer.max_epochs=2"))
+    assert set(record.metrics["resumed"]) == {True} and set(record.metrics["epochs_run"]) == {2}
+    assert not list(record.run_dir.rglob(packed_mod.PACKED_LAST))
+    assert json.loads(record.metrics["classes"].iloc[0])
