@@ -261,3 +261,19 @@ def test_killed_packed_run_resumes_in_run(make_cfg, monkeypatch):
     assert set(record.metrics["resumed"]) == {True} and set(record.metrics["epochs_run"]) == {2}
     assert not list(record.run_dir.rglob(packed_mod.PACKED_LAST))
     assert json.loads(record.metrics["classes"].iloc[0])
+
+
+def test_run_many_packs_seeds_and_writes_each_record(make_cfg, capsys):
+    """Runs differing only in seed train as one pack; each gets the record its own run would have."""
+    from ferbench.run import run_many
+
+    extra = ["split=kfold", "split.k=2", "trainer.pack=8", "trainer.progress_bar=true"]
+    cfgs = [make_cfg(*extra, f"seed={s}") for s in (0, 1)] + [make_cfg(*extra, "seed=0", "optim.lr=0.01")]
+    outcomes = run_many(cfgs)
+    assert all(isinstance(o, rec.RunRecord) for o in outcomes)
+    assert set(outcomes[0].metrics["packed"]) == {4}  # two seeds x two folds
+    assert set(outcomes[2].metrics["packed"]) == {2}  # another experiment: its own pack
+    assert [o.run_id for o in outcomes] == [rec.run_id(c) for c in cfgs]
+    assert "packing 4 models" in capsys.readouterr().out
+    again = run_many(cfgs)
+    assert all(o.reused for o in again)

@@ -4,7 +4,8 @@ ferbench run [group=choice ...] [key=value ...] [-m]   one run, or a Hydra sweep
 ferbench datasets [--data-root DIR]                    every data set: where, present, counts
 ferbench table <paper>/<table>|<paper>|all [profile=smoke|paper] [--render-only] [key=value ...]
 ferbench bench [--cases a,b] [--steps N] [--batch-size B] [--device auto|cpu|cuda] [--quick]
-               [--concurrent 1,2,4] [--out FILE] [key=value ...]   speed: ferbench vs a plain PyTorch loop
+               [--concurrent 1,2,4] [--pack 1,8,32] [--out FILE] [key=value ...]
+                                                       speed: ferbench vs a plain PyTorch loop; packed vs solo
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def _parallel_job() -> int:
     from hydra.core.hydra_config import HydraConfig
 
     launcher = HydraConfig.get().launcher
-    if "BasicLauncher" in str(launcher.get("_target_", "")):
+    if "BasicLauncher" in str(launcher.get("_target_", "")) or "PackedLauncher" in str(launcher.get("_target_", "")):
         return 1
     n_jobs = int(launcher.get("n_jobs", 0) or 0)
     return n_jobs if n_jobs > 0 else os.cpu_count() or 1
@@ -211,6 +212,9 @@ def _bench(argv: list[str]) -> None:
     parser.add_argument(
         "--concurrent", default=None, help="e.g. 1,2,4: that many training processes at once; total images/s"
     )
+    parser.add_argument(
+        "--pack", default=None, help="e.g. 1,8,32: K models trained as one pack against the same K one at a time"
+    )
     parser.add_argument("--out", type=Path, default=None, help="CSV path (default results/bench/<timestamp>.csv)")
     parser.add_argument("overrides", nargs="*", help="config overrides for every case, e.g. trainer=fast_gpu")
     for hidden in ("--child-json", "--barrier", "--parties"):  # one process of a --concurrent measurement
@@ -240,7 +244,12 @@ def _bench(argv: list[str]) -> None:
         overrides=args.overrides,
         on_case=lambda name: print(f"ferbench bench: {name} ...", file=sys.stderr),
     )
-    if args.concurrent:
+    if args.pack:
+        packs = [int(n) for n in args.pack.split(",") if n]
+        out = args.out or Path("results/bench") / f"{stamp}-pack.csv"
+        table = bench.run_pack_benchmark(packs, repeats=args.repeats, out=out, **common)
+        columns = ["case", "pack", "batch_size", "packed_images_per_s", "solo_images_per_s", "pack_speedup", "mfu"]
+    elif args.concurrent:
         counts = [int(n) for n in args.concurrent.split(",") if n]
         out = args.out or Path("results/bench") / f"{stamp}-concurrent.csv"
         table = bench.run_concurrent(counts=counts, out=out, **common)

@@ -7,7 +7,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,9 +175,33 @@ def _own_ddp_session() -> Iterator[None]:
 def _train_run(cfg: DictConfig, run_id: str, run_dir: Path) -> rec.RunRecord:
     primary = is_primary()
     if primary:
-        (run_dir / "failed.json").unlink(missing_ok=True)
-        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        _start_record(cfg, run_dir)
+    data, samples = load_run_data(cfg)
+    folds = run_folds(cfg, samples, data.labels)
+    if primary:
+        save_split(run_dir, samples, folds)
+    pending = [fold for fold in folds if not rec.fold_is_complete(run_dir, fold.index)]
+    if primary and (pack_limit(cfg) > 1 and len(pending) > 1 or any(_has_packed_state(run_dir, f) for f in pending)):
+        failures = train_packed([RunWork(cfg, run_id, run_dir, len(folds), pending)], data)
+        if run_id in failures:
+            raise RunFailed(failures[run_id])
+        return rec.finish_run(run_dir, len(folds))
+    rows = []
+    for fold in pending:
+        row = train_fold(cfg, run_id, run_dir, fold, data.images, data.labels, data.classes, data.skipped, len(folds))
+        rows.append(row)
+    if not primary:  # the record is rank 0's; the others hand back what they trained, unwritten
+        return rec.RunRecord(run_id, run_dir, pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame())
+    return rec.finish_run(run_dir, len(folds))
 
+
+def _start_record(cfg: DictConfig, run_dir: Path) -> None:
+    (run_dir / "failed.json").unlink(missing_ok=True)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def load_run_data(cfg: DictConfig) -> tuple[RunData, pd.DataFrame]:
+    """The data set as the run sees it: loaded, preprocessed (cached) and the sample table of what was kept."""
     source = load_source(cfg)
     prepared = prepare_images(
         source,
@@ -191,26 +215,14 @@ def _train_run(cfg: DictConfig, run_id: str, run_dir: Path) -> rec.RunRecord:
     )
     samples = source.samples[prepared.keep].reset_index(drop=True)
     labels = samples["label"].to_numpy(dtype=np.int64)
-    split_params = {k: v for k, v in _plain(cfg.split).items() if k != "name"}
-    folds = protocol_folds(make_folds(samples, cfg.split.name, cfg.seed, **split_params), cfg.protocol)
-    if primary:
-        save_split(run_dir, samples, folds)
-
     skipped = {**source.skipped, **prepared.skipped}
-    data = RunData(prepared.images, labels, list(source.classes), skipped)
-    pending = [fold for fold in folds if not rec.fold_is_complete(run_dir, fold.index)]
-    if primary and (pack_limit(cfg) > 1 and len(pending) > 1 or any(_has_packed_state(run_dir, f) for f in pending)):
-        failures = train_packed([RunWork(cfg, run_id, run_dir, len(folds), pending)], data)
-        if run_id in failures:
-            raise RunFailed(failures[run_id])
-        return rec.finish_run(run_dir, len(folds))
-    rows = []
-    for fold in pending:
-        row = train_fold(cfg, run_id, run_dir, fold, prepared.images, labels, source.classes, skipped, len(folds))
-        rows.append(row)
-    if not primary:  # the record is rank 0's; the others hand back what they trained, unwritten
-        return rec.RunRecord(run_id, run_dir, pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame())
-    return rec.finish_run(run_dir, len(folds))
+    return RunData(prepared.images, labels, list(source.classes), skipped), samples
+
+
+def run_folds(cfg: DictConfig, samples: pd.DataFrame, labels: np.ndarray) -> list[Fold]:
+    """The split protocol's folds for this run's seed (and ``protocol``)."""
+    split_params = {k: v for k, v in _plain(cfg.split).items() if k != "name"}
+    return protocol_folds(make_folds(samples, cfg.split.name, cfg.seed, **split_params), cfg.protocol)
 
 
 def _base_row(cfg: DictConfig, run_id: str, fold: Fold, n_folds: int) -> dict:
@@ -417,6 +429,7 @@ class RunWork:
     run_dir: Path
     n_folds: int
     pending: list[Fold]
+    failure: str | None = None
 
 
 def training_device(cfg: DictConfig) -> torch.device:
@@ -585,3 +598,86 @@ def _record_member(
     )
     _record_fold(work.run_dir, fold.index, row, history, result.test_results, data.classes)
     (job.member.checkpoint_dir / PACKED_LAST).unlink(missing_ok=True)
+
+
+def seedless_key(cfg: DictConfig) -> str:
+    """What runs that may share a pack have in common: the whole experiment but its seed."""
+    identity = rec.experiment_identity(cfg)
+    identity.pop("seed", None)
+    return json.dumps(identity, sort_keys=True, default=str)
+
+
+def run_many(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
+    """Several runs; where ``trainer.pack`` packs, runs that differ only in seed train their folds together.
+
+    Returns each run's record, or the error that ended it (RunBusy, RunFailed, ...): one failing run does not
+    stop the others. Records are exactly those ``run`` would write one run at a time.
+    """
+    outcomes: list[rec.RunRecord | FerbenchError | None] = [None] * len(cfgs)
+    groups: dict[str, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        key = seedless_key(cfg) if pack_limit(cfg) > 1 else f"alone {i}"
+        groups.setdefault(key, []).append(i)
+    for indices in groups.values():
+        if len(indices) == 1:
+            outcomes[indices[0]] = _outcome(run, cfgs[indices[0]])
+        else:
+            for i, outcome in zip(indices, _run_seeds([cfgs[i] for i in indices]), strict=True):
+                outcomes[i] = outcome
+    return outcomes  # type: ignore[return-value]
+
+
+def _outcome(fn, *args):
+    try:
+        return fn(*args)
+    except FerbenchError as exc:
+        return exc
+
+
+def _run_seeds(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
+    """Runs of one experiment at several seeds: data loaded once, every pending fold of every seed packed."""
+    outcomes: list[rec.RunRecord | FerbenchError | None] = [None] * len(cfgs)
+    with ExitStack() as locks:
+        works: list[tuple[int, RunWork]] = []
+        for i, cfg in enumerate(cfgs):
+            try:
+                validate(cfg)
+                run_id = rec.run_id(cfg)
+                run_dir = Path(cfg.results_dir) / "runs" / run_id
+                if rec.is_complete(run_dir):
+                    outcomes[i] = rec.RunRecord.load(run_dir)
+                    continue
+                configure_cpu(cfg.trainer)
+                ensure_writable(run_dir)
+                locks.enter_context(rec.run_lock(run_dir))
+            except FerbenchError as exc:
+                outcomes[i] = exc
+                continue
+            if rec.is_complete(run_dir):
+                outcomes[i] = rec.RunRecord.load(run_dir)
+                continue
+            works.append((i, RunWork(cfg, run_id, run_dir, 0, [])))
+        if works:
+            try:
+                _train_seeds([w for _, w in works])
+            except FerbenchError as exc:  # the data: every seed shares it
+                for i, _ in works:
+                    outcomes[i] = exc
+                return outcomes  # type: ignore[return-value]
+            for i, work in works:
+                failure = work.failure
+                outcomes[i] = RunFailed(failure) if failure else rec.finish_run(work.run_dir, work.n_folds)
+    return outcomes  # type: ignore[return-value]
+
+
+def _train_seeds(works: list[RunWork]) -> None:
+    data, samples = load_run_data(works[0].cfg)
+    for work in works:
+        _start_record(work.cfg, work.run_dir)
+        folds = run_folds(work.cfg, samples, data.labels)
+        save_split(work.run_dir, samples, folds)
+        work.n_folds = len(folds)
+        work.pending = [f for f in folds if not rec.fold_is_complete(work.run_dir, f.index)]
+    failures = train_packed(works, data)
+    for work in works:
+        work.failure = failures.get(work.run_id)

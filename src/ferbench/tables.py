@@ -198,19 +198,22 @@ def train_missing(
     A run another process is training (its lock held) is left to that process: several ``ferbench table``
     processes can share one table, each taking the runs nobody holds.
     """
-    from ferbench.run import run
+    from ferbench.run import run_many, seedless_key
 
     failures: dict[str, str] = {}
     todo = pending_runs(cells)
-    for i, (run_id, cfg) in enumerate(todo.items()):
+    groups: dict[str, list[str]] = {}  # a cell's seeds (and its folds) train together where trainer.pack packs
+    for run_id, cfg in todo.items():
+        groups.setdefault(seedless_key(cfg), []).append(run_id)
+    done = 0
+    for run_ids in groups.values():
         if on_progress:
-            on_progress(run_id, i, len(todo))
-        try:
-            run(cfg)
-        except RunBusy:
-            continue
-        except FerbenchError as exc:
-            failures[run_id] = str(exc)
+            more = f" (+{len(run_ids) - 1} seeds)" if len(run_ids) > 1 else ""
+            on_progress(run_ids[0] + more, done, len(todo))
+        for run_id, outcome in zip(run_ids, run_many([todo[r] for r in run_ids]), strict=True):
+            if isinstance(outcome, FerbenchError) and not isinstance(outcome, RunBusy):
+                failures[run_id] = str(outcome)
+        done += len(run_ids)
     if on_progress:
         on_progress("", len(todo), len(todo))
     for cell in cells:
