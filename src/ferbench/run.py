@@ -20,9 +20,9 @@ from torch import nn
 
 from ferbench.attention import attention_factory
 from ferbench.config import validate
-from ferbench.data import DATASETS, DataSource
-from ferbench.data.base import select_classes
+from ferbench.data import DataSource
 from ferbench.data.datamodule import FERDataModule
+from ferbench.data.identity import data_fingerprint, data_root, load_source
 from ferbench.data.preprocess import prepare_images
 from ferbench.data.splits import Fold, carve_val, make_folds
 from ferbench.data.transforms import build_augmentation
@@ -61,16 +61,6 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
         )
     except KeyError as exc:
         raise ConfigError(str(exc.args[0])) from None
-
-
-def load_source(cfg: DictConfig) -> DataSource:
-    try:
-        loader = DATASETS.get(cfg.data.name)
-    except KeyError as exc:
-        raise ConfigError(f"data.name: {exc.args[0]}") from None
-    root = Path(cfg.data.root) if cfg.data.get("root") else None
-    source = loader(root=root, **_plain(cfg.data.get("options") or {}))
-    return select_classes(source, list(cfg.data.get("drop_classes") or []))
 
 
 def ensure_writable(run_dir: Path) -> None:
@@ -124,18 +114,20 @@ def run(cfg: DictConfig) -> rec.RunRecord:
     A run being trained by another process (its ``.lock`` held) raises RunBusy: never trained twice at once.
     """
     validate(cfg)
-    run_id = rec.run_id(cfg)
+    source = load_source(cfg)
+    fingerprint = data_fingerprint(source, data_root(cfg))
+    run_id = rec.run_id(cfg, fingerprint)
     run_dir = Path(cfg.results_dir) / "runs" / run_id
     if rec.is_complete(run_dir):
         return rec.RunRecord.load(run_dir)
     configure_cpu(cfg.trainer)
     if not is_primary():
-        return _train_run(cfg, run_id, run_dir)
+        return _train_run(cfg, run_id, run_dir, source, fingerprint)
     ensure_writable(run_dir)
     with rec.run_lock(run_dir), _own_ddp_session():
         if rec.is_complete(run_dir):  # finished by another process between our check and the lock
             return rec.RunRecord.load(run_dir)
-        return _train_run(cfg, run_id, run_dir)
+        return _train_run(cfg, run_id, run_dir, source, fingerprint)
 
 
 DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -159,13 +151,12 @@ def _own_ddp_session() -> Iterator[None]:
                 torch.distributed.destroy_process_group()
 
 
-def _train_run(cfg: DictConfig, run_id: str, run_dir: Path) -> rec.RunRecord:
+def _train_run(cfg: DictConfig, run_id: str, run_dir: Path, source: DataSource, fingerprint: str) -> rec.RunRecord:
     primary = is_primary()
     if primary:
         (run_dir / "failed.json").unlink(missing_ok=True)
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
-    source = load_source(cfg)
     prepared = prepare_images(
         source,
         cfg.model.input_size,
@@ -187,7 +178,9 @@ def _train_run(cfg: DictConfig, run_id: str, run_dir: Path) -> rec.RunRecord:
     rows = []
     for fold in folds:
         if not rec.fold_is_complete(run_dir, fold.index):
-            row = train_fold(cfg, run_id, run_dir, fold, prepared.images, labels, source.classes, skipped, len(folds))
+            row = train_fold(
+                cfg, run_id, run_dir, fold, prepared.images, labels, source.classes, skipped, len(folds), fingerprint
+            )
             rows.append(row)
     if not primary:  # the record is rank 0's; the others hand back what they trained, unwritten
         return rec.RunRecord(run_id, run_dir, pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame())
@@ -223,6 +216,7 @@ def train_fold(
     classes: list[str],
     skipped: dict[str, int],
     n_folds: int,
+    data_fingerprint: str = "",
 ) -> dict:
     """Fit (resuming from ``last.ckpt`` if a killed run left one), test the best checkpoint, record (rank 0)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -273,6 +267,7 @@ def train_fold(
 
     epochs_run = len(history)
     row = _base_row(cfg, run_id, fold, n_folds)
+    row["data_fingerprint"] = data_fingerprint
     row.update(flatten(module.test_results, classes))
     row.update(
         status="completed",

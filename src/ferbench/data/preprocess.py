@@ -20,9 +20,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from ferbench.data.base import DataSource
+from ferbench.data.identity import table_digest
 from ferbench.errors import DataError
 
 PREPROCESS_VERSION = 1
@@ -100,8 +100,7 @@ def cache_key(
     source: DataSource, size: int, channels: int, *, face_crop: bool, equalize: bool, skip_corrupt: bool
 ) -> str:
     """Hash of everything that decides the pixels: data set, its files, its rows, the settings, our version."""
-    rows = source.samples[["path", "label"]].astype(str)
-    table_hash = hashlib.sha1(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes()).hexdigest()
+    table_hash = table_digest(source.samples[["path", "label"]])
     settings = {
         "name": source.name,
         "fingerprint": source.fingerprint,

@@ -72,9 +72,13 @@ def experiment_identity(cfg: DictConfig) -> dict[str, Any]:
     return data
 
 
-def run_id(cfg: DictConfig) -> str:
-    """``<model>-<attn>-<data>-<split>-s<seed>-<hash>``: readable, and stable for the same experiment."""
-    identity = experiment_identity(cfg)
+def run_id(cfg: DictConfig, data_fingerprint: str) -> str:
+    """``<model>-<attn>-<data>-<split>-s<seed>-<hash>``: readable, and stable for the same experiment.
+
+    The hash covers the config (less paths) and ``data_fingerprint`` (``ferbench.data.identity``): the same
+    config on other data is another run; the same data moved elsewhere is the same run.
+    """
+    identity = {**experiment_identity(cfg), "data_fingerprint": data_fingerprint}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{cfg.model.name}-{cfg.attn.name}-{cfg.data.name}-{cfg.split.name}-s{cfg.seed}-{digest}"
 
