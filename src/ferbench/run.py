@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +29,22 @@ from ferbench.data.identity import data_fingerprint, data_root, load_source
 from ferbench.data.preprocess import prepare_images
 from ferbench.data.splits import Fold, carve_val, make_folds
 from ferbench.data.transforms import build_augmentation
-from ferbench.errors import ConfigError, FerbenchError, RunFailed
+from ferbench.errors import ConfigError, FerbenchError, Interrupted, RunFailed
 from ferbench.models import create_model
 from ferbench.models.heads import HEADS
 from ferbench.models.profile import count_macs
 from ferbench.results import record as rec
-from ferbench.results.atomic import write_atomic, write_text
+from ferbench.results.atomic import write_atomic, write_csv, write_text
+from ferbench.results.integrity import set_aside_damaged_metrics
 from ferbench.training.losses import build_loss
 from ferbench.training.metrics import flatten
 from ferbench.training.module import FERModule
-from ferbench.training.resume import make_resumable
+from ferbench.training.resume import make_resumable, read_last
 from ferbench.training.trainer import build_trainer, configure_cpu
 
 MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans")
 MIN_FREE_BYTES = 200 * 2**20
+log = logging.getLogger("ferbench")
 
 
 def _plain(node) -> dict:
@@ -61,6 +66,10 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
         )
     except KeyError as exc:
         raise ConfigError(str(exc.args[0])) from None
+    except TypeError as exc:  # a model or attention switch the builder does not take
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise ConfigError(f"model={cfg.model.name} attn={cfg.attn.name}: {exc}") from None
 
 
 def ensure_writable(run_dir: Path) -> None:
@@ -121,13 +130,51 @@ def run(cfg: DictConfig) -> rec.RunRecord:
     if rec.is_complete(run_dir):
         return rec.RunRecord.load(run_dir)
     configure_cpu(cfg.trainer)
+    data = load_run_data(cfg, source, fingerprint)  # data and model errors fail here, before the run's folder
+    build_model(cfg, len(source.classes))
     if not is_primary():
-        return _train_run(cfg, run_id, run_dir, source, fingerprint)
+        return _train_run(cfg, run_id, run_dir, data)
     ensure_writable(run_dir)
     with rec.run_lock(run_dir), _own_ddp_session():
         if rec.is_complete(run_dir):  # finished by another process between our check and the lock
             return rec.RunRecord.load(run_dir)
-        return _train_run(cfg, run_id, run_dir, source, fingerprint)
+        set_aside_damaged_metrics(run_dir)
+        return _train_run(cfg, run_id, run_dir, data)
+
+
+@dataclass
+class RunData:
+    """What a run trains on: decoded, split and checked before its folder exists."""
+
+    source: DataSource
+    fingerprint: str
+    images: np.ndarray
+    samples: pd.DataFrame
+    labels: np.ndarray
+    folds: list[Fold]
+    skipped: dict[str, int]
+    skipped_files: pd.DataFrame
+    """path and reason of every image left out (``data.skip_corrupt``): written as the run's skipped.csv."""
+
+
+def load_run_data(cfg: DictConfig, source: DataSource, fingerprint: str) -> RunData:
+    prepared = prepare_images(
+        source,
+        cfg.model.input_size,
+        cfg.model.in_chans,
+        face_crop=bool(cfg.data.get("face_crop", False)),
+        equalize=bool(cfg.data.get("equalize", False)),
+        skip_corrupt=bool(cfg.data.get("skip_corrupt", False)),
+        cache_dir=Path(cfg.cache_dir) if cfg.get("cache_dir") else None,
+        progress=bool(cfg.trainer.progress_bar),
+    )
+    samples = source.samples[prepared.keep].reset_index(drop=True)
+    labels = samples["label"].to_numpy(dtype=np.int64)
+    split_params = {k: v for k, v in _plain(cfg.split).items() if k != "name"}
+    folds = protocol_folds(make_folds(samples, cfg.split.name, cfg.seed, **split_params), cfg.protocol)
+    skipped_files = source.samples.loc[~prepared.keep, ["path"]].assign(reason="corrupt_images")
+    skipped = {**source.skipped, **prepared.skipped}
+    return RunData(source, fingerprint, prepared.images, samples, labels, folds, skipped, skipped_files)
 
 
 DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -151,35 +198,30 @@ def _own_ddp_session() -> Iterator[None]:
                 torch.distributed.destroy_process_group()
 
 
-def _train_run(cfg: DictConfig, run_id: str, run_dir: Path, source: DataSource, fingerprint: str) -> rec.RunRecord:
+def _train_run(cfg: DictConfig, run_id: str, run_dir: Path, data: RunData) -> rec.RunRecord:
     primary = is_primary()
+    folds = data.folds
     if primary:
         (run_dir / "failed.json").unlink(missing_ok=True)
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        save_split(run_dir, data.samples, folds)
+        if len(data.skipped_files):
+            write_csv(run_dir / "skipped.csv", data.skipped_files)
 
-    prepared = prepare_images(
-        source,
-        cfg.model.input_size,
-        cfg.model.in_chans,
-        face_crop=bool(cfg.data.get("face_crop", False)),
-        equalize=bool(cfg.data.get("equalize", False)),
-        skip_corrupt=bool(cfg.data.get("skip_corrupt", False)),
-        cache_dir=Path(cfg.cache_dir) if cfg.get("cache_dir") else None,
-        progress=bool(cfg.trainer.progress_bar),
-    )
-    samples = source.samples[prepared.keep].reset_index(drop=True)
-    labels = samples["label"].to_numpy(dtype=np.int64)
-    split_params = {k: v for k, v in _plain(cfg.split).items() if k != "name"}
-    folds = protocol_folds(make_folds(samples, cfg.split.name, cfg.seed, **split_params), cfg.protocol)
-    if primary:
-        save_split(run_dir, samples, folds)
-
-    skipped = {**source.skipped, **prepared.skipped}
     rows = []
     for fold in folds:
         if not rec.fold_is_complete(run_dir, fold.index):
             row = train_fold(
-                cfg, run_id, run_dir, fold, prepared.images, labels, source.classes, skipped, len(folds), fingerprint
+                cfg,
+                run_id,
+                run_dir,
+                fold,
+                data.images,
+                data.labels,
+                data.source.classes,
+                data.skipped,
+                len(folds),
+                data.fingerprint,
             )
             rows.append(row)
     if not primary:  # the record is rank 0's; the others hand back what they trained, unwritten
@@ -241,17 +283,29 @@ def train_fold(
     has_val = len(fold.val) > 0
     last = checkpoint_dir / "last.ckpt"
     trainer = make_resumable(build_trainer(cfg, checkpoint_dir, has_val=has_val), last, cfg.seed, fold.index)
-    resumed = last.exists()
+    state = read_last(last)  # None when absent; one that cannot be read is set aside and the fold starts again
+    resumed = state is not None
+    if resumed:
+        log.info(
+            "resumed fold %d from epoch %d of %d (%s)", fold.index, state["epoch"] + 2, cfg.trainer.max_epochs, last
+        )
     started = time.perf_counter()
     try:
-        if resumed and _stopped_early(last):  # killed between early stopping and the fold's record
-            module.history = list(torch.load(last, map_location="cpu", weights_only=False)["ferbench_history"])
+        if resumed and _stopped_early(state):  # killed between early stopping and the fold's record
+            module.history = list(state["ferbench_history"])
         else:
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumed else None)
     except RunFailed as exc:
+        failed = run_dir / "failed.json"
         if is_primary():
             rec.write_failure(run_dir, str(exc), fold.index, len(module.history) + 1)
-        raise
+        raise RunFailed(
+            f"run {run_id}, fold {fold.index}: {exc}; recorded in {failed}; try a lower optim.lr (now {cfg.optim.lr}) "
+            "or loss/optimiser settings, then run the same command again"
+        ) from None
+    except (SystemExit, Interrupted) as exc:  # ours, or Lightning's way out on SIGTERM and Ctrl-C
+        where = f"epoch {len(module.history) + 1} of {cfg.trainer.max_epochs}, fold {fold.index} of run {run_id}"
+        raise _interrupted(exc, trainer, where) from None
     fit_seconds = time.perf_counter() - started
     history = pd.DataFrame(module.history).assign(fold=fold.index)
     train_seconds = float(history["epoch_seconds"].sum()) if "epoch_seconds" in history else fit_seconds
@@ -296,9 +350,19 @@ def train_fold(
     return row
 
 
-def _stopped_early(last: Path) -> bool:
+def _interrupted(exc: BaseException, trainer: pl.Trainer, where: str) -> BaseException:
+    """The signal that ended a fit, said with where it stopped; any other SystemExit as it was."""
+    if isinstance(exc, Interrupted):
+        return Interrupted(exc.signum, where)
+    if trainer.received_sigterm:  # Lightning's SIGTERMException (exit code None: "success")
+        return Interrupted(signal.SIGTERM, where)
+    if trainer.interrupted:  # Lightning turned Ctrl-C into sys.exit(1)
+        return Interrupted(signal.SIGINT, where)
+    return exc
+
+
+def _stopped_early(checkpoint: dict) -> bool:
     """Did the checkpoint's EarlyStopping already stop? Fitting from it again would train one epoch too many."""
-    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
     states = checkpoint.get("callbacks", {})
     return any(k.startswith("EarlyStopping") and v.get("stopped_epoch", 0) > 0 for k, v in states.items())
 

@@ -111,7 +111,11 @@ def _read_optional(path: Path) -> pd.DataFrame:
 
 
 def is_complete(run_dir: Path) -> bool:
-    return (Path(run_dir) / "metrics.csv").is_file()
+    """A whole metrics.csv (every fold's row, every value): a cut or empty one does not count."""
+    from ferbench.results.integrity import metrics_problem
+
+    metrics = Path(run_dir) / "metrics.csv"
+    return metrics.is_file() and metrics_problem(metrics) is None
 
 
 def fold_dir(run_dir: Path, fold: int) -> Path:
