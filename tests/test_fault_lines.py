@@ -208,7 +208,7 @@ def test_model_config_error_leaves_no_run_folder(make_cfg):
 
 def test_only_that_matches_nothing_names_the_rows_and_columns(tmp_path):
     from ferbench.results.spec import load_spec
-    from ferbench.tables import build_table
+    from ferbench.tables import check_only
 
     body = {
         "paper": "paperx",
@@ -220,9 +220,16 @@ def test_only_that_matches_nothing_names_the_rows_and_columns(tmp_path):
     path = tmp_path / "paperx" / "t1.yaml"
     path.parent.mkdir(parents=True)
     path.write_text(yaml.safe_dump(body))
-    with pytest.raises(ConfigError, match=r"--only smal.*rows: small.*columns: syn"):
-        build_table(load_spec(path), "smoke", [f"results_dir={tmp_path / 'r'}"], only=["smal"])
-    assert not (tmp_path / "r" / "runs").exists()
+    spec = load_spec(path)
+    with pytest.raises(ConfigError, match=r"--only smal names no row or column of .*rows: small; columns: syn"):
+        check_only([spec], ["small", "smal"])
+    check_only([spec], ["small", "syn"])
+
+
+def test_only_typo_on_the_command_line_exits_2(tmp_path):
+    done = ferbench("table", "lightvgg/table3", "--only", "nosuchrow", f"results_dir={tmp_path}")
+    assert done.returncode == 2 and "--only nosuchrow names no row or column of lightvgg/table3" in done.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 # 10. Exit codes, tiny images, the resume line.

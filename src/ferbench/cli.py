@@ -219,7 +219,7 @@ def _datasets(argv: list[str]) -> None:
 def _table(argv: list[str]) -> None:
     from ferbench.report import print_table_outcome, table_progress
     from ferbench.results.spec import find_specs
-    from ferbench.tables import build_table
+    from ferbench.tables import build_table, check_only
 
     parser = argparse.ArgumentParser(
         prog="ferbench table",
@@ -237,6 +237,8 @@ def _table(argv: list[str]) -> None:
     profile = next((a.split("=", 1)[1] for a in assignments if a.startswith("profile=")), "smoke")
     extra = ["trainer.progress_bar=false", *(a for a in assignments if not a.startswith("profile="))]
     specs = [spec for target in targets or ["all"] for spec in find_specs(target)]
+    only = [k for k in args.only.split(",") if k]
+    check_only(specs, only)
     for spec in specs:
         with table_progress(spec.name) as on_progress:
             outcome = build_table(
@@ -245,7 +247,7 @@ def _table(argv: list[str]) -> None:
                 extra,
                 render_only=args.render_only,
                 on_progress=on_progress,
-                only=[k for k in args.only.split(",") if k],
+                only=only,
                 seeds=[int(k) for k in args.seeds.split(",") if k],
             )
         print_table_outcome(outcome)

@@ -226,6 +226,18 @@ def train_missing(
     return failures
 
 
+def check_only(specs: Sequence[TableSpec], only: Sequence[str]) -> None:
+    """``--only`` keys must name a row or column of some table: a typo fails here instead of training nothing."""
+    rows = sorted({r.key for spec in specs for r in spec.rows})
+    columns = sorted({c.key for spec in specs for c in spec.columns})
+    unknown = [key for key in only if key not in rows and key not in columns]
+    if unknown:
+        raise ConfigError(
+            f"--only {','.join(unknown)} names no row or column of {', '.join(s.name for s in specs)}; "
+            f"rows: {', '.join(rows) or '-'}; columns: {', '.join(columns) or '-'}"
+        )
+
+
 @dataclass
 class TableOutcome:
     spec: TableSpec
