@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ferbench.data.identity import run_id_of
 from ferbench.errors import FerbenchError, RunBusy, RunFailed
 from ferbench.results import record as rec
 from ferbench.results.aggregate import collect_records
@@ -53,7 +54,7 @@ def test_killed_run_resumes_exactly(make_cfg, tmp_path, monkeypatch, workers):
         patch.setattr(FERModule, "on_train_epoch_start", die_at_epoch_3, raising=False)
         with pytest.raises(Killed):
             run(cfg)
-    run_dir = Path(cfg.results_dir) / "runs" / rec.run_id(cfg)
+    run_dir = Path(cfg.results_dir) / "runs" / run_id_of(cfg)
     assert (rec.fold_dir(run_dir, 0) / "checkpoints" / "last.ckpt").is_file() and not rec.is_complete(run_dir)
     resumed = run(cfg)
     assert list(resumed.history["epoch"]) == [1, 2, 3, 4]
@@ -65,7 +66,7 @@ def test_killed_run_resumes_exactly(make_cfg, tmp_path, monkeypatch, workers):
 
 def test_complete_run_is_skipped_and_locked_run_is_not_trained_twice(make_cfg):
     cfg = make_cfg()
-    run_dir = Path(cfg.results_dir) / "runs" / rec.run_id(cfg)
+    run_dir = Path(cfg.results_dir) / "runs" / run_id_of(cfg)
     run_dir.mkdir(parents=True)
     with rec.run_lock(run_dir):
         assert rec.is_locked(run_dir)
@@ -80,7 +81,7 @@ def test_nan_loss_is_recorded_as_failed_and_aggregation_sees_it(make_cfg):
     cfg = make_cfg("optim.lr=1e30")  # Adam steps by ~lr: the weights blow up and the loss is NaN at batch 1
     with pytest.raises(RunFailed, match="nan"):
         run(cfg)
-    run_dir = Path(cfg.results_dir) / "runs" / rec.run_id(cfg)
+    run_dir = Path(cfg.results_dir) / "runs" / run_id_of(cfg)
     failure = json.loads((run_dir / "failed.json").read_text())
     assert failure["epoch"] == 1 and failure["fold"] == 0 and "nan" in failure["reason"]
     rows, problems = collect_records(cfg.results_dir)

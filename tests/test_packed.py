@@ -12,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from ferbench.data.identity import run_id_of
 from ferbench.data.splits import Fold
 from ferbench.results import record as rec
 from ferbench.run import pack_limit, run
@@ -71,7 +72,7 @@ def test_pack_limit_choices(make_cfg):
 
 
 def test_run_id_ignores_pack(make_cfg):
-    assert rec.run_id(make_cfg("trainer.pack=8")) == rec.run_id(make_cfg("trainer.pack=off"))
+    assert run_id_of(make_cfg("trainer.pack=8")) == run_id_of(make_cfg("trainer.pack=off"))
 
 
 # ------------------------------------------------------------------------------------------- the optimiser
@@ -273,7 +274,7 @@ def test_run_many_packs_seeds_and_writes_each_record(make_cfg, capsys):
     assert all(isinstance(o, rec.RunRecord) for o in outcomes)
     assert set(outcomes[0].metrics["packed"]) == {4}  # two seeds x two folds
     assert set(outcomes[2].metrics["packed"]) == {2}  # another experiment: its own pack
-    assert [o.run_id for o in outcomes] == [rec.run_id(c) for c in cfgs]
+    assert [o.run_id for o in outcomes] == [run_id_of(c) for c in cfgs]
     assert "packing 4 models" in capsys.readouterr().out
     again = run_many(cfgs)
     assert all(o.reused for o in again)

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from ferbench.data.identity import run_id_of
 from ferbench.results import record as rec
 from ferbench.run import run
 
@@ -37,9 +38,9 @@ def test_run_writes_complete_record(make_cfg):
 def test_run_id_is_stable_and_ignores_paths(make_cfg, tmp_path):
     a = make_cfg()
     b = make_cfg(f"results_dir={tmp_path / 'elsewhere'}", "trainer.progress_bar=true", "tag=hello")
-    assert rec.run_id(a) == rec.run_id(b)
-    assert rec.run_id(a) != rec.run_id(make_cfg("seed=1"))
-    assert rec.run_id(a) != rec.run_id(make_cfg("optim.lr=0.01"))
+    assert run_id_of(a) == run_id_of(b)
+    assert run_id_of(a) != run_id_of(make_cfg("seed=1"))
+    assert run_id_of(a) != run_id_of(make_cfg("optim.lr=0.01"))
 
 
 def test_second_run_reuses_record(make_cfg):

@@ -17,6 +17,7 @@ from ferbench.results.cells import aggregate_cell, t_test
 from ferbench.results.render import cell_text
 from ferbench.results.spec import Column, Row, StatTest, load_spec
 from ferbench.tables import CellPlan, build_table
+from fixtures_data import ck48
 
 
 def _write_run(results: Path, run_id: str, accuracies: list[float], seed: int = 0, epochs: int = 5) -> None:
@@ -218,7 +219,8 @@ def test_command_line_group_choice_replaces_the_tables_keys_for_that_group(tmp_p
     kept = drop_superseded(table, ["split=kfold", "split.k=10", "trainer=gpu"])
     assert kept == ["trainer.max_epochs=100", "data=ckplus6", "data.face_crop=true"]
     (spec,) = find_specs("lightvgg/table3")
-    extra = ["split=kfold", "split.k=10", f"data_dirs.ckplus={tmp_path}", f"results_dir={tmp_path}"]
+    ck48(tmp_path / "ck")  # planning reads the data's listing: its fingerprint is part of every run id
+    extra = ["split=kfold", "split.k=10", f"data_dirs.ckplus={tmp_path / 'ck'}", f"results_dir={tmp_path}"]
     cell = plan(spec, "paper", extra, [0])[0]
     cfg = cell.configs[0]
     assert (cfg.split.name, cfg.split.k, cfg.trainer.max_epochs, cfg.data.face_crop) == ("kfold", 10, 100, True)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -21,7 +23,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from hydra.errors import CompactHydraException  # noqa: E402
 
-from ferbench.errors import FerbenchError  # noqa: E402
+from ferbench.errors import FerbenchError, Interrupted, RunFailed  # noqa: E402
 from ferbench.paths import config_dir  # noqa: E402
 
 USAGE = """usage: ferbench <command> [args]
@@ -37,8 +39,36 @@ commands:
 """
 
 
+EXIT_RUN_FAILED = 1
+"""A run failed while training (NaN/inf loss), or a sweep in which any run failed."""
+EXIT_BAD_INPUT = 2
+"""Config, override, data, results dir or table names are wrong; the line says which. Nothing was trained."""
+# Interrupted: 128 + signal (130 SIGINT, 143 SIGTERM); rerunning the same command resumes.
+
+
 def _fail(message: str) -> None:
     print(f"ferbench: error: {message}", file=sys.stderr)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (kill, SLURM's end of time, a wrapper script) becomes an exception: the run says where it stopped."""
+    raise Interrupted(signum)
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        kind = "warning: " if record.levelno >= logging.WARNING else ""
+        return f"ferbench: {kind}{record.getMessage()}"
+
+
+def _log_to_stderr() -> None:
+    """ferbench's notices (a resumed fold, a damaged file set aside) as one stderr line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    logger = logging.getLogger("ferbench")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 LAUNCHER_PLUGINS = {
@@ -109,6 +139,7 @@ def _run_task(cfg) -> float | None:
     if HydraConfig.initialized():
         _fit_to_launcher(cfg)
         _reexecutable_argv()
+    _TASKS_STARTED.append(1)
     try:
         record = run(cfg)
     except RunBusy as exc:
@@ -118,7 +149,7 @@ def _run_task(cfg) -> float | None:
         _fail(str(exc))
         if multirun:
             raise SweepRunFailed(str(exc)) from None
-        sys.exit(2)
+        sys.exit(EXIT_RUN_FAILED if isinstance(exc, RunFailed) else EXIT_BAD_INPUT)
     if not is_primary():
         return None
     print_run_summary(record)
@@ -134,13 +165,44 @@ def _check_launcher(argv: list[str]) -> None:
                 raise FerbenchError(f"{arg} needs the {extra} launcher plugin: pip install 'ferbench[{extra}]'")
 
 
+_TASKS_STARTED: list[int] = []
+"""One entry per run Hydra started: a Hydra exit 1 before any is a config error (exit 2), after one a failed sweep."""
+
+INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--resolve", "--shell-completion")
+
+
+def _results_dir_of(argv: list[str]) -> str | None:
+    """``results_dir`` as the command line sets it (the config's default otherwise); None when swept."""
+    from omegaconf import OmegaConf
+
+    given = [a.split("=", 1)[1] for a in argv if a.lstrip("+~").split("=", 1)[0] == "results_dir" and "=" in a]
+    value = given[-1] if given else str(OmegaConf.load(config_dir() / "config.yaml").results_dir)
+    return None if any(c in value for c in ",()[]{}$") else value
+
+
+def _check_results_dir(argv: list[str]) -> None:
+    """Hydra writes ``<results_dir>/hydra/...`` before a run starts: an unwritable one fails first, in one line."""
+    results_dir = _results_dir_of(argv)
+    if results_dir is None or any(a.split("=", 1)[0] in INFO_FLAGS for a in argv):
+        return
+    from ferbench.run import ensure_writable
+
+    ensure_writable(Path(results_dir))
+
+
 def _hydra_run(argv: list[str]) -> None:
     import hydra
 
     _check_launcher(argv)
+    _check_results_dir(argv)
     sys.argv = ["ferbench-run", *argv]
     main_fn = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_run_task)
-    main_fn()
+    try:
+        main_fn()
+    except SystemExit as exc:
+        if exc.code == 1 and not _TASKS_STARTED:  # Hydra refused the config or overrides: bad input
+            sys.exit(EXIT_BAD_INPUT)
+        raise
 
 
 def _datasets(argv: list[str]) -> None:
@@ -158,7 +220,7 @@ def _datasets(argv: list[str]) -> None:
 def _table(argv: list[str]) -> None:
     from ferbench.report import print_table_outcome, table_progress
     from ferbench.results.spec import find_specs
-    from ferbench.tables import build_table
+    from ferbench.tables import build_table, check_only
 
     parser = argparse.ArgumentParser(
         prog="ferbench table",
@@ -176,6 +238,8 @@ def _table(argv: list[str]) -> None:
     profile = next((a.split("=", 1)[1] for a in assignments if a.startswith("profile=")), "smoke")
     extra = ["trainer.progress_bar=false", *(a for a in assignments if not a.startswith("profile="))]
     specs = [spec for target in targets or ["all"] for spec in find_specs(target)]
+    only = [k for k in args.only.split(",") if k]
+    check_only(specs, only)
     for spec in specs:
         with table_progress(spec.name) as on_progress:
             outcome = build_table(
@@ -184,7 +248,7 @@ def _table(argv: list[str]) -> None:
                 extra,
                 render_only=args.render_only,
                 on_progress=on_progress,
-                only=[k for k in args.only.split(",") if k],
+                only=only,
                 seeds=[int(k) for k in args.seeds.split(",") if k],
             )
         print_table_outcome(outcome)
@@ -343,12 +407,23 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         _fail(f"unknown command '{command}'; choose from: {', '.join(COMMANDS)}")
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
+    _log_to_stderr()
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         COMMANDS[command](rest)
     except FerbenchError as exc:
         _fail(str(exc))
-        sys.exit(2)
+        sys.exit(EXIT_RUN_FAILED if isinstance(exc, RunFailed) else EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        _interrupted(Interrupted(signal.SIGINT))
+    except Interrupted as exc:
+        _interrupted(exc)
+
+
+def _interrupted(exc: Interrupted) -> None:
+    print(f"ferbench: {exc}", file=sys.stderr)
+    sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

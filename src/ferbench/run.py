@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -21,18 +23,19 @@ from torch import nn
 
 from ferbench.attention import attention_factory
 from ferbench.config import validate
-from ferbench.data import DATASETS, DataSource
-from ferbench.data.base import select_classes
+from ferbench.data import DataSource
 from ferbench.data.datamodule import FERDataModule
+from ferbench.data.identity import data_fingerprint, data_root, load_source
 from ferbench.data.preprocess import prepare_images
 from ferbench.data.splits import Fold, carve_val, make_folds
 from ferbench.data.transforms import build_augmentation
-from ferbench.errors import ConfigError, FerbenchError, RunFailed
+from ferbench.errors import ConfigError, FerbenchError, Interrupted, RunFailed
 from ferbench.models import create_model
 from ferbench.models.heads import HEADS
 from ferbench.models.profile import count_macs
 from ferbench.results import record as rec
-from ferbench.results.atomic import write_atomic, write_text
+from ferbench.results.atomic import write_atomic, write_csv, write_text
+from ferbench.results.integrity import set_aside_damaged_metrics
 from ferbench.training.losses import build_loss
 from ferbench.training.metrics import flatten
 from ferbench.training.module import FERModule
@@ -46,13 +49,14 @@ from ferbench.training.packed import (
     packable,
     probe_vmap,
 )
-from ferbench.training.resume import make_resumable
+from ferbench.training.resume import make_resumable, read_last
 from ferbench.training.trainer import build_trainer, configure_cpu
 
 MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans")
 MIN_FREE_BYTES = 200 * 2**20
 AUTO_PACK_MAX = 64
 """``trainer.pack=auto`` on an accelerator: up to this many models per pack."""
+log = logging.getLogger("ferbench")
 
 
 def _plain(node) -> dict:
@@ -74,16 +78,10 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
         )
     except KeyError as exc:
         raise ConfigError(str(exc.args[0])) from None
-
-
-def load_source(cfg: DictConfig) -> DataSource:
-    try:
-        loader = DATASETS.get(cfg.data.name)
-    except KeyError as exc:
-        raise ConfigError(f"data.name: {exc.args[0]}") from None
-    root = Path(cfg.data.root) if cfg.data.get("root") else None
-    source = loader(root=root, **_plain(cfg.data.get("options") or {}))
-    return select_classes(source, list(cfg.data.get("drop_classes") or []))
+    except TypeError as exc:  # a model or attention switch the builder does not take
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise ConfigError(f"model={cfg.model.name} attn={cfg.attn.name}: {exc}") from None
 
 
 def ensure_writable(run_dir: Path) -> None:
@@ -137,18 +135,61 @@ def run(cfg: DictConfig) -> rec.RunRecord:
     A run being trained by another process (its ``.lock`` held) raises RunBusy: never trained twice at once.
     """
     validate(cfg)
-    run_id = rec.run_id(cfg)
+    source = load_source(cfg)
+    fingerprint = data_fingerprint(source, data_root(cfg))
+    run_id = rec.run_id(cfg, fingerprint)
     run_dir = Path(cfg.results_dir) / "runs" / run_id
     if rec.is_complete(run_dir):
         return rec.RunRecord.load(run_dir)
     configure_cpu(cfg.trainer)
+    data = load_run_data(cfg, source, fingerprint)  # data and model errors fail here, before the run's folder
+    build_model(cfg, len(source.classes))
     if not is_primary():
-        return _train_run(cfg, run_id, run_dir)
+        return _train_run(cfg, run_id, run_dir, data)
     ensure_writable(run_dir)
     with rec.run_lock(run_dir), _own_ddp_session():
         if rec.is_complete(run_dir):  # finished by another process between our check and the lock
             return rec.RunRecord.load(run_dir)
-        return _train_run(cfg, run_id, run_dir)
+        set_aside_damaged_metrics(run_dir)
+        return _train_run(cfg, run_id, run_dir, data)
+
+
+@dataclass
+class RunData:
+    """What a run trains on: decoded, split and checked before its folder exists."""
+
+    source: DataSource
+    fingerprint: str
+    images: np.ndarray
+    samples: pd.DataFrame
+    labels: np.ndarray
+    folds: list[Fold]
+    skipped: dict[str, int]
+    skipped_files: pd.DataFrame
+    """path and reason of every image left out (``data.skip_corrupt``): written as the run's skipped.csv."""
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.source.classes)
+
+
+def load_run_data(cfg: DictConfig, source: DataSource, fingerprint: str) -> RunData:
+    prepared = prepare_images(
+        source,
+        cfg.model.input_size,
+        cfg.model.in_chans,
+        face_crop=bool(cfg.data.get("face_crop", False)),
+        equalize=bool(cfg.data.get("equalize", False)),
+        skip_corrupt=bool(cfg.data.get("skip_corrupt", False)),
+        cache_dir=Path(cfg.cache_dir) if cfg.get("cache_dir") else None,
+        progress=bool(cfg.trainer.progress_bar),
+    )
+    samples = source.samples[prepared.keep].reset_index(drop=True)
+    labels = samples["label"].to_numpy(dtype=np.int64)
+    folds = run_folds(cfg, samples, labels)
+    skipped_files = source.samples.loc[~prepared.keep, ["path"]].assign(reason="corrupt_images")
+    skipped = {**source.skipped, **prepared.skipped}
+    return RunData(source, fingerprint, prepared.images, samples, labels, folds, skipped, skipped_files)
 
 
 DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -172,14 +213,11 @@ def _own_ddp_session() -> Iterator[None]:
                 torch.distributed.destroy_process_group()
 
 
-def _train_run(cfg: DictConfig, run_id: str, run_dir: Path) -> rec.RunRecord:
+def _train_run(cfg: DictConfig, run_id: str, run_dir: Path, data: RunData) -> rec.RunRecord:
     primary = is_primary()
+    folds = data.folds
     if primary:
-        _start_record(cfg, run_dir)
-    data, samples = load_run_data(cfg)
-    folds = run_folds(cfg, samples, data.labels)
-    if primary:
-        save_split(run_dir, samples, folds)
+        _start_record(cfg, run_dir, data, folds)
     pending = [fold for fold in folds if not rec.fold_is_complete(run_dir, fold.index)]
     if primary and (pack_limit(cfg) > 1 and len(pending) > 1 or any(_has_packed_state(run_dir, f) for f in pending)):
         failures = train_packed([RunWork(cfg, run_id, run_dir, len(folds), pending)], data)
@@ -188,35 +226,23 @@ def _train_run(cfg: DictConfig, run_id: str, run_dir: Path) -> rec.RunRecord:
         return rec.finish_run(run_dir, len(folds))
     rows = []
     for fold in pending:
-        row = train_fold(cfg, run_id, run_dir, fold, data.images, data.labels, data.classes, data.skipped, len(folds))
+        row = train_fold(
+            cfg, run_id, run_dir, fold, data.images, data.labels, data.classes, data.skipped, len(folds),
+            data_fingerprint=data.fingerprint,
+        )  # fmt: skip
         rows.append(row)
     if not primary:  # the record is rank 0's; the others hand back what they trained, unwritten
         return rec.RunRecord(run_id, run_dir, pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame())
     return rec.finish_run(run_dir, len(folds))
 
 
-def _start_record(cfg: DictConfig, run_dir: Path) -> None:
+def _start_record(cfg: DictConfig, run_dir: Path, data: RunData, folds: list[Fold]) -> None:
+    """A run's folder once its data loaded: config, split, what was skipped; an old failure cleared."""
     (run_dir / "failed.json").unlink(missing_ok=True)
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-
-
-def load_run_data(cfg: DictConfig) -> tuple[RunData, pd.DataFrame]:
-    """The data set as the run sees it: loaded, preprocessed (cached) and the sample table of what was kept."""
-    source = load_source(cfg)
-    prepared = prepare_images(
-        source,
-        cfg.model.input_size,
-        cfg.model.in_chans,
-        face_crop=bool(cfg.data.get("face_crop", False)),
-        equalize=bool(cfg.data.get("equalize", False)),
-        skip_corrupt=bool(cfg.data.get("skip_corrupt", False)),
-        cache_dir=Path(cfg.cache_dir) if cfg.get("cache_dir") else None,
-        progress=bool(cfg.trainer.progress_bar),
-    )
-    samples = source.samples[prepared.keep].reset_index(drop=True)
-    labels = samples["label"].to_numpy(dtype=np.int64)
-    skipped = {**source.skipped, **prepared.skipped}
-    return RunData(prepared.images, labels, list(source.classes), skipped), samples
+    save_split(run_dir, data.samples, folds)
+    if len(data.skipped_files):
+        write_csv(run_dir / "skipped.csv", data.skipped_files)
 
 
 def run_folds(cfg: DictConfig, samples: pd.DataFrame, labels: np.ndarray) -> list[Fold]:
@@ -254,6 +280,7 @@ def train_fold(
     classes: list[str],
     skipped: dict[str, int],
     n_folds: int,
+    data_fingerprint: str = "",
     pack_note: str = "",
 ) -> dict:
     """Fit (resuming from ``last.ckpt`` if a killed run left one), test the best checkpoint, record (rank 0)."""
@@ -279,17 +306,26 @@ def train_fold(
     has_val = len(fold.val) > 0
     last = checkpoint_dir / "last.ckpt"
     trainer = make_resumable(build_trainer(cfg, checkpoint_dir, has_val=has_val), last, cfg.seed, fold.index)
-    resumed = last.exists()
+    state = read_last(last)  # None when absent; one that cannot be read is set aside and the fold starts again
+    resumed = state is not None
+    if resumed:
+        log.info(
+            "resumed fold %d from epoch %d of %d (%s)", fold.index, state["epoch"] + 2, cfg.trainer.max_epochs, last
+        )
     started = time.perf_counter()
     try:
-        if resumed and _stopped_early(last):  # killed between early stopping and the fold's record
-            module.history = list(torch.load(last, map_location="cpu", weights_only=False)["ferbench_history"])
+        if resumed and _stopped_early(state):  # killed between early stopping and the fold's record
+            module.history = list(state["ferbench_history"])
         else:
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumed else None)
     except RunFailed as exc:
+        failed = run_dir / "failed.json"
         if is_primary():
             rec.write_failure(run_dir, str(exc), fold.index, len(module.history) + 1)
-        raise
+        raise RunFailed(failure_line(cfg, run_id, fold.index, str(exc), failed)) from None
+    except (SystemExit, Interrupted) as exc:  # ours, or Lightning's way out on SIGTERM and Ctrl-C
+        where = f"epoch {len(module.history) + 1} of {cfg.trainer.max_epochs}, fold {fold.index} of run {run_id}"
+        raise _interrupted(exc, trainer, where) from None
     fit_seconds = time.perf_counter() - started
     history = pd.DataFrame(module.history).assign(fold=fold.index)
     train_seconds = float(history["epoch_seconds"].sum()) if "epoch_seconds" in history else fit_seconds
@@ -319,6 +355,7 @@ def train_fold(
         train_seconds=train_seconds,
         fit_seconds=fit_seconds,
         test_seconds=test_seconds,
+        data_fingerprint=data_fingerprint,
         pack_note=pack_note,
     )
     _record_fold(run_dir, fold.index, row, history, module.test_results, classes)
@@ -343,12 +380,14 @@ def _fold_row(
     train_seconds: float,
     fit_seconds: float,
     test_seconds: float,
+    data_fingerprint: str = "",
     packed: int = 1,
     pack_note: str = "",
 ) -> dict:
     """A fold's row of ``metrics.csv``: the same columns whether its model trained alone or in a pack."""
     epochs_run = len(history)
     row = _base_row(cfg, run_id, fold, n_folds)
+    row["data_fingerprint"] = data_fingerprint
     row.update(flatten(test_results, classes))
     row.update(
         status="completed",
@@ -383,9 +422,27 @@ def _record_fold(
     rec.write_fold(run_dir, fold, row, history, confusion)
 
 
-def _stopped_early(last: Path) -> bool:
+def failure_line(cfg: DictConfig, run_id: str, fold: int, reason: str, failed: Path) -> str:
+    """What a user reads when a run's loss went NaN: where, the record, and what to try."""
+    return (
+        f"run {run_id}, fold {fold}: {reason}; recorded in {failed}; try a lower optim.lr (now {cfg.optim.lr}) "
+        "or loss/optimiser settings, then run the same command again"
+    )
+
+
+def _interrupted(exc: BaseException, trainer: pl.Trainer, where: str) -> BaseException:
+    """The signal that ended a fit, said with where it stopped; any other SystemExit as it was."""
+    if isinstance(exc, Interrupted):
+        return Interrupted(exc.signum, where)
+    if trainer.received_sigterm:  # Lightning's SIGTERMException (exit code None: "success")
+        return Interrupted(signal.SIGTERM, where)
+    if trainer.interrupted:  # Lightning turned Ctrl-C into sys.exit(1)
+        return Interrupted(signal.SIGINT, where)
+    return exc
+
+
+def _stopped_early(checkpoint: dict) -> bool:
     """Did the checkpoint's EarlyStopping already stop? Fitting from it again would train one epoch too many."""
-    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
     states = checkpoint.get("callbacks", {})
     return any(k.startswith("EarlyStopping") and v.get("stopped_epoch", 0) > 0 for k, v in states.items())
 
@@ -408,16 +465,6 @@ def _best_epoch(history: pd.DataFrame) -> int:
 
 
 # ------------------------------------------------------------------------------------------- packed training
-
-
-@dataclass
-class RunData:
-    """A run's images after preprocessing, their labels, class names and what loading skipped."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    classes: list[str]
-    skipped: dict[str, int]
 
 
 @dataclass
@@ -532,7 +579,7 @@ def train_packed(works: list[RunWork], data: RunData) -> dict[str, str]:
         try:
             train_fold(
                 work.cfg, work.run_id, work.run_dir, job.fold, data.images, data.labels, data.classes,
-                data.skipped, work.n_folds, pack_note=note,
+                data.skipped, work.n_folds, data_fingerprint=data.fingerprint, pack_note=note,
             )  # fmt: skip
         except RunFailed as exc:
             failures[work.run_id] = str(exc)
@@ -566,8 +613,9 @@ def _train_pack(jobs: list[_Job], data: RunData) -> dict[str, str]:
     for job, result in zip(jobs, results, strict=True):
         work = job.work
         if result.failure:
-            failures[work.run_id] = result.failure
             rec.write_failure(work.run_dir, result.failure, job.fold.index, result.failed_epoch)
+            failed = work.run_dir / "failed.json"
+            failures[work.run_id] = failure_line(work.cfg, work.run_id, job.fold.index, result.failure, failed)
             continue
         _record_member(job, result, data, len(members), params, macs, fit_seconds)
     return failures
@@ -594,6 +642,7 @@ def _record_member(
         train_seconds=float(history["epoch_seconds"].sum()) if len(history) else 0.0,
         fit_seconds=fit_seconds,
         test_seconds=result.test_seconds,
+        data_fingerprint=data.fingerprint,
         packed=k,
     )
     _record_fold(work.run_dir, fold.index, row, history, result.test_results, data.classes)
@@ -637,12 +686,18 @@ def _outcome(fn, *args):
 def _run_seeds(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
     """Runs of one experiment at several seeds: data loaded once, every pending fold of every seed packed."""
     outcomes: list[rec.RunRecord | FerbenchError | None] = [None] * len(cfgs)
+    try:
+        validate(cfgs[0])
+        source = load_source(cfgs[0])  # the seeds share their data: listed once, fingerprinted once
+        fingerprint = data_fingerprint(source, data_root(cfgs[0]))
+    except FerbenchError as exc:
+        return [exc] * len(cfgs)
     with ExitStack() as locks:
         works: list[tuple[int, RunWork]] = []
         for i, cfg in enumerate(cfgs):
             try:
                 validate(cfg)
-                run_id = rec.run_id(cfg)
+                run_id = rec.run_id(cfg, fingerprint)
                 run_dir = Path(cfg.results_dir) / "runs" / run_id
                 if rec.is_complete(run_dir):
                     outcomes[i] = rec.RunRecord.load(run_dir)
@@ -656,10 +711,11 @@ def _run_seeds(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
             if rec.is_complete(run_dir):
                 outcomes[i] = rec.RunRecord.load(run_dir)
                 continue
+            set_aside_damaged_metrics(run_dir)
             works.append((i, RunWork(cfg, run_id, run_dir, 0, [])))
         if works:
             try:
-                _train_seeds([w for _, w in works])
+                _train_seeds([w for _, w in works], source, fingerprint)
             except FerbenchError as exc:  # the data: every seed shares it
                 for i, _ in works:
                     outcomes[i] = exc
@@ -670,12 +726,12 @@ def _run_seeds(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
     return outcomes  # type: ignore[return-value]
 
 
-def _train_seeds(works: list[RunWork]) -> None:
-    data, samples = load_run_data(works[0].cfg)
+def _train_seeds(works: list[RunWork], source: DataSource, fingerprint: str) -> None:
+    data = load_run_data(works[0].cfg, source, fingerprint)
+    build_model(works[0].cfg, len(data.classes))  # a config error fails here, before any run's folder is written
     for work in works:
-        _start_record(work.cfg, work.run_dir)
-        folds = run_folds(work.cfg, samples, data.labels)
-        save_split(work.run_dir, samples, folds)
+        folds = run_folds(work.cfg, data.samples, data.labels)
+        _start_record(work.cfg, work.run_dir, data, folds)
         work.n_folds = len(folds)
         work.pending = [f for f in folds if not rec.fold_is_complete(work.run_dir, f.index)]
     failures = train_packed(works, data)

@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
+from ferbench.data.identity import fingerprint_of
 from ferbench.errors import ConfigError, FerbenchError, RunBusy
 from ferbench.paths import config_dir
 from ferbench.results import record as rec
@@ -162,11 +163,16 @@ def plan_cell(
         if adjusted != overrides:
             overrides, cfg = adjusted, compose_cell(adjusted)
     seeds = seeds or (spec.seeds[:SMOKE_MAX_SEEDS] if profile == "smoke" else spec.seeds)
+    try:
+        fingerprint = fingerprint_of(cfg)  # the data's listing, read once per data config and process
+    except FerbenchError as exc:
+        plan.failure = str(exc)  # unreadable data: the cell says why; the rest of the table goes on
+        return plan
     for seed in seeds:
         seeded = cfg.copy()  # same as composing with seed=<seed>, without composing again
         seeded.seed = seed
         plan.configs.append(seeded)
-        plan.run_ids.append(rec.run_id(seeded))
+        plan.run_ids.append(rec.run_id(seeded, fingerprint))
     return plan
 
 
@@ -221,6 +227,18 @@ def train_missing(
         if reasons:
             cell.failure = reasons[0]
     return failures
+
+
+def check_only(specs: Sequence[TableSpec], only: Sequence[str]) -> None:
+    """``--only`` keys must name a row or column of some table: a typo fails here instead of training nothing."""
+    rows = sorted({r.key for spec in specs for r in spec.rows})
+    columns = sorted({c.key for spec in specs for c in spec.columns})
+    unknown = [key for key in only if key not in rows and key not in columns]
+    if unknown:
+        raise ConfigError(
+            f"--only {','.join(unknown)} names no row or column of {', '.join(s.name for s in specs)}; "
+            f"rows: {', '.join(rows) or '-'}; columns: {', '.join(columns) or '-'}"
+        )
 
 
 @dataclass

@@ -102,11 +102,15 @@ def require_dir(root: Path, layout: str) -> Path:
 
 
 def tree_fingerprint(paths: Sequence[Path]) -> str:
-    """Cheap change detector over files: count, total size and latest mtime."""
+    """Cheap change detector over files: each one's path (relative to the files' common folder, so a moved
+    copy matches), size and mtime."""
     import hashlib
+    import os
 
+    absolute = sorted(os.path.abspath(p) for p in paths)
+    base = os.path.commonpath([os.path.dirname(p) for p in absolute]) if absolute else ""
     h = hashlib.sha1()
-    for p in sorted(paths):
-        st = p.stat()
-        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    for p in absolute:
+        st = os.stat(p)
+        h.update(f"{os.path.relpath(p, base)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]

@@ -14,6 +14,10 @@ import numpy as np
 
 from ferbench.errors import DataError
 
+cv2.utils.logging.setLogLevel(
+    cv2.utils.logging.LOG_LEVEL_ERROR
+)  # errors only: a corrupt file is reported once, by us, naming it (not libpng's [ WARN ] lines)
+
 
 def read_image(path: Path) -> np.ndarray:
     """uint8 HxW for grey files, HxWx3 RGB otherwise; a corrupt or truncated file names itself."""

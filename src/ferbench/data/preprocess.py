@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections import Counter
@@ -20,10 +21,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from ferbench.data.base import DataSource
+from ferbench.data.identity import table_digest
 from ferbench.errors import DataError
+
+MIN_IMAGE_SIDE = 16
+"""Smaller images are kept (upscaled) but counted as ``tiny_images`` and warned about: likely not faces."""
+SKIP_HINT = "add data.skip_corrupt=true to leave such files out (the run's skipped.csv names them)"
+log = logging.getLogger("ferbench")
 
 PREPROCESS_VERSION = 1
 """Bump when a change here alters the pixels, so every cached array is rebuilt."""
@@ -100,8 +106,7 @@ def cache_key(
     source: DataSource, size: int, channels: int, *, face_crop: bool, equalize: bool, skip_corrupt: bool
 ) -> str:
     """Hash of everything that decides the pixels: data set, its files, its rows, the settings, our version."""
-    rows = source.samples[["path", "label"]].astype(str)
-    table_hash = hashlib.sha1(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes()).hexdigest()
+    table_hash = table_digest(source.samples[["path", "label"]])
     settings = {
         "name": source.name,
         "fingerprint": source.fingerprint,
@@ -170,6 +175,23 @@ def _reader(source: DataSource):
     return lambda i: read_image(paths[i])
 
 
+def _warn_tiny(source: DataSource, tiny: list[tuple[int, tuple[int, ...]]], size: int) -> None:
+    i, (h, w) = min(tiny)
+    where = source.samples.at[i, "path"] if "path" in source.samples and source.samples.at[i, "path"] else f"row {i}"
+    log.warning(
+        "%d image(s) of %s smaller than %dx%d px, e.g. %s (%dx%d); upscaled to %dx%d: check the data",
+        len(tiny),
+        source.name,
+        MIN_IMAGE_SIDE,
+        MIN_IMAGE_SIDE,
+        where,
+        w,
+        h,
+        size,
+        size,
+    )
+
+
 def prepare_images(
     source: DataSource,
     size: int,
@@ -197,17 +219,22 @@ def prepare_images(
     read = _reader(source)
     do_equalize = equalize
 
+    tiny: list[tuple[int, tuple[int, ...]]] = []
+
     def work(start: int) -> Counter:
         counts: Counter = Counter()
         for i in range(start, min(start + _CHUNK, len(source))):
             try:
                 image = read(i)
-            except DataError:
+            except DataError as exc:
                 if not skip_corrupt:
-                    raise
+                    raise DataError(f"{exc}; {SKIP_HINT}") from None
                 keep[i] = False
                 counts["corrupt_images"] += 1
                 continue
+            if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+                counts["tiny_images"] += 1
+                tiny.append((i, image.shape[:2]))
             if cropper is not None:
                 face = cropper(image)
                 if face is None:
@@ -235,6 +262,8 @@ def prepare_images(
             if bar is not None:
                 bar[0].stop()
     result = PreparedImages(np.ascontiguousarray(out[keep]), keep, dict(skipped))
+    if tiny:
+        _warn_tiny(source, tiny, size)
 
     if array_path is not None:
         array_path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 Nothing is dropped silently: a run without ``metrics.csv`` is *incomplete* (or *running*, while its lock is
 held), one with ``failed.json`` is *failed* (reason, fold, epoch), a ``metrics.csv`` that does not parse or
-lacks the columns every record has is *corrupt*. Pure pandas over the saved records; never trains.
+lacks a fold's row or a value every row has is *corrupt* (``results.integrity``). Pure pandas over the
+saved records; never trains.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from typing import Literal
 import pandas as pd
 
 from ferbench.results import record as rec
-
-REQUIRED_COLUMNS = ("run_id", "fold", "accuracy")
-"""Columns a metrics.csv must have to count: what identifies a row and the metric every table reads."""
+from ferbench.results.integrity import REQUIRED_COLUMNS, metrics_problem
 
 ProblemKind = Literal["incomplete", "running", "failed", "corrupt"]
 
@@ -74,14 +73,7 @@ def _read_run(run_dir: Path) -> tuple[pd.DataFrame | None, Problem | None]:
 
 
 def _read_metrics(run_dir: Path, metrics: Path) -> tuple[pd.DataFrame | None, Problem | None]:
-    folds = _folds_done(run_dir)
-    try:
-        frame = pd.read_csv(metrics)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        return None, Problem("corrupt", run_dir.name, metrics, f"does not parse: {exc}".strip(), folds)
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        return None, Problem("corrupt", run_dir.name, metrics, f"missing column(s): {', '.join(missing)}", folds)
-    if frame.empty:
-        return None, Problem("corrupt", run_dir.name, metrics, "no rows", folds)
-    return frame, None
+    problem = metrics_problem(metrics)
+    if problem:
+        return None, Problem("corrupt", run_dir.name, metrics, problem, _folds_done(run_dir))
+    return pd.read_csv(metrics), None

@@ -73,9 +73,13 @@ def experiment_identity(cfg: DictConfig) -> dict[str, Any]:
     return data
 
 
-def run_id(cfg: DictConfig) -> str:
-    """``<model>-<attn>-<data>-<split>-s<seed>-<hash>``: readable, and stable for the same experiment."""
-    identity = experiment_identity(cfg)
+def run_id(cfg: DictConfig, data_fingerprint: str) -> str:
+    """``<model>-<attn>-<data>-<split>-s<seed>-<hash>``: readable, and stable for the same experiment.
+
+    The hash covers the config (less paths) and ``data_fingerprint`` (``ferbench.data.identity``): the same
+    config on other data is another run; the same data moved elsewhere is the same run.
+    """
+    identity = {**experiment_identity(cfg), "data_fingerprint": data_fingerprint}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{cfg.model.name}-{cfg.attn.name}-{cfg.data.name}-{cfg.split.name}-s{cfg.seed}-{digest}"
 
@@ -108,7 +112,11 @@ def _read_optional(path: Path) -> pd.DataFrame:
 
 
 def is_complete(run_dir: Path) -> bool:
-    return (Path(run_dir) / "metrics.csv").is_file()
+    """A whole metrics.csv (every fold's row, every value): a cut or empty one does not count."""
+    from ferbench.results.integrity import metrics_problem
+
+    metrics = Path(run_dir) / "metrics.csv"
+    return metrics.is_file() and metrics_problem(metrics) is None
 
 
 def fold_dir(run_dir: Path, fold: int) -> Path:

@@ -15,6 +15,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
+from ferbench.results.integrity import set_aside
+
 
 def epoch_seed(seed: int, fold: int, epoch: int) -> int:
     """Independent streams per (seed, fold, epoch): ``seed + epoch`` would make seed 0 epoch 1 = seed 1 epoch 0."""
@@ -96,3 +98,16 @@ def make_resumable(trainer: pl.Trainer, last: Path, seed: int, fold: int) -> pl.
             callback.save_last = False
     trainer.callbacks.extend([EpochSeed(seed, fold), LastCheckpoint(last)])
     return trainer
+
+
+def read_last(last: Path) -> dict | None:
+    """The ``last.ckpt`` a killed fold left, or None. One that cannot be read (a disk fault, a copy cut short)
+    is set aside with a warning naming it, and the fold starts again from scratch."""
+    if not last.is_file():
+        return None
+    try:
+        return torch.load(last, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch's zip reader, pickle and EOF errors alike: none is a checkpoint
+        reason = f"cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+        set_aside(last, reason, "this fold starts again from epoch 1")
+        return None

@@ -28,6 +28,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*number of training batches.*")
     warnings.filterwarnings("ignore", message=".*tensorboardX.*")
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # a resumed fold; ferbench says so
     # epoch metrics are torchmetrics objects, already reduced over DDP ranks by compute(): no sync_dist needed
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 

@@ -1,0 +1,67 @@
+"""Is a record file whole? ``metrics.csv`` counts only when it parses, has every fold's row and every value a
+row needs; anything else is corrupt, named with its path, and set aside (never deleted) so the run is rebuilt."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+REQUIRED_COLUMNS = ("run_id", "fold", "accuracy")
+"""Columns a metrics.csv must have to count: what identifies a row and the metric every table reads."""
+FILLED_COLUMNS = ("run_id", "fold", "n_folds", "accuracy", "status")
+"""Columns that are never empty in a whole row (where the file has them)."""
+
+log = logging.getLogger("ferbench")
+
+
+def metrics_problem(path: Path) -> str | None:
+    """Why ``path`` (a run's metrics.csv) is not a complete record, or None when it is."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"unreadable: {exc}"
+    if not text.strip():
+        return "empty file"
+    lines = list(csv.reader(io.StringIO(text)))
+    short = [i + 1 for i, row in enumerate(lines) if row and len(row) != len(lines[0])]
+    if short or not text.endswith("\n"):
+        return f"cut short (line {short[0] if short else len(lines)} is incomplete)"
+    try:
+        frame = pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        return f"does not parse: {exc}".strip()
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        return f"missing column(s): {', '.join(missing)}"
+    if frame.empty:
+        return "no rows"
+    empty = [c for c in FILLED_COLUMNS if c in frame.columns and frame[c].isna().any()]
+    if empty:
+        return f"empty value(s) in {', '.join(empty)}"
+    if "n_folds" in frame.columns:
+        absent = sorted(set(range(int(frame["n_folds"].max()))) - set(frame["fold"].astype(int)))
+        if absent:
+            return f"no row for fold(s) {absent} of {int(frame['n_folds'].max())}"
+    return None
+
+
+def set_aside(path: Path, reason: str, then: str = "the run is rebuilt") -> Path:
+    """Rename a damaged file to ``<name>.corrupt-<time>`` beside it and say so in one line; returns the new path."""
+    path = Path(path)
+    stamp = pd.Timestamp.now().strftime("%Y%m%dT%H%M%S%f")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    path.rename(aside)
+    log.warning("%s is corrupt (%s); kept as %s, %s", path, reason, aside.name, then)
+    return aside
+
+
+def set_aside_damaged_metrics(run_dir: Path) -> None:
+    """Before a run is rebuilt: a damaged metrics.csv moves aside (its fold records stay and are reused)."""
+    path = Path(run_dir) / "metrics.csv"
+    problem = metrics_problem(path) if path.is_file() else None
+    if problem:
+        set_aside(path, problem, "the run is rebuilt from its fold records (folds without one are trained)")

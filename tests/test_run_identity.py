@@ -1,0 +1,66 @@
+"""A run's identity is its config *and* the data it loaded: other data never reuses a record, moved data does."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from ferbench.data import DATASETS
+from ferbench.data.identity import data_fingerprint
+from ferbench.results import record as rec
+from ferbench.run import run
+from fixtures_data import face, write
+
+TINY = [
+    "data=folder",
+    "split=holdout",
+    "split.ratio=0.3",
+    "trainer.max_epochs=1",
+    "trainer.batch_size=16",
+    "trainer.progress_bar=false",
+    "trainer.threads=1",
+]
+
+
+def folder_set(root: Path, offset: int, per_class: int = 8) -> Path:
+    """A two-class ``<root>/<class>/*.png`` tree; ``offset`` picks different images (a different data set)."""
+    for c, name in enumerate(("happy", "sad")):
+        for i in range(per_class):
+            write(root / name / f"{i}.png", face(offset + 100 * c + i))
+    return root
+
+
+def test_fingerprint_follows_the_data_not_its_location(tmp_path):
+    a = folder_set(tmp_path / "a", offset=0)
+    b = folder_set(tmp_path / "b", offset=1000)
+    moved = tmp_path / "elsewhere" / "a"
+    shutil.copytree(a, moved)  # copy2: sizes and mtimes kept, as by mv, cp -a or rsync -a
+    load = DATASETS.get("folder")
+    fa, fb, fm = (data_fingerprint(load(r), r) for r in (a, b, moved))
+    assert fa != fb
+    assert fa == fm
+    write(moved / "sad" / "0.png", face(5000, size=40))  # one image replaced
+    assert data_fingerprint(load(moved), moved) != fa
+
+
+def test_different_data_same_config_trains_twice_and_moved_data_reuses(make_cfg, tmp_path):
+    a = folder_set(tmp_path / "data_a", offset=0)
+    b = folder_set(tmp_path / "data_b", offset=1000)
+    first = run(make_cfg(*TINY, f"data.root={a}", fast=False))
+    other = run(make_cfg(*TINY, f"data.root={b}", fast=False))
+    assert first.run_id != other.run_id
+    assert not first.reused and not other.reused  # B was trained, not answered with A's numbers
+    copy = tmp_path / "moved" / "data_a"
+    shutil.copytree(a, copy)
+    again = run(make_cfg(*TINY, f"data.root={copy}", fast=False))
+    assert again.run_id == first.run_id and again.reused
+    metrics = pd.read_csv(first.run_dir / "metrics.csv")
+    assert metrics["data_fingerprint"].iloc[0] == data_fingerprint(DATASETS.get("folder")(a), a)
+
+
+def test_run_id_takes_the_fingerprint(make_cfg):
+    cfg = make_cfg()
+    assert rec.run_id(cfg, "abc") == rec.run_id(cfg, "abc")
+    assert rec.run_id(cfg, "abc") != rec.run_id(cfg, "abd")
