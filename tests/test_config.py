@@ -9,7 +9,7 @@ import pytest
 
 from ferbench.config import validate
 from ferbench.errors import ConfigError
-from ferbench.run import build_model
+from ferbench.factory import build_model
 
 
 @pytest.mark.parametrize(

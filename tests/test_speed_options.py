@@ -16,8 +16,8 @@ from ferbench.data.splits import Fold
 from ferbench.data.synthetic import generate
 from ferbench.data.transforms import BatchAugment, Pipeline, build_augmentation, normalize_batch, to_tensor
 from ferbench.errors import ConfigError, RunFailed
+from ferbench.factory import build_model
 from ferbench.models import create_model
-from ferbench.run import build_model
 from ferbench.training.losses import build_loss
 from ferbench.training.module import FERModule
 from ferbench.training.trainer import build_trainer

@@ -227,10 +227,10 @@ def test_command_line_group_choice_replaces_the_tables_keys_for_that_group(tmp_p
 
 
 def test_bad_table_override_is_a_config_error_not_a_traceback():
-    from ferbench.tables import compose_cell
+    from ferbench.config import compose_config
 
     with pytest.raises(ConfigError, match="split.nokey"):
-        compose_cell(["split.nokey=3"])
+        compose_config(["split.nokey=3"])
 
 
 def test_command_line_overrides_that_change_the_experiment_are_named_in_the_notes(tmp_path):

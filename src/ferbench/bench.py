@@ -39,11 +39,9 @@ from ferbench.data.splits import Fold
 from ferbench.data.synthetic import generate
 from ferbench.data.transforms import BatchAugment, build_augmentation, normalize_batch
 from ferbench.errors import ConfigError, FerbenchError
+from ferbench.factory import build_datamodule, build_model, build_module, seeded_model_and_loss
 from ferbench.models.profile import count_macs
 from ferbench.paths import config_dir
-from ferbench.run import build_model
-from ferbench.training.losses import build_loss
-from ferbench.training.module import FERModule
 from ferbench.training.trainer import build_trainer, configure_cpu, libc_function
 
 PAPER_CASES = ("amdcnn", "shufflecsp", "lightvgg", "mnv3simam")
@@ -323,21 +321,12 @@ def schedule_images(schedule: Schedule, batch_size: int) -> int:
 def ferbench_path(s: Setting, evaluate: bool = True, barrier: Callable[[], None] | None = None) -> dict:
     """Train (and test) through FERModule + FERDataModule + build_trainer's Trainer, as ``run`` does."""
     cfg = s.cfg
-    pl.seed_everything(cfg.seed, verbose=False)
     all_rows = np.arange(len(s.images))
     fold = Fold(0, all_rows, np.arange(0), all_rows)
-    model = build_model(cfg, NUM_CLASSES)
-    loss = build_loss(cfg.loss, s.labels, NUM_CLASSES)
-    module = FERModule(model, loss, cfg.optim, NUM_CLASSES, 1, cfg.loss.get("aux_weight", 1.0))
-    datamodule = FERDataModule(
-        s.images,
-        s.labels,
-        fold,
-        build_augmentation(cfg.aug.train),
-        batch_size=s.batch_size,
-        num_workers=s.num_workers,
-        pin_memory=s.pin_memory,
-        seed=cfg.seed,
+    model, loss = seeded_model_and_loss(cfg, NUM_CLASSES, s.labels)
+    module = build_module(cfg, model, loss, NUM_CLASSES)
+    datamodule = build_datamodule(
+        cfg, s.images, s.labels, fold, s.batch_size, num_workers=s.num_workers, pin_memory=s.pin_memory
     )
     timer = StepTimer(s.schedule.warmup, s.total - 1, synchronizer(s.device), barrier)
     trainer = build_trainer(
@@ -831,15 +820,17 @@ def device_peak_tflops(device: torch.device, cfg: DictConfig) -> float | None:
 
 def packed_path(s: Setting, k: int) -> dict:
     """``k`` models of the case (seeds 0..k-1) trained as one pack: images/s over all of them."""
+    from ferbench.factory import build_net
     from ferbench.run import pack_settings
-    from ferbench.training.packed import Member, PackedTrainer, PackNet
+    from ferbench.training.packed import Member, PackedTrainer
 
     cfg = s.cfg
     rows = np.arange(len(s.images))
     members = []
     for seed in range(k):
-        pl.seed_everything(seed, verbose=False)
-        net = PackNet(build_model(cfg, NUM_CLASSES), build_loss(cfg.loss, s.labels, NUM_CLASSES))
+        seeded = cfg.copy()
+        seeded.seed = seed
+        net = build_net(seeded, NUM_CLASSES, s.labels)
         augment = build_augmentation(cfg.aug.train)
         members.append(Member(f"bench {seed}", seed, Fold(0, rows, rows[:0], rows[:0]), net, augment, Path(".")))
     settings = pack_settings(cfg, NUM_CLASSES)

@@ -379,17 +379,17 @@ def _profile(argv: list[str]) -> None:
     """``ferbench profile model=... attn=...``: parameters, MACs, size, activation memory, fps at batch 1."""
     import torch
 
+    from ferbench.config import compose_config
+    from ferbench.factory import build_model
     from ferbench.models.profile import layer_table, profile_report
     from ferbench.report import print_profile
-    from ferbench.run import build_model
-    from ferbench.tables import compose_cell
 
     parser = argparse.ArgumentParser(prog="ferbench profile", description="profile one model as configured")
     parser.add_argument("overrides", nargs="*", help="config overrides: model=shufflecsp attn=cbam ...")
     parser.add_argument("--num-classes", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    cfg = compose_cell(args.overrides)
+    cfg = compose_config(args.overrides)
     model = build_model(cfg, args.num_classes)
     size, chans = cfg.model.input_size, cfg.model.in_chans
     layers = layer_table(model, size, chans) if cfg.model.name == "shufflecsp" else None

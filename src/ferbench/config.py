@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from ferbench.errors import ConfigError
+from ferbench.paths import config_dir
 
 Check = tuple[str, Callable[[Any], bool], str]
 
@@ -40,3 +43,13 @@ def validate(cfg: DictConfig) -> None:
             valid = False
         if not valid:
             raise ConfigError(f"{key} must be {expected}, got {value!r}")
+
+
+def compose_config(overrides: Sequence[str]) -> DictConfig:
+    """The run config for ``overrides`` (as ``ferbench run`` composes it); a bad override is a ConfigError naming
+    Hydra's reason, not a traceback. Tables, reports and ``ferbench profile`` compose through it."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        try:
+            return compose("config", overrides=list(overrides))
+        except HydraException as exc:
+            raise ConfigError(f"{exc} (overrides: {' '.join(overrides)})") from exc

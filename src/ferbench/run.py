@@ -19,24 +19,25 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
-from torch import nn
 
-from ferbench.attention import attention_factory
 from ferbench.config import validate
 from ferbench.data import DataSource
-from ferbench.data.datamodule import FERDataModule
 from ferbench.data.identity import data_fingerprint, data_root, load_source
-from ferbench.data.preprocess import prepare_images
 from ferbench.data.splits import Fold, carve_val, make_folds
 from ferbench.data.transforms import build_augmentation
 from ferbench.errors import ConfigError, FerbenchError, Interrupted, RunFailed
-from ferbench.models import create_model
-from ferbench.models.heads import HEADS
+from ferbench.factory import (
+    build_datamodule,
+    build_model,
+    build_module,
+    build_net,
+    prepare,
+    seeded_model_and_loss,
+)
 from ferbench.models.profile import count_macs
 from ferbench.results import record as rec
 from ferbench.results.atomic import write_atomic, write_csv, write_text
 from ferbench.results.integrity import set_aside_damaged_metrics
-from ferbench.training.losses import build_loss
 from ferbench.training.metrics import flatten
 from ferbench.training.module import FERModule
 from ferbench.training.packed import (
@@ -52,7 +53,6 @@ from ferbench.training.packed import (
 from ferbench.training.resume import make_resumable, read_last
 from ferbench.training.trainer import build_trainer, configure_cpu
 
-MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans")
 MIN_FREE_BYTES = 200 * 2**20
 AUTO_PACK_MAX = 64
 """``trainer.pack=auto`` on an accelerator: up to this many models per pack."""
@@ -61,27 +61,6 @@ log = logging.getLogger("ferbench")
 
 def _plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-
-
-def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
-    """Model + its attention block + the head its loss needs, composed from three config groups."""
-    switches = {k: v for k, v in _plain(cfg.model).items() if k not in MODEL_RESERVED_KEYS}
-    attn_options = {k: v for k, v in _plain(cfg.attn).items() if k != "name"}
-    try:
-        return create_model(
-            cfg.model.name,
-            num_classes=num_classes,
-            in_chans=cfg.model.in_chans,
-            attn_layer=attention_factory(cfg.attn.name, **attn_options),
-            head_layer=HEADS.get(cfg.loss.head),
-            **switches,
-        )
-    except KeyError as exc:
-        raise ConfigError(str(exc.args[0])) from None
-    except TypeError as exc:  # a model or attention switch the builder does not take
-        if "unexpected keyword argument" not in str(exc):
-            raise
-        raise ConfigError(f"model={cfg.model.name} attn={cfg.attn.name}: {exc}") from None
 
 
 def ensure_writable(run_dir: Path) -> None:
@@ -174,16 +153,7 @@ class RunData:
 
 
 def load_run_data(cfg: DictConfig, source: DataSource, fingerprint: str) -> RunData:
-    prepared = prepare_images(
-        source,
-        cfg.model.input_size,
-        cfg.model.in_chans,
-        face_crop=bool(cfg.data.get("face_crop", False)),
-        equalize=bool(cfg.data.get("equalize", False)),
-        skip_corrupt=bool(cfg.data.get("skip_corrupt", False)),
-        cache_dir=Path(cfg.cache_dir) if cfg.get("cache_dir") else None,
-        progress=bool(cfg.trainer.progress_bar),
-    )
+    prepared = prepare(cfg, source)
     samples = source.samples[prepared.keep].reset_index(drop=True)
     labels = samples["label"].to_numpy(dtype=np.int64)
     folds = run_folds(cfg, samples, labels)
@@ -284,24 +254,12 @@ def train_fold(
     pack_note: str = "",
 ) -> dict:
     """Fit (resuming from ``last.ckpt`` if a killed run left one), test the best checkpoint, record (rank 0)."""
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     fold = subset_train(fold, labels, cfg.trainer.limit_train_fraction, cfg.seed)
     num_classes = len(classes)
-    model = build_model(cfg, num_classes)
+    model, loss = seeded_model_and_loss(cfg, num_classes, labels[fold.train])
     macs = count_macs(model, cfg.model.input_size, cfg.model.in_chans)  # on the fresh model: one eval forward
-    loss = build_loss(cfg.loss, labels[fold.train], num_classes)
-    module = FERModule(model, loss, cfg.optim, num_classes, cfg.trainer.max_epochs, cfg.loss.get("aux_weight", 1.0))
-    pin = cfg.trainer.pin_memory
-    datamodule = FERDataModule(
-        images,
-        labels,
-        fold,
-        build_augmentation(cfg.aug.train),
-        batch_size=cfg.trainer.batch_size,
-        num_workers=cfg.trainer.num_workers,
-        pin_memory=torch.cuda.is_available() if pin == "auto" else bool(pin),
-        seed=cfg.seed,
-    )
+    module = build_module(cfg, model, loss, num_classes)
+    datamodule = build_datamodule(cfg, images, labels, fold)
     checkpoint_dir = rec.fold_dir(run_dir, fold.index) / "checkpoints"
     has_val = len(fold.val) > 0
     last = checkpoint_dir / "last.ckpt"
@@ -523,10 +481,7 @@ def _jobs(works: list[RunWork], data: RunData) -> list[_Job]:
         cfg = work.cfg
         for fold in work.pending:
             trained = subset_train(fold, data.labels, cfg.trainer.limit_train_fraction, cfg.seed)
-            pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as train_fold: the solo run's init
-            model = build_model(cfg, len(data.classes))
-            loss = build_loss(cfg.loss, data.labels[trained.train], len(data.classes))
-            net = PackNet(model, loss, cfg.loss.get("aux_weight", 1.0))
+            net = build_net(cfg, len(data.classes), data.labels[trained.train])  # the solo run's initial weights
             checkpoints = rec.fold_dir(work.run_dir, fold.index) / "checkpoints"
             member = Member(f"{work.run_id} fold {fold.index}", cfg.seed, trained, net, None, checkpoints)
             member.augment = build_augmentation(cfg.aug.train)

@@ -11,10 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
+from ferbench.config import compose_config
 from ferbench.data.identity import fingerprint_of
 from ferbench.errors import ConfigError, FerbenchError, RunBusy
 from ferbench.paths import config_dir
@@ -84,7 +83,7 @@ def drop_superseded(table_overrides: Sequence[str], extra: Sequence[str]) -> lis
     replaced = {group for group in map(_group_choice, extra) if group}
     if not replaced:
         return list(table_overrides)
-    chosen = compose_cell(list(extra))
+    chosen = compose_config(list(extra))
     absent = object()
 
     def still_applies(override: str) -> bool:
@@ -106,15 +105,6 @@ def identity_overrides(extra: Sequence[str]) -> list[str]:
         return any(key == k or key.startswith(f"{k}.") for k in rec.IDENTITY_EXCLUDED)
 
     return [o for o in extra if not excluded(o)]
-
-
-def compose_cell(overrides: Sequence[str]) -> DictConfig:
-    """The cell's config; a bad override is a ConfigError naming Hydra's reason (not a traceback)."""
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        try:
-            return compose("config", overrides=list(overrides))
-        except HydraException as exc:
-            raise ConfigError(f"{exc} (overrides: {' '.join(overrides)})") from exc
 
 
 def _smoke_folds(cfg: DictConfig, overrides: list[str]) -> list[str]:
@@ -147,7 +137,7 @@ def plan_cell(
         *row.overrides,
     ]
     overrides = [*drop_superseded(table_overrides, extra), *extra]
-    cfg = compose_cell(overrides)
+    cfg = compose_config(overrides)
     plan = CellPlan(row, column, metric, "run")
     missing = _data_missing(cfg)
     if missing and profile != "smoke":
@@ -156,12 +146,12 @@ def plan_cell(
     if missing:
         plan.substituted, plan.missing = cfg.data.name, missing
         overrides = [*_without_data(overrides), *SMOKE_DATA]
-        cfg = compose_cell(overrides)
+        cfg = compose_config(overrides)
     if profile == "smoke":
         # both read only cfg.split, which the smoke split swap keeps k of: one compose afterwards suffices
         adjusted = _smoke_folds(cfg, _smoke_split(cfg, overrides) if missing else overrides)
         if adjusted != overrides:
-            overrides, cfg = adjusted, compose_cell(adjusted)
+            overrides, cfg = adjusted, compose_config(adjusted)
     seeds = seeds or (spec.seeds[:SMOKE_MAX_SEEDS] if profile == "smoke" else spec.seeds)
     try:
         fingerprint = fingerprint_of(cfg)  # the data's listing, read once per data config and process
@@ -269,7 +259,7 @@ def build_table(
     from ferbench.results.render import write_table
 
     started = time.perf_counter()
-    base_cfg = compose_cell(list(extra))
+    base_cfg = compose_config(list(extra))
     results_dir = Path(base_cfg.results_dir)
     out_dir = results_dir / "tables"
     if spec.kind in ("layers", "counts"):

@@ -37,7 +37,7 @@ def _save(fig, path: Path) -> Path:
 
 def load_trained_model(run_dir: Path, fold: int = 0) -> tuple[nn.Module, object]:
     """The fold's best checkpoint, rebuilt from the run's own resolved config."""
-    from ferbench.run import build_model
+    from ferbench.factory import build_model
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     metrics = pd.read_csv(run_dir / "metrics.csv")
@@ -51,20 +51,11 @@ def load_trained_model(run_dir: Path, fold: int = 0) -> tuple[nn.Module, object]
 
 def test_images(run_dir: Path, cfg, n_images: int, fold: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The first test image of each class (then more, round-robin) from the run's own split."""
-    from ferbench.data.preprocess import prepare_images
-    from ferbench.run import load_source
+    from ferbench.data.identity import load_source
+    from ferbench.factory import prepare
 
     source = load_source(cfg)
-    prepared = prepare_images(
-        source,
-        cfg.model.input_size,
-        cfg.model.in_chans,
-        face_crop=bool(cfg.data.face_crop),
-        equalize=bool(cfg.data.equalize),
-        skip_corrupt=bool(cfg.data.skip_corrupt),
-        cache_dir=Path(cfg.cache_dir),
-        progress=False,
-    )
+    prepared = prepare(cfg, source, progress=False)
     labels = source.samples["label"].to_numpy()[prepared.keep]
     test = np.load(run_dir / "folds.npz")[f"test_{fold}"]
     by_class = [test[labels[test] == k].tolist() for k in range(labels.max() + 1)]

@@ -147,9 +147,9 @@ def plot_confusion(matrix: pd.DataFrame, title: str, path: Path) -> Path:
 
 def render_static(spec: TableSpec, base_cfg: DictConfig, extra: list[str], out_dir: Path) -> dict[str, Path]:
     """``layers`` and ``counts`` tables need no training: a model profile, or a data set's counts."""
-    from ferbench.tables import compose_cell
+    from ferbench.config import compose_config
 
-    cfg = compose_cell([*spec.base, *spec.overrides, *extra])
+    cfg = compose_config([*spec.base, *spec.overrides, *extra])
     frame, notes = _layers(spec, cfg) if spec.kind == "layers" else _counts(spec, cfg)
     base = Path(out_dir) / spec.paper / spec.table
     lines = [f"### {spec.paper} — {spec.title}", "", f"Source: {spec.source}", ""]
@@ -163,8 +163,8 @@ def render_static(spec: TableSpec, base_cfg: DictConfig, extra: list[str], out_d
 
 
 def _layers(spec: TableSpec, cfg: DictConfig) -> tuple[pd.DataFrame, list[str]]:
+    from ferbench.factory import build_model
     from ferbench.models.profile import layer_table
-    from ferbench.run import build_model
 
     model = build_model(cfg, num_classes=7)
     ours = layer_table(model, cfg.model.input_size, cfg.model.in_chans)
@@ -190,8 +190,8 @@ def _layers(spec: TableSpec, cfg: DictConfig) -> tuple[pd.DataFrame, list[str]]:
 
 
 def _counts(spec: TableSpec, cfg: DictConfig) -> tuple[pd.DataFrame | None, list[str]]:
+    from ferbench.data.identity import load_source
     from ferbench.errors import DataError
-    from ferbench.run import load_source
 
     try:
         source = load_source(cfg)

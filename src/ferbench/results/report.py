@@ -11,9 +11,9 @@ from ferbench.results.spec import all_specs
 
 def write_reports(papers: Iterable[str], extra: Sequence[str] = ()) -> list[Path]:
     """``<results_dir>/report/<paper>.md`` from whatever ``results/tables/<paper>/`` holds now."""
-    from ferbench.tables import compose_cell
+    from ferbench.config import compose_config
 
-    results_dir = Path(compose_cell(list(extra)).results_dir)
+    results_dir = Path(compose_config(list(extra)).results_dir)
     written = []
     for paper in sorted(papers):
         specs = [s for s in all_specs() if s.paper == paper]
