@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: help install test test-e2e test-all lint format run bench ablations tables smoke-tables clean
+.PHONY: help install test test-e2e test-all lint format run bench gpu-check ablations tables smoke-tables clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,16 @@ run: $(STAMP) ## the default run: simplecnn on the embedded synthetic faces
 
 bench: $(STAMP) ## speed: ferbench vs a plain PyTorch loop per paper model (CSV in results/bench/; ARGS="trainer=fast_gpu")
 	$(BIN)/ferbench bench $(ARGS)
+
+GPU_SPEED := trainer.precision=bf16-mixed trainer.matmul_precision=high trainer.gpu_augment=true trainer.cudnn_benchmark=true
+
+gpu-check: $(STAMP) ## on a CUDA machine (minutes): packed = solo on the GPU, then packed vs solo images/s and MFU
+	nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+	$(BIN)/pytest -q -m gpu tests/test_packed.py
+	$(BIN)/ferbench bench --device cuda --cases amdcnn --batch-size 32 --steps 60 --pack 1,8,32,64 \
+		--out results/bench/gpu-check-amdcnn.csv $(GPU_SPEED)
+	$(BIN)/ferbench bench --device cuda --cases shufflecsp --batch-size 32 --steps 60 --pack 1,8,32,64 \
+		--out results/bench/gpu-check-shufflecsp.csv $(GPU_SPEED)
 
 ablations: $(STAMP) ## every table of every paper at the papers' settings: trains missing cells, renders all
 	$(BIN)/ferbench table all profile=paper $(ARGS)

@@ -35,14 +35,25 @@ TIMING_COLUMNS = {"packed", "train_seconds", "fit_seconds_this_process", "test_s
 TIMING_COLUMNS |= {"test_images_per_s", "timestamp", "epoch_seconds", "git_commit"}
 
 
-def _records(make_cfg, tmp_path, pack: str):
-    cfg = make_cfg(*AMDCNN, *SMALL, f"trainer.pack={pack}", f"results_dir={tmp_path / pack}")
-    return run(cfg)
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")],
+    ),
+]
 
 
-def test_packed_folds_match_solo_folds(make_cfg, tmp_path):
+def _records(make_cfg, tmp_path, pack: str, device: str):
+    accelerator = "gpu" if device == "cuda" else "cpu"
+    where = f"results_dir={tmp_path / pack}"
+    return run(make_cfg(*AMDCNN, *SMALL, f"trainer.pack={pack}", f"trainer.accelerator={accelerator}", where))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_folds_match_solo_folds(make_cfg, tmp_path, device):
     """The issue's correctness test: amdcnn+MCBAM with 3 ACs, 4-fold, 2 epochs, pack=4 against pack=off."""
-    packed, solo = _records(make_cfg, tmp_path, "4"), _records(make_cfg, tmp_path, "off")
+    packed, solo = _records(make_cfg, tmp_path, "4", device), _records(make_cfg, tmp_path, "off", device)
     assert packed.run_id == solo.run_id  # packing is not part of the experiment's identity
     assert set(packed.metrics["packed"]) == {4} and set(solo.metrics["packed"]) == {1}
     p_hist, s_hist = packed.history.sort_values(["fold", "epoch"]), solo.history.sort_values(["fold", "epoch"])
@@ -278,3 +289,17 @@ def test_run_many_packs_seeds_and_writes_each_record(make_cfg, capsys):
     assert "packing 4 models" in capsys.readouterr().out
     again = run_many(cfgs)
     assert all(o.reused for o in again)
+
+
+def test_a_pack_out_of_device_memory_splits_in_two(make_cfg, monkeypatch, capsys):
+    real = PackedTrainer.train
+
+    def small_device(self):
+        if self.k > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self)
+
+    monkeypatch.setattr(PackedTrainer, "train", small_device)
+    record = run(make_cfg("split=kfold", "split.k=4", "trainer.pack=4", "trainer.progress_bar=true"))
+    assert set(record.metrics["packed"]) == {2} and len(record.metrics) == 4
+    assert "ran out of device memory: training it as 2 + 2" in capsys.readouterr().out

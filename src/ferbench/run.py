@@ -562,7 +562,15 @@ def _train_pack(jobs: list[_Job], data: RunData) -> dict[str, str]:
     if cfg.trainer.progress_bar:
         _say(f"packing {len(members)} models of {cfg.model.name}+{cfg.attn.name} (folds x seeds) into one")
     started = time.perf_counter()
-    results = PackedTrainer(members, data.images, data.labels, pack_settings(cfg, len(data.classes))).train()
+    try:
+        results = PackedTrainer(members, data.images, data.labels, pack_settings(cfg, len(data.classes))).train()
+    except torch.OutOfMemoryError:
+        if len(jobs) == 1:
+            raise
+        half = len(jobs) // 2  # each half resumes from whatever state the whole pack had saved
+        _say(f"a pack of {len(jobs)} models ran out of device memory: training it as {half} + {len(jobs) - half}")
+        torch.cuda.empty_cache()
+        return {**_train_pack(jobs[:half], data), **_train_pack(jobs[half:], data)}
     fit_seconds = time.perf_counter() - started
     failures = {}
     for job, result in zip(jobs, results, strict=True):

@@ -246,7 +246,7 @@ class PackedTrainer:
             if s.gpu_augment and self.members[0].augment is not None
             else None
         )
-        self.labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+        self.labels = torch.tensor(labels, dtype=torch.long, device=device)
         self.epoch = [0] * self.k
         self.done = [False] * self.k
         self.results = [MemberResult() for _ in self.members]
@@ -445,7 +445,11 @@ class PackedTrainer:
         self._keep_best(improved)
         if self.s.progress:
             alive = sum(self.live())
-            self.s.progress(f"pack epoch done: {alive} of {self.k} models training, {seconds:.1f} s")
+            epoch = max(self.epoch)
+            self.s.progress(
+                f"pack of {self.k}: epoch {epoch}/{self.s.max_epochs} done in {seconds:.1f} s; "
+                f"{alive} of {self.k} models still training"
+            )
         newly_done = any(live[i] and self.done[i] for i in range(self.k))
         self._checkpoint(force=newly_done)
 
