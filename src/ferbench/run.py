@@ -158,6 +158,7 @@ class RunData:
 
 
 def load_run_data(cfg: DictConfig, source: DataSource, fingerprint: str) -> RunData:
+    """Decode (or reuse the cached array), drop what ``skip_corrupt`` leaves out, make the folds."""
     prepared = prepare_images(
         source,
         cfg.model.input_size,
