@@ -118,6 +118,26 @@ def test_sigterm_during_sweep_exits_143_and_the_same_command_finishes(tmp_path):
     assert not problems and len(rows) == 2 and sorted(rows["seed"]) == [0, 1]
 
 
+def test_sigint_during_a_run_exits_130_with_the_resume_line(tmp_path):
+    results = tmp_path / "results"
+    argv = [*FERBENCH, "run", "trainer.max_epochs=6", *SMALL, f"results_dir={results}"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for("runs/*/fold_0/checkpoints/last.ckpt", results, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted (SIGINT) at epoch" in stderr and "run the same command to resume" in stderr
+
+
+def test_interrupted_survives_pickling():
+    import pickle
+
+    from ferbench.errors import Interrupted
+
+    again = pickle.loads(pickle.dumps(Interrupted(signal.SIGTERM, "epoch 2 of 6, fold 0 of run x")))
+    assert again.exit_code == 143 and str(again).startswith("interrupted (SIGTERM) at epoch 2 of 6")
+
+
 # 5. An unwritable results_dir: one line before Hydra writes anything.
 
 

@@ -64,3 +64,43 @@ def test_run_id_takes_the_fingerprint(make_cfg):
     cfg = make_cfg()
     assert rec.run_id(cfg, "abc") == rec.run_id(cfg, "abc")
     assert rec.run_id(cfg, "abc") != rec.run_id(cfg, "abd")
+
+
+def test_table_cells_on_other_data_get_other_run_ids(tmp_path):
+    """Tables plan cells by run id without training: the id must see the data there too."""
+    import yaml
+
+    from ferbench.results.spec import load_spec
+    from ferbench.tables import plan
+
+    a = folder_set(tmp_path / "a", offset=0)
+    folder_set(tmp_path / "b", offset=1000)
+    shutil.copytree(a, tmp_path / "copy")
+    body = {
+        "paper": "paperx",
+        "table": "t1",
+        "base": ["model=simplecnn", "data=folder", "split=holdout"],
+        "profiles": {"paper": [], "smoke": []},
+        "columns": [{"key": k, "label": k, "overrides": [f"data.root={tmp_path / k}"]} for k in ("a", "b", "copy")],
+        "rows": [{"key": "r", "label": "R", "overrides": ["model.drop_rate=0.0"]}],
+    }
+    path = tmp_path / "paperx" / "t1.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(body))
+    ids = {cell.column.key: cell.run_ids for cell in plan(load_spec(path), "paper", [f"results_dir={tmp_path}"], [0])}
+    assert ids["a"] != ids["b"] and ids["a"] == ids["copy"]
+
+
+def test_fingerprint_reads_back_as_text_from_csv(tmp_path):
+    """A hex digest like '3128397268e1' read back by pandas was a float: the fingerprint must stay text."""
+    import pandas as pd
+
+    from ferbench.data import DataSource
+    from ferbench.data.identity import data_fingerprint
+
+    for n in range(40):
+        samples = pd.DataFrame({"path": [f"{n}.png"], "label": [0], "subject": [""], "sequence": [""]})
+        samples["official_split"] = None
+        fingerprint = data_fingerprint(DataSource("t", ["a"], samples), None)
+        pd.DataFrame({"f": [fingerprint]}).to_csv(tmp_path / "m.csv", index=False)
+        assert pd.read_csv(tmp_path / "m.csv")["f"].iloc[0] == fingerprint

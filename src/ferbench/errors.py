@@ -34,6 +34,9 @@ class Interrupted(BaseException):
         self.signum, self.where = int(signum), where
         super().__init__(str(self))
 
+    def __reduce__(self) -> tuple:  # picklable with its fields (a launcher may ship it back from a job)
+        return type(self), (self.signum, self.where)
+
     @property
     def exit_code(self) -> int:
         return 128 + self.signum

@@ -153,6 +153,7 @@ class RunData:
 
 
 def load_run_data(cfg: DictConfig, source: DataSource, fingerprint: str) -> RunData:
+    """Decode (or reuse the cached array), drop what ``skip_corrupt`` leaves out, make the folds."""
     prepared = prepare(cfg, source)
     samples = source.samples[prepared.keep].reset_index(drop=True)
     labels = samples["label"].to_numpy(dtype=np.int64)

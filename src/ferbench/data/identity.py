@@ -47,7 +47,8 @@ def data_fingerprint(source: DataSource, root: Path | None) -> str:
         "n": len(table),
         "files": source.fingerprint,
     }
-    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:FINGERPRINT_LENGTH]
+    digest = hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:FINGERPRINT_LENGTH]
+    return f"data-{digest}"  # never all digits or '123e4': a CSV reader must not take it for a number
 
 
 def data_root(cfg: DictConfig) -> Path | None:

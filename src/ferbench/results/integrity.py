@@ -29,7 +29,7 @@ def metrics_problem(path: Path) -> str | None:
     lines = list(csv.reader(io.StringIO(text)))
     short = [i + 1 for i, row in enumerate(lines) if row and len(row) != len(lines[0])]
     if short or not text.endswith("\n"):
-        return f"cut short (line {short[0] if short else len(lines)} is incomplete)"
+        return f"cut short: line {short[0] if short else len(lines)} is incomplete"
     try:
         frame = pd.read_csv(io.StringIO(text))
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:

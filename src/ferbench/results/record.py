@@ -11,6 +11,7 @@ Layout::
     history.csv        per epoch and fold: train/val loss and accuracy
     confusion.csv      per fold: counts, rows = true class, columns = predicted class
     failed.json        present if the run stopped (e.g. NaN loss): reason, fold and epoch
+    skipped.csv        with data.skip_corrupt: the images left out (path, reason)
     .lock              flock-ed by the process training the run (released by the OS when it exits or dies)
 """
 
