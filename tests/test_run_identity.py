@@ -92,15 +92,18 @@ def test_table_cells_on_other_data_get_other_run_ids(tmp_path):
 
 
 def test_fingerprint_reads_back_as_text_from_csv(tmp_path):
-    """A hex digest like '3128397268e1' read back by pandas was a float: the fingerprint must stay text."""
+    """A hex digest like '3128397268e1' read back by pandas was a float: no fingerprint may parse as a number."""
     import pandas as pd
+    import pytest
 
     from ferbench.data import DataSource
     from ferbench.data.identity import data_fingerprint
 
-    for n in range(40):
+    for n in range(2000):
         samples = pd.DataFrame({"path": [f"{n}.png"], "label": [0], "subject": [""], "sequence": [""]})
         samples["official_split"] = None
         fingerprint = data_fingerprint(DataSource("t", ["a"], samples), None)
-        pd.DataFrame({"f": [fingerprint]}).to_csv(tmp_path / "m.csv", index=False)
-        assert pd.read_csv(tmp_path / "m.csv")["f"].iloc[0] == fingerprint
+        with pytest.raises(ValueError):
+            float(fingerprint)
+    pd.DataFrame({"f": [fingerprint]}).to_csv(tmp_path / "m.csv", index=False)
+    assert pd.read_csv(tmp_path / "m.csv")["f"].iloc[0] == fingerprint
