@@ -14,6 +14,7 @@ from torch import nn
 
 from ferbench.data.identity import run_id_of
 from ferbench.data.splits import Fold
+from ferbench.errors import Interrupted
 from ferbench.results import record as rec
 from ferbench.run import pack_limit, run
 from ferbench.training import packed as packed_mod
@@ -266,7 +267,7 @@ def test_killed_packed_run_resumes_in_run(make_cfg, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(PackedTrainer, "_end_epoch", dies_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="epoch 2 of 2 of a pack of 2 models"):
         run(cfg)
     monkeypatch.setattr(PackedTrainer, "_end_epoch", real)
     record = run(make_cfg("split=kfold", "split.k=2", "trainer.pack=off", "trainer.max_epochs=2"))

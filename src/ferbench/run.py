@@ -563,8 +563,13 @@ def _train_pack(jobs: list[_Job], data: RunData) -> dict[str, str]:
     if cfg.trainer.progress_bar:
         _say(f"packing {len(members)} models of {cfg.model.name}+{cfg.attn.name} (folds x seeds) into one")
     started = time.perf_counter()
+    trainer = PackedTrainer(members, data.images, data.labels, pack_settings(cfg, len(data.classes)))
     try:
-        results = PackedTrainer(members, data.images, data.labels, pack_settings(cfg, len(data.classes))).train()
+        results = trainer.train()
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        where = f"epoch {max(trainer.epoch) + 1} of {cfg.trainer.max_epochs} of a pack of {len(jobs)} models"
+        raise Interrupted(signum, f"{where} ({jobs[0].member.name}, ...)") from None
     except torch.OutOfMemoryError:
         if len(jobs) == 1:
             raise
