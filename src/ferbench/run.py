@@ -22,6 +22,7 @@ from ferbench.attention import attention_factory
 from ferbench.config import validate
 from ferbench.data import DATASETS, DataSource
 from ferbench.data.base import select_classes
+from ferbench.data.copies import expand_copies
 from ferbench.data.datamodule import FERDataModule
 from ferbench.data.preprocess import prepare_images
 from ferbench.data.splits import Fold, carve_val, make_folds
@@ -32,13 +33,14 @@ from ferbench.models.heads import HEADS
 from ferbench.models.profile import count_macs
 from ferbench.results import record as rec
 from ferbench.results.atomic import write_atomic, write_text
+from ferbench.training.detection import detection_parts, detection_targets, is_detection
 from ferbench.training.losses import build_loss
 from ferbench.training.metrics import flatten
 from ferbench.training.module import FERModule
 from ferbench.training.resume import make_resumable
 from ferbench.training.trainer import build_trainer, configure_cpu
 
-MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans")
+MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans", "task")
 MIN_FREE_BYTES = 200 * 2**20
 
 
@@ -178,16 +180,22 @@ def _train_run(cfg: DictConfig, run_id: str, run_dir: Path) -> rec.RunRecord:
     )
     samples = source.samples[prepared.keep].reset_index(drop=True)
     labels = samples["label"].to_numpy(dtype=np.int64)
+    skipped = {**source.skipped, **prepared.skipped}
+    images, targets = prepared.images, None
+    if is_detection(cfg):  # face boxes (cached beside the images); what was done where there was no one face
+        targets, box_counts = detection_targets(cfg, source, prepared.keep, labels)
+        skipped.update(box_counts)
+    if cfg.split.get("copies", 1) > 1:  # split=paper_copies: paper 000's offline copies, before its random split
+        samples, images, labels, targets = expand_copies(samples, images, labels, targets, cfg.split.copies, cfg.seed)
     split_params = {k: v for k, v in _plain(cfg.split).items() if k != "name"}
     folds = protocol_folds(make_folds(samples, cfg.split.name, cfg.seed, **split_params), cfg.protocol)
     if primary:
         save_split(run_dir, samples, folds)
 
-    skipped = {**source.skipped, **prepared.skipped}
     rows = []
     for fold in folds:
         if not rec.fold_is_complete(run_dir, fold.index):
-            row = train_fold(cfg, run_id, run_dir, fold, prepared.images, labels, source.classes, skipped, len(folds))
+            row = train_fold(cfg, run_id, run_dir, fold, images, labels, source.classes, skipped, len(folds), targets)
             rows.append(row)
     if not primary:  # the record is rank 0's; the others hand back what they trained, unwritten
         return rec.RunRecord(run_id, run_dir, pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame())
@@ -223,6 +231,7 @@ def train_fold(
     classes: list[str],
     skipped: dict[str, int],
     n_folds: int,
+    targets: list[np.ndarray] | None = None,
 ) -> dict:
     """Fit (resuming from ``last.ckpt`` if a killed run left one), test the best checkpoint, record (rank 0)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -230,19 +239,24 @@ def train_fold(
     num_classes = len(classes)
     model = build_model(cfg, num_classes)
     macs = count_macs(model, cfg.model.input_size, cfg.model.in_chans)  # on the fresh model: one eval forward
-    loss = build_loss(cfg.loss, labels[fold.train], num_classes)
-    module = FERModule(model, loss, cfg.optim, num_classes, cfg.trainer.max_epochs, cfg.loss.get("aux_weight", 1.0))
     pin = cfg.trainer.pin_memory
-    datamodule = FERDataModule(
-        images,
-        labels,
-        fold,
-        build_augmentation(cfg.aug.train),
-        batch_size=cfg.trainer.batch_size,
-        num_workers=cfg.trainer.num_workers,
-        pin_memory=torch.cuda.is_available() if pin == "auto" else bool(pin),
-        seed=cfg.seed,
-    )
+    if targets is not None:  # a detector (model.task=detection): boxes as targets, its own module and data
+        module, datamodule = detection_parts(
+            cfg, model, fold, images, targets, num_classes, torch.cuda.is_available() if pin == "auto" else bool(pin)
+        )
+    else:
+        loss = build_loss(cfg.loss, labels[fold.train], num_classes)
+        module = FERModule(model, loss, cfg.optim, num_classes, cfg.trainer.max_epochs, cfg.loss.get("aux_weight", 1.0))
+        datamodule = FERDataModule(
+            images,
+            labels,
+            fold,
+            build_augmentation(cfg.aug.train),
+            batch_size=cfg.trainer.batch_size,
+            num_workers=cfg.trainer.num_workers,
+            pin_memory=torch.cuda.is_available() if pin == "auto" else bool(pin),
+            seed=cfg.seed,
+        )
     checkpoint_dir = rec.fold_dir(run_dir, fold.index) / "checkpoints"
     has_val = len(fold.val) > 0
     last = checkpoint_dir / "last.ckpt"
@@ -273,7 +287,7 @@ def train_fold(
 
     epochs_run = len(history)
     row = _base_row(cfg, run_id, fold, n_folds)
-    row.update(flatten(module.test_results, classes))
+    row.update(module.test_row(classes) if targets is not None else flatten(module.test_results, classes))
     row.update(
         status="completed",
         epochs_run=epochs_run,

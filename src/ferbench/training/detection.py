@@ -12,6 +12,7 @@ Targets are a padded tensor (B, M, 5): class, x1, y1, x2, y2 in input pixels; ro
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,9 @@ from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_convert, box_iou
 
-from ferbench.errors import RunFailed
-from ferbench.models.yoloxnano_det import postprocess
+from ferbench.errors import ConfigError, RunFailed
+from ferbench.models.profile import frames_per_second
+from ferbench.models.yoloxnano_det import DetectionPipeline, postprocess
 from ferbench.training.metrics import ImageMean
 from ferbench.training.optim import build_optimizer, build_scheduler
 
@@ -232,13 +234,22 @@ class DetectionModule(pl.LightningModule):
     resume, early stopping on ``val_loss`` and the run record work unchanged.
     """
 
-    def __init__(self, model: nn.Module, optim_cfg: Any, num_classes: int, max_epochs: int, input_size: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optim_cfg: Any,
+        num_classes: int,
+        max_epochs: int,
+        input_size: int,
+        in_chans: int = 3,
+        fps_seconds: float = 2.0,
+    ) -> None:
         super().__init__()
         self.model = model
         self.optim_cfg = optim_cfg
         self.num_classes = num_classes
         self.max_epochs = max_epochs
-        self.input_size = input_size
+        self.input_size, self.in_chans, self.fps_seconds = input_size, in_chans, fps_seconds
         self.history: list[dict[str, float]] = []
         self.train_loss, self.val_loss = ImageMean(), ImageMean()
         self.test_metrics = nn.ModuleDict({"map": MeanAveragePrecision(box_format="xyxy", iou_type="bbox")})
@@ -315,13 +326,23 @@ class DetectionModule(pl.LightningModule):
             # the expression named for each face by the best detection on it, over all faces (a miss is wrong)
             "accuracy": float(confusion.diag().sum()) / max(faces, 1),
             "faces_missed": missed,
+            "fps": self._frames_per_second(),
             "confusion": confusion,
         }
+
+    def _frames_per_second(self) -> float:
+        """Batch 1, network + decoding + NMS, on the device the test ran on (warm-up excluded), as the paper's
+        frame rate. Measured here because Lightning moves the module back to the CPU after testing."""
+        pipeline = DetectionPipeline(self.model)
+        fps = frames_per_second(pipeline, self.input_size, self.in_chans, str(self.device), self.fps_seconds)
+        self.model.eval()
+        return round(fps, 1)
 
     def test_row(self, classes: list[str]) -> dict[str, float]:
         """The record's metric columns (the confusion matrix is written on its own)."""
         row = {k: v for k, v in self.test_results.items() if k != "confusion"}
         row["score_threshold"] = SCORE_THRESHOLD
+        row["size_kb"] = math.ceil(sum(p.numel() for p in self.model.parameters()) * 4 / 1024)
         matrix = self.test_results["confusion"]
         totals = matrix.sum(1).clamp(min=1)
         row.update({f"recall_{c}": float(matrix[i, i] / totals[i]) for i, c in enumerate(classes)})
@@ -340,3 +361,48 @@ class DetectionModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("ferbench_history", []))
+
+
+# ------------------------------------------------------------------------------------------------ factory
+
+
+def is_detection(cfg: Any) -> bool:
+    """The model config says which task it trains (``task: detection``); classification otherwise."""
+    return cfg.model.get("task", "classification") == "detection"
+
+
+def detection_targets(cfg: Any, source: Any, keep: Any, labels: Any) -> tuple[list, dict[str, int]]:
+    """Per kept image its (K, 5) targets at the model's input size, and the box counts for the record."""
+    from pathlib import Path
+
+    from ferbench.data.boxes import face_boxes
+
+    if cfg.data.get("face_crop", False):
+        raise ConfigError("data.face_crop=true crops each image to its face: a detector needs the whole image")
+    boxes = face_boxes(
+        source, keep, Path(cfg.cache_dir) if cfg.get("cache_dir") else None, cfg.data.get("boxes") or None
+    )
+    return boxes.targets(labels, int(cfg.model.input_size)), boxes.counts
+
+
+def detection_parts(
+    cfg: Any, model: nn.Module, fold: Any, images: Any, targets: list, num_classes: int, pin_memory: bool
+) -> tuple[DetectionModule, Any]:
+    """The LightningModule and data module ``run.train_fold`` fits for a detector."""
+    from ferbench.data.detection_transforms import DetectionDataModule, MosaicMixup, build_box_augmentation
+
+    module = DetectionModule(
+        model, cfg.optim, num_classes, cfg.trainer.max_epochs, cfg.model.input_size, cfg.model.in_chans
+    )
+    datamodule = DetectionDataModule(
+        images,
+        targets,
+        fold,
+        build_box_augmentation(cfg.aug.train),
+        MosaicMixup.from_config(cfg.aug.get("detection")),
+        batch_size=cfg.trainer.batch_size,
+        num_workers=cfg.trainer.num_workers,
+        pin_memory=pin_memory,
+        seed=cfg.seed,
+    )
+    return module, datamodule
