@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import fixtures_data as fx
 from ferbench.data.boxes import face_boxes
 from ferbench.data.copies import expand_copies, paper_copies_split
 from ferbench.data.detection_transforms import DetectionDataset, MosaicMixup, build_box_augmentation, mosaic
 from ferbench.data.folder import load_folder
 from ferbench.errors import DataError
-import fixtures_data as fx
 
 
 def marked(size: int, box: tuple[int, int, int, int], value: int) -> tuple[np.ndarray, np.ndarray]:

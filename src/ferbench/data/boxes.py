@@ -115,7 +115,9 @@ def boxes_key(source: DataSource, csv: Path | None) -> str:
     return hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:20]
 
 
-def face_boxes(source: DataSource, keep: np.ndarray, cache_dir: Path | None = None, csv: Path | None = None) -> FaceBoxes:
+def face_boxes(
+    source: DataSource, keep: np.ndarray, cache_dir: Path | None = None, csv: Path | None = None
+) -> FaceBoxes:
     """Boxes of the kept samples (``keep`` as ``PreparedImages.keep``), cached beside the prepared images."""
     csv = Path(csv) if csv else None
     if csv is not None and not csv.is_file():
@@ -126,7 +128,9 @@ def face_boxes(source: DataSource, keep: np.ndarray, cache_dir: Path | None = No
         try:
             stored = json.loads(path.read_text())
             if len(stored["boxes"]) == len(rows):
-                return FaceBoxes([np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in stored["boxes"]], stored["counts"])
+                return FaceBoxes(
+                    [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in stored["boxes"]], stored["counts"]
+                )
         except (OSError, ValueError, KeyError):
             pass  # a damaged entry is rebuilt
     result = haar_boxes(source, rows) if csv is None else csv_boxes(source, rows, csv)

@@ -18,7 +18,7 @@ from torchvision.ops import batched_nms, box_convert
 
 from ferbench.attention import AttnFactory, NoAttention
 from ferbench.models.registry import MODELS
-from ferbench.models.yoloxnano import WIDTH, PAFPN, BaseConv, CSPDarknet, DWConv
+from ferbench.models.yoloxnano import PAFPN, WIDTH, BaseConv, CSPDarknet, DWConv
 
 STRIDES = (8, 16, 32)
 PRIOR_PROB = 1e-2

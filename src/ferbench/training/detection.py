@@ -66,7 +66,12 @@ class Assignment:
 
 @torch.no_grad()
 def simota(
-    boxes: torch.Tensor, obj: torch.Tensor, cls: torch.Tensor, gt: torch.Tensor, gt_cls: torch.Tensor, priors: torch.Tensor
+    boxes: torch.Tensor,
+    obj: torch.Tensor,
+    cls: torch.Tensor,
+    gt: torch.Tensor,
+    gt_cls: torch.Tensor,
+    priors: torch.Tensor,
 ) -> Assignment:
     """Assign the image's ``G`` boxes (xyxy ``gt``, classes ``gt_cls``) to the ``N`` cells of its predictions.
 
