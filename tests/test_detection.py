@@ -103,6 +103,7 @@ def test_detector_shapes_and_attention_on_three_outputs(attn: str) -> None:
     assert len(model.priors(64, out.device)) == n_cells
     if attn != "none":
         assert all(not isinstance(a, torch.nn.Identity) for a in model.attn)
+    assert {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
     loss = yolox_loss(out, targets((3, [8.0, 8.0, 40.0, 48.0])).expand(2, -1, -1), model.priors(64, out.device))
     loss.total.backward()
     assert all(p.grad is not None for p in model.heads.parameters())
