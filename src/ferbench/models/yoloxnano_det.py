@@ -21,8 +21,8 @@ from ferbench.models.registry import MODELS
 from ferbench.models.yoloxnano import PAFPN, WIDTH, BaseConv, CSPDarknet, DWConv
 
 STRIDES = (8, 16, 32)
-BN_MOMENTUM_NOTE = """YOLOX sets BatchNorm momentum 0.03 (it trains COCO for 300 epochs and evaluates an EMA of the weights).
-On a few hundred images the running statistics then lag the weights: overfitting 32 pasted faces, train-mode
+BN_MOMENTUM_NOTE = """YOLOX sets BatchNorm momentum 0.03 (it trains COCO for 300 epochs, evaluating an EMA of the
+weights). On a few hundred images the running statistics then lag the weights: overfitting 32 pasted faces, train-mode
 top-1 was 100% after 20 steps while eval-mode stayed at 50-62% through 120 steps; with 0.1 (PyTorch's default)
 eval-mode reached 100% at step 60. ``model.bn_momentum`` sets it; 0.1 by default."""
 PRIOR_PROB = 1e-2
