@@ -181,10 +181,10 @@ JAFFE_CODES = ("AN", "DI", "FE", "HA", "NE", "SA", "SU")
 JAFFE_EXPRESSIONS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
 
-def jaffe_faces(root: Path, per_class: int = 6, size: int = 256, seed: int = 0) -> Path:
+def jaffe_faces(root: Path, per_class: int = 6, size: int = 256, seed: int = 0) -> dict[str, tuple[int, ...]]:
     """JAFFE in its published layout (flat ``KA.AN1.39.tiff``: subject . expression + index . id), each image a
     synthetic face of that expression pasted on a grey background; every third file palette-mode, as some of the
-    real set's are."""
+    real set's are. Returns each file's pasted box (x1, y1, x2, y2)."""
     from PIL import Image
 
     from ferbench.data.synthetic import EXPRESSIONS, draw_face
@@ -192,7 +192,7 @@ def jaffe_faces(root: Path, per_class: int = 6, size: int = 256, seed: int = 0) 
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     subjects = ("KA", "KL", "KM", "KR", "MK", "NA", "NM", "TM", "UY", "YM")
-    n = 0
+    n, boxes = 0, {}
     for code, expression in zip(JAFFE_CODES, JAFFE_EXPRESSIONS, strict=True):
         for k in range(per_class):
             canvas = np.full((size, size), int(rng.integers(80, 160)), dtype=np.uint8)
@@ -202,6 +202,8 @@ def jaffe_faces(root: Path, per_class: int = 6, size: int = 256, seed: int = 0) 
             image = Image.fromarray(canvas)
             if n % 3 == 0:
                 image = image.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE)
-            image.save(root / f"{subjects[n % len(subjects)]}.{code}{k + 1}.{n + 1}.tiff")
+            name = f"{subjects[n % len(subjects)]}.{code}{k + 1}.{n + 1}.tiff"
+            image.save(root / name)
+            boxes[name] = (x, y, x + side, y + side)
             n += 1
-    return root
+    return boxes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import fixtures_data as fx
 from ferbench.data.boxes import face_boxes
@@ -86,6 +87,21 @@ def test_haar_boxes_count_images_without_a_face(tmp_path) -> None:
     boxes = face_boxes(source, np.ones(len(source), dtype=bool))
     assert boxes.counts["no_face_box_whole_image"] == len(source)
     assert all(b.tolist() == [[0.0, 0.0, 1.0, 1.0]] for b in boxes.boxes)
+
+
+def test_haar_boxes_find_pasted_faces_in_jaffe_layout(tmp_path) -> None:
+    from torchvision.ops import box_iou
+
+    from ferbench.data.jaffe import load_jaffe
+
+    pasted = fx.jaffe_faces(tmp_path, per_class=1)
+    source = load_jaffe(tmp_path)
+    boxes = face_boxes(source, np.ones(len(source), dtype=bool))
+    ious = []
+    for path, b in zip(source.samples["path"], boxes.boxes, strict=True):
+        truth = torch.tensor([pasted[path.split("/")[-1]]], dtype=torch.float64)
+        ious.append(float(box_iou(torch.from_numpy(b * 256), truth)[0, 0]))
+    assert np.median(ious) >= 0.5, ious
 
 
 def test_paper_copies_move_boxes_and_leak_across_the_split() -> None:
