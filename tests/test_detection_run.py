@@ -62,7 +62,7 @@ def test_detector_learns_pasted_faces(make_cfg, tmp_path: Path) -> None:
     One expression: this checks boxes, objectness and SimOTA. With two expressions (happy, surprise) the class part
     stayed near chance within a CPU budget (mAP@0.5 0.42-0.57 over 15-30 epochs, class accuracy ~50%), as the
     classification form does on the same images: the from-scratch backbone, not the head (issue 14 / notes).
-    About 2 minutes on one CPU thread (25 epochs of 86 images at 64 px).
+    25 epochs of 86 images at 64 px: 130 s on a quiet 2-core CPU, 740 s with the machine loaded 6x over.
     """
     csv = fx.pasted_faces(tmp_path / "faces", ("surprise",), 120, size=96)
     cfg = make_cfg(
