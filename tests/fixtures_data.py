@@ -153,3 +153,57 @@ def rafd(root: Path) -> Path:
     for i, name in enumerate(names):
         write(root / name, cv2.cvtColor(face(i, 80), cv2.COLOR_GRAY2BGR))
     return root
+
+
+def pasted_faces(
+    root: Path, classes: tuple[str, ...], per_class: int, size: int = 96, seed: int = 0, difficulty: float = 0.3
+) -> Path:
+    """Synthetic faces (``data.synthetic``) pasted at random places and sizes on noisy backgrounds, in the folder
+    layout ``<root>/images/<class>/<class>_<k>.png``, with their boxes in ``<root>/boxes.csv`` (path,x1,y1,x2,y2).
+    Returns the CSV's path."""
+    from ferbench.data.synthetic import EXPRESSIONS, draw_face
+
+    rng = np.random.default_rng(seed)
+    lines = ["path,x1,y1,x2,y2"]
+    for cls in classes:
+        for k in range(per_class):
+            canvas = rng.normal(90, 30, (size, size)).clip(0, 255).astype(np.uint8)
+            side = int(rng.integers(size // 2, size * 3 // 4))
+            x, y = (int(v) for v in rng.integers(0, size - side, 2))
+            canvas[y : y + side, x : x + side] = draw_face(EXPRESSIONS[cls], side, rng, difficulty)
+            write(root / "images" / cls / f"{cls}_{k}.png", canvas)
+            lines.append(f"{cls}/{cls}_{k}.png,{x},{y},{x + side},{y + side}")
+    (root / "boxes.csv").write_text("\n".join(lines) + "\n")
+    return root / "boxes.csv"
+
+
+JAFFE_CODES = ("AN", "DI", "FE", "HA", "NE", "SA", "SU")
+JAFFE_EXPRESSIONS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+
+def jaffe_faces(root: Path, per_class: int = 6, size: int = 256, seed: int = 0) -> dict[str, tuple[int, ...]]:
+    """JAFFE in its published layout (flat ``KA.AN1.39.tiff``: subject . expression + index . id), each image a
+    synthetic face of that expression pasted on a grey background; every third file palette-mode, as some of the
+    real set's are. Returns each file's pasted box (x1, y1, x2, y2)."""
+    from PIL import Image
+
+    from ferbench.data.synthetic import EXPRESSIONS, draw_face
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    subjects = ("KA", "KL", "KM", "KR", "MK", "NA", "NM", "TM", "UY", "YM")
+    n, boxes = 0, {}
+    for code, expression in zip(JAFFE_CODES, JAFFE_EXPRESSIONS, strict=True):
+        for k in range(per_class):
+            canvas = np.full((size, size), int(rng.integers(80, 160)), dtype=np.uint8)
+            side = int(rng.integers(size // 2, size * 3 // 4))
+            x, y = (int(v) for v in rng.integers(0, size - side, 2))
+            canvas[y : y + side, x : x + side] = draw_face(EXPRESSIONS[expression], side, rng, difficulty=0.5)
+            image = Image.fromarray(canvas)
+            if n % 3 == 0:
+                image = image.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE)
+            name = f"{subjects[n % len(subjects)]}.{code}{k + 1}.{n + 1}.tiff"
+            image.save(root / name)
+            boxes[name] = (x, y, x + side, y + side)
+            n += 1
+    return boxes

@@ -17,7 +17,7 @@ from ferbench.paths import config_dir
 
 MODEL_CONFIGS = sorted((config_dir() / "model").glob("*.yaml"))
 SLOW = {"vgg13", "vgg16"}  # 130 M parameters: several seconds to build on a CPU
-RESERVED = ("name", "input_size", "in_chans")
+RESERVED = ("name", "input_size", "in_chans", "task")
 
 
 def model_cfg(name: str) -> dict:
@@ -37,8 +37,13 @@ def needs_attention(name: str) -> None:
         pytest.skip(f"attention '{name}' is not registered yet")
 
 
+def classifiers() -> list[str]:
+    """Models whose config says ``task: detection`` give boxes, not (N, classes) logits: tests/test_detection.py."""
+    return [n for n in MODELS.names() if model_cfg(n).get("task", "classification") == "classification"]
+
+
 def registry_params() -> list:
-    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in MODELS.names()]
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in classifiers()]
 
 
 def test_every_registered_model_has_a_config() -> None:

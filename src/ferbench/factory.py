@@ -24,7 +24,7 @@ from ferbench.training.losses import build_loss
 from ferbench.training.module import FERModule
 from ferbench.training.packed import PackNet
 
-MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans")
+MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans", "task")
 
 
 def _plain(node) -> dict:

@@ -16,6 +16,9 @@ from ferbench.training.metrics import SCALAR_METRICS
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
+DETECTION_METRICS = ("map50", "map50_95", "fps")
+
+
 def print_run_summary(record: RunRecord) -> None:
     """One row per fold, then mean ± std when there are several; says when nothing was trained."""
     m = record.metrics
@@ -25,18 +28,19 @@ def print_run_summary(record: RunRecord) -> None:
         f"seed {first['seed']}, protocol {first['protocol']}]"
     )
     table = Table(title=title, title_justify="left")
-    for column in ("fold", "epochs", "n_test", *SCALAR_METRICS, "train s"):
+    shown = [k for k in (*SCALAR_METRICS, *DETECTION_METRICS) if k in m]  # a detector's record has no class "map"
+    for column in ("fold", "epochs", "n_test", *shown, "train s"):
         table.add_column(column, justify="right")
     for _, row in m.iterrows():
         table.add_row(
             str(row["fold"]),
             f"{row['epochs_run']}/{row['max_epochs']}",
             str(row["n_test"]),
-            *(f"{row[k]:.4f}" for k in SCALAR_METRICS),
+            *(f"{row[k]:.4f}" for k in shown),
             f"{row['train_seconds']:.1f}",
         )
     if len(m) > 1:
-        stats = [f"{m[k].mean():.4f}±{m[k].std(ddof=1):.4f}" for k in SCALAR_METRICS]
+        stats = [f"{m[k].mean():.4f}±{m[k].std(ddof=1):.4f}" for k in shown]
         table.add_row("mean±sd", "", "", *stats, f"{m['train_seconds'].sum():.1f}")
     console.print(table)
     skipped = {k: v for k, v in json.loads(first.get("skipped", "{}") or "{}").items() if v}

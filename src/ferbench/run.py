@@ -22,6 +22,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from ferbench.config import validate
 from ferbench.data import DataSource
+from ferbench.data.copies import expand_copies
 from ferbench.data.identity import data_fingerprint, data_root, load_source
 from ferbench.data.splits import Fold, carve_val, make_folds
 from ferbench.data.transforms import build_augmentation
@@ -38,6 +39,7 @@ from ferbench.models.profile import count_macs
 from ferbench.results import record as rec
 from ferbench.results.atomic import write_atomic, write_csv, write_text
 from ferbench.results.integrity import set_aside_damaged_metrics
+from ferbench.training.detection import detection_parts, detection_targets, is_detection
 from ferbench.training.metrics import flatten
 from ferbench.training.module import FERModule
 from ferbench.training.packed import (
@@ -146,6 +148,8 @@ class RunData:
     skipped: dict[str, int]
     skipped_files: pd.DataFrame
     """path and reason of every image left out (``data.skip_corrupt``): written as the run's skipped.csv."""
+    targets: list[np.ndarray] | None = None
+    """A detector's face boxes with their labels, per image (``model.task=detection``); None to classify."""
 
     @property
     def classes(self) -> list[str]:
@@ -157,10 +161,16 @@ def load_run_data(cfg: DictConfig, source: DataSource, fingerprint: str) -> RunD
     prepared = prepare(cfg, source)
     samples = source.samples[prepared.keep].reset_index(drop=True)
     labels = samples["label"].to_numpy(dtype=np.int64)
-    folds = run_folds(cfg, samples, labels)
     skipped_files = source.samples.loc[~prepared.keep, ["path"]].assign(reason="corrupt_images")
     skipped = {**source.skipped, **prepared.skipped}
-    return RunData(source, fingerprint, prepared.images, samples, labels, folds, skipped, skipped_files)
+    images, targets = prepared.images, None
+    if is_detection(cfg):  # face boxes (cached beside the images); what was done where there was no one face
+        targets, box_counts = detection_targets(cfg, source, prepared.keep, labels)
+        skipped.update(box_counts)
+    if cfg.split.get("copies", 1) > 1:  # split=paper_copies: paper 000's offline copies, before its random split
+        samples, images, labels, targets = expand_copies(samples, images, labels, targets, cfg.split.copies, cfg.seed)
+    folds = run_folds(cfg, samples, labels)
+    return RunData(source, fingerprint, images, samples, labels, folds, skipped, skipped_files, targets)
 
 
 DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -199,7 +209,7 @@ def _train_run(cfg: DictConfig, run_id: str, run_dir: Path, data: RunData) -> re
     for fold in pending:
         row = train_fold(
             cfg, run_id, run_dir, fold, data.images, data.labels, data.classes, data.skipped, len(folds),
-            data_fingerprint=data.fingerprint,
+            data_fingerprint=data.fingerprint, targets=data.targets,
         )  # fmt: skip
         rows.append(row)
     if not primary:  # the record is rank 0's; the others hand back what they trained, unwritten
@@ -253,14 +263,20 @@ def train_fold(
     n_folds: int,
     data_fingerprint: str = "",
     pack_note: str = "",
+    targets: list[np.ndarray] | None = None,
 ) -> dict:
     """Fit (resuming from ``last.ckpt`` if a killed run left one), test the best checkpoint, record (rank 0)."""
     fold = subset_train(fold, labels, cfg.trainer.limit_train_fraction, cfg.seed)
     num_classes = len(classes)
     model, loss = seeded_model_and_loss(cfg, num_classes, labels[fold.train])
     macs = count_macs(model, cfg.model.input_size, cfg.model.in_chans)  # on the fresh model: one eval forward
-    module = build_module(cfg, model, loss, num_classes)
-    datamodule = build_datamodule(cfg, images, labels, fold)
+    if targets is not None:  # a detector (model.task=detection): boxes as targets, its own module and data
+        pin = cfg.trainer.pin_memory
+        pin_memory = torch.cuda.is_available() if pin == "auto" else bool(pin)
+        module, datamodule = detection_parts(cfg, model, fold, images, targets, num_classes, pin_memory)
+    else:
+        module = build_module(cfg, model, loss, num_classes)
+        datamodule = build_datamodule(cfg, images, labels, fold)
     checkpoint_dir = rec.fold_dir(run_dir, fold.index) / "checkpoints"
     has_val = len(fold.val) > 0
     last = checkpoint_dir / "last.ckpt"
@@ -303,7 +319,7 @@ def train_fold(
         run_id,
         fold,
         n_folds,
-        module.test_results,
+        module.test_row(classes) if targets is not None else flatten(module.test_results, classes),
         history,
         classes,
         skipped,
@@ -327,7 +343,7 @@ def _fold_row(
     run_id: str,
     fold: Fold,
     n_folds: int,
-    test_results: dict[str, torch.Tensor],
+    test_metrics: dict[str, float],
     history: pd.DataFrame,
     classes: list[str],
     skipped: dict[str, int],
@@ -347,7 +363,7 @@ def _fold_row(
     epochs_run = len(history)
     row = _base_row(cfg, run_id, fold, n_folds)
     row["data_fingerprint"] = data_fingerprint
-    row.update(flatten(test_results, classes))
+    row.update(test_metrics)
     row.update(
         status="completed",
         epochs_run=epochs_run,
@@ -458,6 +474,8 @@ def pack_limit(cfg: DictConfig) -> int:
     if isinstance(value, bool) or not (value == "auto" or (isinstance(value, int) and value >= 1)):
         raise ConfigError(f"trainer.pack must be 'auto', 'off' or an integer >= 1, got {value!r}")
     if int(cfg.trainer.get("devices", 1) or 1) > 1 or "ddp" in str(cfg.trainer.get("strategy", "auto")):
+        return 1
+    if is_detection(cfg) or cfg.split.get("copies", 1) > 1:  # a detector's loss; seeded copies: data per seed
         return 1
     if value == "auto":
         return AUTO_PACK_MAX if training_device(cfg).type != "cpu" else 1
@@ -600,7 +618,7 @@ def _record_member(
         work.run_id,
         fold,
         work.n_folds,
-        result.test_results,
+        flatten(result.test_results, data.classes),
         history,
         data.classes,
         data.skipped,

@@ -2,6 +2,7 @@
 
 from ferbench.data import (  # noqa: F401  (each module registers its loader)
     ckplus,
+    copies,  # registers split=paper_copies
     fer2013,
     ferplus,
     folder,

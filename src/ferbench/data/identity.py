@@ -61,7 +61,8 @@ def load_source(cfg: DictConfig) -> DataSource:
         loader = DATASETS.get(cfg.data.name)
     except KeyError as exc:
         raise ConfigError(f"data.name: {exc.args[0]}") from None
-    options = OmegaConf.to_container(cfg.data.get("options") or {}, resolve=True)
+    node = cfg.data.get("options")
+    options = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
     source = loader(root=data_root(cfg), **options)
     return select_classes(source, list(cfg.data.get("drop_classes") or []))
 

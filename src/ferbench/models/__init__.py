@@ -8,6 +8,7 @@ from ferbench.models import (  # noqa: F401  (registers)
     shufflecsp,
     simple_cnn,
     yoloxnano,
+    yoloxnano_det,
 )
 from ferbench.models.registry import MODELS, create_model
 

@@ -16,12 +16,12 @@ from scipy import stats
 
 from ferbench.results.spec import StatTest, TableSpec
 
-FRACTION_METRICS = ("accuracy", "precision", "recall", "f1", "map")
+FRACTION_METRICS = ("accuracy", "precision", "recall", "f1", "map", "map50", "map50_95")
 
 
 def is_fraction(metric: str) -> bool:
     """Metrics in [0, 1] that a paper may print as percent; counts, sizes and speeds are not."""
-    base = metric.split(":")[-1].split("@")[0]
+    base = metric.split("|")[0].split(":")[-1].split("@")[0]
     return base in FRACTION_METRICS or base.startswith("recall_") or base.endswith("_acc")
 
 
@@ -90,7 +90,9 @@ def run_values(run_dir: Path, metric: str) -> list[float]:
     if metric.startswith("history:"):
         return _history_metric(run_dir, metric)
     metrics = pd.read_csv(run_dir / "metrics.csv")
-    column = metrics[metric] if metric in metrics else _derived(metrics, metric)
+    # "map50|map": the first the record has (a detector's and a classifier's rows share a column)
+    name = next((m for m in metric.split("|") if m in metrics), metric.split("|")[-1])
+    column = metrics[name] if name in metrics else _derived(metrics, name)
     return [float(v) for v in column]
 
 

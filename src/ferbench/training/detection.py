@@ -1,0 +1,413 @@
+"""Detection training: SimOTA label assignment, YOLOX's losses, and the LightningModule the runner fits.
+
+Follows Megvii YOLOX (``yolox/models/yolo_head.py``, v0.3): a grid cell is a candidate for a face box when its
+centre lies inside the box or within 2.5 strides of the box centre; SimOTA gives each box its ``k`` cheapest
+candidates, ``k`` = the sum of the box's 10 best IoUs (at least 1), the cost being class BCE + 3 x -log IoU
+(+1e5 outside box-and-centre); a cell claimed by several boxes keeps the cheapest. Losses, each summed and
+divided by the number of foreground cells: 5 x (1 - IoU^2) on boxes, BCE on objectness over every cell, BCE on
+classes (target: one-hot x the cell's IoU) over foreground cells.
+
+Targets are a padded tensor (B, M, 5): class, x1, y1, x2, y2 in input pixels; rows with class < 0 are padding.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.detection import MeanAveragePrecision
+from torchvision.ops import box_convert, box_iou
+
+from ferbench.errors import ConfigError, RunFailed
+from ferbench.models.profile import frames_per_second
+from ferbench.models.yoloxnano_det import DetectionPipeline, postprocess
+from ferbench.training.metrics import ImageMean
+from ferbench.training.optim import build_optimizer, build_scheduler
+
+CENTER_RADIUS = 2.5
+IOU_COST_WEIGHT = 3.0
+OUTSIDE_COST = 1e5
+TOP_CANDIDATES = 10
+BOX_LOSS_WEIGHT = 5.0
+
+SCORE_THRESHOLD = 0.5
+"""Score (objectness x class probability) a detection needs to count for recall, precision and F1: the
+threshold of the YOLOX-PyTorch evaluation (bubbliiiing/yolox-pytorch ``get_map.py``, score_threhold 0.5) that
+papers of paper 000's kind report. mAP uses every detection (threshold 0.001)."""
+MATCH_IOU = 0.5
+
+
+def pairwise_candidates(gt: torch.Tensor, priors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cells with centre in any box or near any box centre, (G, N) in-box-and-near-centre) for xyxy boxes ``gt``."""
+    stride = priors[:, 2]
+    cx, cy = (priors[:, 0] + 0.5) * stride, (priors[:, 1] + 0.5) * stride
+    inside = (cx > gt[:, None, 0]) & (cx < gt[:, None, 2]) & (cy > gt[:, None, 1]) & (cy < gt[:, None, 3])
+    gcx, gcy = (gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2
+    r = CENTER_RADIUS * stride
+    near = ((cx - gcx[:, None]).abs() < r) & ((cy - gcy[:, None]).abs() < r)
+    candidate = (inside | near).any(dim=0)
+    return candidate, (inside & near)[:, candidate]
+
+
+@dataclass
+class Assignment:
+    """SimOTA's answer for one image: which cells are foreground, their box, class and IoU with it."""
+
+    foreground: torch.Tensor  # (N,) bool
+    gt_index: torch.Tensor  # (F,) index into the image's boxes, per foreground cell (in cell order)
+    iou: torch.Tensor  # (F,) IoU of each foreground cell's predicted box with its assigned box
+
+
+@torch.no_grad()
+def simota(
+    boxes: torch.Tensor,
+    obj: torch.Tensor,
+    cls: torch.Tensor,
+    gt: torch.Tensor,
+    gt_cls: torch.Tensor,
+    priors: torch.Tensor,
+) -> Assignment:
+    """Assign the image's ``G`` boxes (xyxy ``gt``, classes ``gt_cls``) to the ``N`` cells of its predictions.
+
+    ``boxes`` (N, 4) are predicted xyxy boxes, ``obj`` (N,) and ``cls`` (N, C) logits; ``priors`` as
+    ``grid_priors``.
+    """
+    n = len(boxes)
+    candidate, core = pairwise_candidates(gt, priors)
+    cand_idx = candidate.nonzero().squeeze(1)
+    foreground = torch.zeros(n, dtype=torch.bool, device=boxes.device)
+    if len(cand_idx) == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=boxes.device)
+        return Assignment(foreground, empty, boxes.new_zeros(0))
+    ious = box_iou(gt, boxes[cand_idx].float())  # (G, K)
+    probs = (cls[cand_idx].float().sigmoid() * obj[cand_idx, None].float().sigmoid()).sqrt()
+    onehot = F.one_hot(gt_cls.long(), cls.shape[1]).float()  # (G, C)
+    cls_cost = F.binary_cross_entropy(
+        probs[None].expand(len(gt), -1, -1), onehot[:, None].expand(-1, len(cand_idx), -1), reduction="none"
+    ).sum(-1)
+    cost = cls_cost + IOU_COST_WEIGHT * -torch.log(ious + 1e-8) + OUTSIDE_COST * (~core).float()
+
+    k_top = min(TOP_CANDIDATES, len(cand_idx))
+    dynamic_k = ious.topk(k_top, dim=1).values.sum(1).int().clamp(min=1)
+    matching = torch.zeros_like(cost, dtype=torch.bool)
+    for g in range(len(gt)):
+        matching[g, cost[g].topk(int(dynamic_k[g]), largest=False).indices] = True
+    shared = matching.sum(0) > 1
+    if shared.any():  # a cell claimed by several boxes keeps the cheapest
+        cheapest = cost[:, shared].argmin(0)
+        matching[:, shared] = False
+        matching[cheapest, shared.nonzero().squeeze(1)] = True
+    claimed = matching.any(0)
+    gt_index = matching[:, claimed].float().argmax(0)
+    foreground[cand_idx[claimed]] = True
+    return Assignment(foreground, gt_index, ious[gt_index, claimed.nonzero().squeeze(1)])
+
+
+def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of each row of ``a`` with the same row of ``b`` (xyxy)."""
+    lt, rb = torch.maximum(a[:, :2], b[:, :2]), torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(1)
+    union = (a[:, 2:] - a[:, :2]).prod(1) + (b[:, 2:] - b[:, :2]).prod(1) - inter
+    return inter / union.clamp(min=1e-9)
+
+
+@dataclass
+class DetectionLoss:
+    total: torch.Tensor
+    box: torch.Tensor
+    obj: torch.Tensor
+    cls: torch.Tensor
+    foreground: int
+
+
+def yolox_loss(outputs: torch.Tensor, targets: torch.Tensor, priors: torch.Tensor) -> DetectionLoss:
+    """YOLOX's loss over a batch: ``outputs`` (B, N, 5 + C) as the detector's forward, ``targets`` (B, M, 5)."""
+    outputs = outputs.float()
+    num_classes = outputs.shape[-1] - 5
+    pred_boxes = box_convert(outputs[..., :4], "cxcywh", "xyxy")
+    obj_targets = torch.zeros_like(outputs[..., 4])
+    box_sum = outputs.new_zeros(())
+    cls_sum = outputs.new_zeros(())
+    n_fg = 0
+    for b in range(len(outputs)):
+        real = targets[b, :, 0] >= 0
+        if not real.any():
+            continue
+        gt_cls, gt = targets[b, real, 0].long(), targets[b, real, 1:].float()
+        a = simota(pred_boxes[b].detach(), outputs[b, :, 4].detach(), outputs[b, :, 5:].detach(), gt, gt_cls, priors)
+        if not a.foreground.any():
+            continue
+        obj_targets[b, a.foreground] = 1.0
+        n_fg += int(a.foreground.sum())
+        box_sum = box_sum + (1 - paired_iou(pred_boxes[b, a.foreground], gt[a.gt_index]) ** 2).sum()
+        cls_target = F.one_hot(gt_cls[a.gt_index], num_classes).float() * a.iou[:, None]
+        cls_sum = cls_sum + F.binary_cross_entropy_with_logits(
+            outputs[b, a.foreground, 5:], cls_target, reduction="sum"
+        )
+    obj_sum = F.binary_cross_entropy_with_logits(outputs[..., 4], obj_targets, reduction="sum")
+    scale = max(n_fg, 1)
+    box, obj, cls = box_sum / scale, obj_sum / scale, cls_sum / scale
+    return DetectionLoss(BOX_LOSS_WEIGHT * box + obj + cls, box, obj, cls, n_fg)
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+def as_target_dicts(targets: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """Padded (B, M, 5) targets -> torchmetrics' per-image ``{"boxes", "labels"}``."""
+    out = []
+    for t in targets:
+        real = t[:, 0] >= 0
+        out.append({"boxes": t[real, 1:].float(), "labels": t[real, 0].long()})
+    return out
+
+
+def matched_counts(
+    preds: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]], num_classes: int
+) -> torch.Tensor:
+    """Per class: (true positives, detections, ground-truth boxes) at ``SCORE_THRESHOLD`` and IoU ``MATCH_IOU``.
+
+    Greedy matching by descending score within a class, each box matched at most once (VOC/COCO matching).
+    """
+    counts = torch.zeros(num_classes, 3, dtype=torch.long)
+    for p, t in zip(preds, targets, strict=True):
+        keep = p["scores"] >= SCORE_THRESHOLD
+        boxes, labels, scores = p["boxes"][keep].cpu(), p["labels"][keep].cpu(), p["scores"][keep].cpu()
+        gt_boxes, gt_labels = t["boxes"].cpu(), t["labels"].cpu()
+        for c in range(num_classes):
+            mine, theirs = labels == c, gt_labels == c
+            counts[c, 1] += int(mine.sum())
+            counts[c, 2] += int(theirs.sum())
+            if not mine.any() or not theirs.any():
+                continue
+            order = scores[mine].argsort(descending=True)
+            ious = box_iou(boxes[mine][order], gt_boxes[theirs])
+            used = torch.zeros(ious.shape[1], dtype=torch.bool)
+            for row in ious:
+                row = row.masked_fill(used, -1)
+                best = int(row.argmax())
+                if row[best] >= MATCH_IOU:
+                    used[best] = True
+                    counts[c, 0] += 1
+    return counts
+
+
+def recall_precision_f1(counts: torch.Tensor) -> dict[str, float]:
+    """Macro averages over the classes that have ground-truth boxes (a class with none has no recall)."""
+    tp, det, gt = counts[:, 0].double(), counts[:, 1].double(), counts[:, 2].double()
+    present = gt > 0
+    recall = tp / gt.clamp(min=1)
+    precision = torch.where(det > 0, tp / det.clamp(min=1), torch.zeros_like(tp))
+    f1 = torch.where(recall + precision > 0, 2 * recall * precision / (recall + precision), torch.zeros_like(tp))
+    return {
+        "recall": float(recall[present].mean()) if present.any() else 0.0,
+        "precision": float(precision[present].mean()) if present.any() else 0.0,
+        "f1": float(f1[present].mean()) if present.any() else 0.0,
+    }
+
+
+def face_confusion(
+    preds: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]], num_classes: int
+) -> tuple[torch.Tensor, int]:
+    """Rows: the class of each image's first face box; columns: the class of the top-scoring detection that
+    overlaps it (IoU >= 0.5). Also returns how many faces had no such detection (left out of the matrix)."""
+    matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    missed = 0
+    for p, t in zip(preds, targets, strict=True):
+        if len(t["labels"]) == 0:
+            continue
+        ious = box_iou(p["boxes"].cpu().float(), t["boxes"][:1].cpu())[:, 0] if len(p["boxes"]) else None
+        hits = (ious >= MATCH_IOU).nonzero().squeeze(1) if ious is not None else torch.zeros(0, dtype=torch.long)
+        if len(hits) == 0:
+            missed += 1
+            continue
+        top = hits[p["scores"].cpu()[hits].argmax()]
+        matrix[int(t["labels"][0]), int(p["labels"].cpu()[top])] += 1
+    return matrix, missed
+
+
+class DetectionModule(pl.LightningModule):
+    """Fits a detector with ``yolox_loss``; tests with torchmetrics' mAP plus recall / F1 at a score threshold.
+
+    Keeps the same per-epoch history as ``FERModule`` (train/val loss, lr, seconds; saved in checkpoints) so
+    resume, early stopping on ``val_loss`` and the run record work unchanged.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optim_cfg: Any,
+        num_classes: int,
+        max_epochs: int,
+        input_size: int,
+        in_chans: int = 3,
+        fps_seconds: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optim_cfg = optim_cfg
+        self.num_classes = num_classes
+        self.max_epochs = max_epochs
+        self.input_size, self.in_chans, self.fps_seconds = input_size, in_chans, fps_seconds
+        self.history: list[dict[str, float]] = []
+        self.train_loss, self.val_loss = ImageMean(), ImageMean()
+        self.test_metrics = nn.ModuleDict({"map": MeanAveragePrecision(box_format="xyxy", iou_type="bbox")})
+        self.test_results: dict[str, Any] = {}
+        self._test_preds: list[dict[str, torch.Tensor]] = []
+        self._test_targets: list[dict[str, torch.Tensor]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _loss(self, x: torch.Tensor, targets: torch.Tensor) -> DetectionLoss:
+        outputs = self.model(x)
+        priors = self.model.priors(x.shape[-1], x.device) if x.shape[-1] == x.shape[-2] else None
+        if priors is None or len(priors) != outputs.shape[1]:
+            raise ValueError(f"detector input must be square, got {tuple(x.shape[-2:])}")
+        return yolox_loss(outputs, targets, priors)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, targets = batch
+        loss = self._loss(x, targets)
+        if not torch.isfinite(loss.total):
+            raise RunFailed(f"loss became {loss.total.item()} at epoch {self.current_epoch + 1}, batch {batch_idx}")
+        self.train_loss.update(loss.total.detach() * len(x), len(x))
+        return loss.total
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, targets = batch
+        self.val_loss.update(self._loss(x, targets).total * len(x), len(x))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_loss.update_count:
+            self.log("val_loss", self.val_loss.compute(), prog_bar=True, sync_dist=False)
+
+    def on_fit_start(self) -> None:
+        self._epoch_mark = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        now = time.perf_counter()
+        row = {
+            "epoch": self.current_epoch + 1,
+            "epoch_seconds": now - getattr(self, "_epoch_mark", now),
+            "train_loss": float(self.train_loss.compute()),
+            "lr": float(self.trainer.optimizers[0].param_groups[0]["lr"]),
+        }
+        self._epoch_mark = now
+        if self.val_loss.update_count:
+            row["val_loss"] = float(self.val_loss.compute())
+        self.history.append(row)
+        self.log("train_loss", row["train_loss"], prog_bar=True)
+        for metric in (self.train_loss, self.val_loss):
+            metric.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self._test_preds, self._test_targets = [], []
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, targets = batch
+        preds = postprocess(self.model(x).float())
+        truth = as_target_dicts(targets)
+        self.test_metrics["map"].update(preds, truth)
+        self._test_preds += [{k: v.cpu() for k, v in p.items()} for p in preds]
+        self._test_targets += [{k: v.cpu() for k, v in t.items()} for t in truth]
+
+    def on_test_epoch_end(self) -> None:
+        ap = self.test_metrics["map"].compute()
+        self.test_metrics["map"].reset()
+        counts = matched_counts(self._test_preds, self._test_targets, self.num_classes)
+        confusion, missed = face_confusion(self._test_preds, self._test_targets, self.num_classes)
+        faces = int(sum(len(t["labels"]) > 0 for t in self._test_targets))
+        self.test_results = {
+            "map50": float(ap["map_50"]),
+            "map50_95": float(ap["map"]),
+            **recall_precision_f1(counts),
+            # the expression named for each face by the best detection on it, over all faces (a miss is wrong)
+            "accuracy": float(confusion.diag().sum()) / max(faces, 1),
+            "faces_missed": missed,
+            "fps": self._frames_per_second(),
+            "confusion": confusion,
+        }
+
+    def _frames_per_second(self) -> float:
+        """Batch 1, network + decoding + NMS, on the device the test ran on (warm-up excluded), as the paper's
+        frame rate. Measured here because Lightning moves the module back to the CPU after testing."""
+        pipeline = DetectionPipeline(self.model)
+        fps = frames_per_second(pipeline, self.input_size, self.in_chans, str(self.device), self.fps_seconds)
+        self.model.eval()
+        return round(fps, 1)
+
+    def test_row(self, classes: list[str]) -> dict[str, float]:
+        """The record's metric columns (the confusion matrix is written on its own)."""
+        row = {k: v for k, v in self.test_results.items() if k != "confusion"}
+        row["score_threshold"] = SCORE_THRESHOLD
+        row["size_kb"] = math.ceil(sum(p.numel() for p in self.model.parameters()) * 4 / 1024)
+        matrix = self.test_results["confusion"]
+        totals = matrix.sum(1).clamp(min=1)
+        row.update({f"recall_{c}": float(matrix[i, i] / totals[i]) for i, c in enumerate(classes)})
+        return row
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = build_optimizer(self.optim_cfg, params)
+        scheduler = build_scheduler(self.optim_cfg, optimizer, self.max_epochs)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ferbench_history"] = list(self.history)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("ferbench_history", []))
+
+
+# ------------------------------------------------------------------------------------------------ factory
+
+
+def is_detection(cfg: Any) -> bool:
+    """The model config says which task it trains (``task: detection``); classification otherwise."""
+    return cfg.model.get("task", "classification") == "detection"
+
+
+def detection_targets(cfg: Any, source: Any, keep: Any, labels: Any) -> tuple[list, dict[str, int]]:
+    """Per kept image its (K, 5) targets at the model's input size, and the box counts for the record."""
+    from pathlib import Path
+
+    from ferbench.data.boxes import face_boxes
+
+    if cfg.data.get("face_crop", False):
+        raise ConfigError("data.face_crop=true crops each image to its face: a detector needs the whole image")
+    boxes = face_boxes(
+        source, keep, Path(cfg.cache_dir) if cfg.get("cache_dir") else None, cfg.data.get("boxes") or None
+    )
+    return boxes.targets(labels, int(cfg.model.input_size)), boxes.counts
+
+
+def detection_parts(
+    cfg: Any, model: nn.Module, fold: Any, images: Any, targets: list, num_classes: int, pin_memory: bool
+) -> tuple[DetectionModule, Any]:
+    """The LightningModule and data module ``run.train_fold`` fits for a detector."""
+    from ferbench.data.detection_transforms import DetectionDataModule, MosaicMixup, build_box_augmentation
+
+    module = DetectionModule(
+        model, cfg.optim, num_classes, cfg.trainer.max_epochs, cfg.model.input_size, cfg.model.in_chans
+    )
+    datamodule = DetectionDataModule(
+        images,
+        targets,
+        fold,
+        build_box_augmentation(cfg.aug.train),
+        MosaicMixup.from_config(cfg.aug.get("detection")),
+        batch_size=cfg.trainer.batch_size,
+        num_workers=cfg.trainer.num_workers,
+        pin_memory=pin_memory,
+        seed=cfg.seed,
+    )
+    return module, datamodule
