@@ -32,6 +32,7 @@ from ferbench.models.heads import HEADS
 from ferbench.models.profile import count_macs
 from ferbench.results import record as rec
 from ferbench.results.atomic import write_atomic, write_text
+from ferbench.results.leakage import write_run_leakage
 from ferbench.training.losses import build_loss
 from ferbench.training.metrics import flatten
 from ferbench.training.module import FERModule
@@ -182,6 +183,7 @@ def _train_run(cfg: DictConfig, run_id: str, run_dir: Path) -> rec.RunRecord:
     folds = protocol_folds(make_folds(samples, cfg.split.name, cfg.seed, **split_params), cfg.protocol)
     if primary:
         save_split(run_dir, samples, folds)
+        write_run_leakage(run_dir, samples, folds, prepared, cfg)
 
     skipped = {**source.skipped, **prepared.skipped}
     rows = []
