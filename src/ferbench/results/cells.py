@@ -153,10 +153,16 @@ def aggregate_cell(cell, spec: TableSpec, results_dir: Path) -> CellResult:
     result.protocol = f"split={first['split']}, folds={result.n_folds}, protocol={first['protocol']}"
     result.pairs = tuple(pairs) if len(pairs) == len(values) else ()
     result.split = str(first["split"])
-    both = pd.concat(rows)
-    result.test_train_ratio = float((both["n_test"] / (both["n_train"] + both["n_val"])).mean())
+    result.test_train_ratio = test_train_ratio(pd.concat(rows))
     result.leakage = read_leakage(run_dirs)
     return result
+
+
+def test_train_ratio(metrics: pd.DataFrame) -> float:
+    """Mean n_test / (n_train + n_val) over fold rows; 0 where a record lacks the counts."""
+    if not {"n_test", "n_train", "n_val"} <= set(metrics.columns):
+        return 0.0
+    return float((metrics["n_test"] / (metrics["n_train"] + metrics["n_val"]).clip(lower=1)).mean())
 
 
 def pair_keys(run_dir: Path, metrics: pd.DataFrame) -> list[tuple[int, int, str]]:
@@ -169,7 +175,9 @@ def pair_keys(run_dir: Path, metrics: pd.DataFrame) -> list[tuple[int, int, str]
     out = []
     for _, row in metrics.iterrows():
         test = tests.get(int(row["fold"]))
-        digest = "" if test is None else hashlib.sha1(f"{row['data']}".encode() + test.tobytes()).hexdigest()[:12]
+        digest = (
+            "" if test is None else hashlib.sha1(f"{row.get('data', '')}".encode() + test.tobytes()).hexdigest()[:12]
+        )
         out.append((int(row["seed"]), int(row["fold"]), digest))
     return out
 

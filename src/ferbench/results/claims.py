@@ -72,9 +72,16 @@ def _why_not(better: CellResult, than: CellResult, metric: str | None) -> str:
     if metric and better.metric != metric:
         return f"the table's cells hold {better.metric}, the claim is about {metric}"
     idle = [c for c in (better, than) if c.status not in ("ours", "failed") or c.n == 0]
-    if idle:
-        return "; ".join(f"{c.row_label} / {c.column_label}: {c.status if c.n == 0 else 'no runs'}" for c in idle)
-    return ""
+    return "; ".join(f"{c.row_label} / {c.column_label}: {IDLE.get(c.status, c.status)}" for c in idle)
+
+
+IDLE = {
+    "cited": "a cited figure (another paper's run), not testable here",
+    "no data": "no data",
+    "not run": "not run yet",
+    "failed": "failed",
+    "paper only": "the paper's figure only",
+}
 
 
 def judge_claims(spec: TableSpec, cells: Sequence[CellResult]) -> list[ClaimResult]:
@@ -97,9 +104,14 @@ def judge_claims(spec: TableSpec, cells: Sequence[CellResult]) -> list[ClaimResu
     return results
 
 
-def points_factor(spec: TableSpec) -> float | None:
-    """Factor from the table's values to percentage points, for fraction metrics (None: print as is)."""
-    return 100 / spec.paper_scale if is_fraction(spec.metric) else None
+def points_factor(metric: str, scale: float) -> float | None:
+    """Factor from a cell's values to percentage points, for fraction metrics (None: print as is)."""
+    return 100 / scale if is_fraction(metric) else None
+
+
+def _points(result: ClaimResult, scale: float) -> float | None:
+    cell = result.better or result.than
+    return points_factor(cell.metric, scale) if cell is not None else None
 
 
 def _number(value: float, points: float | None) -> str:
@@ -116,6 +128,11 @@ def needed_text(result: ClaimResult) -> str:
         return "none: below the floor the overlap of training sets sets (n2/n1), at any number of repetitions"
     unit = "pairs (seed × fold)" if result.test and result.test.paired else "runs per cell"
     return f"≈ {int(n)} {unit}"
+
+
+def claim_lines(spec: TableSpec, results: Sequence[ClaimResult]) -> list[str]:
+    """The table's claims with their verdicts, in the order the YAML lists them."""
+    return [verdict_line(r, _points(r, spec.paper_scale)) for r in results]
 
 
 def verdict_line(result: ClaimResult, points: float | None) -> str:
@@ -155,6 +172,7 @@ CLAIM_COLUMNS = (
     "p",
     "holm_p",
     "wilcoxon_p",
+    "difference",
     "needed",
     "why_not",
     "text",
@@ -163,7 +181,6 @@ CLAIM_COLUMNS = (
 
 def claims_frame_rows(spec: TableSpec, results: Sequence[ClaimResult]) -> list[dict]:
     """Flat rows for ``<table>.claims.csv``: what the report and claims.md read."""
-    points = points_factor(spec)
     rows = []
     for r in results:
         t = r.test
@@ -183,9 +200,10 @@ def claims_frame_rows(spec: TableSpec, results: Sequence[ClaimResult]) -> list[d
                 "p": t.p_value if t else math.nan,
                 "holm_p": r.adjusted_p,
                 "wilcoxon_p": t.wilcoxon_p if t else math.nan,
+                "difference": _number(t.mean_diff, _points(r, spec.paper_scale)) if t else "",
                 "needed": needed_text(r) if r.verdict == "inconclusive" else "",
                 "why_not": r.why_not,
-                "text": verdict_line(r, points),
+                "text": verdict_line(r, _points(r, spec.paper_scale)),
             }
         )
     return rows

@@ -14,14 +14,7 @@ import pandas as pd
 
 from ferbench.results.atomic import write_csv, write_text
 from ferbench.results.cells import CellResult, is_fraction, t_test
-from ferbench.results.claims import (
-    CLAIM_COLUMNS,
-    ClaimResult,
-    claims_frame_rows,
-    judge_claims,
-    points_factor,
-    verdict_line,
-)
+from ferbench.results.claims import CLAIM_COLUMNS, claim_lines, claims_frame_rows, judge_claims
 from ferbench.results.leakage import describe
 from ferbench.results.spec import TableSpec
 
@@ -138,11 +131,6 @@ def leakage_notes(cells: Sequence[CellResult]) -> list[str]:
         f"leakage, {column} ({', '.join(rows)}): {text}, summed over folds and runs."
         for (column, text), rows in seen.items()
     ]
-
-
-def claim_lines(spec: TableSpec, results: Sequence[ClaimResult]) -> list[str]:
-    """The table's claims with their verdicts, in the order the YAML lists them."""
-    return [verdict_line(r, points_factor(spec)) for r in results]
 
 
 def claims_markdown(lines: Sequence[str]) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ferbench.results.atomic import write_text
-from ferbench.results.spec import all_specs
+from ferbench.results.spec import TableSpec, all_specs
 
 
 def write_reports(papers: Iterable[str], extra: Sequence[str] = ()) -> list[Path]:
@@ -58,10 +58,10 @@ def claims_section(results_dir: Path, paper: str, tables: Sequence[str]) -> list
     return lines
 
 
-def write_claims_page(results_dir: Path) -> Path:
+def write_claims_page(results_dir: Path, specs: Sequence[TableSpec] | None = None) -> Path:
     """``report/claims.md``: one page across papers, one line per claim and column, from the rendered tables."""
     rows = []
-    for spec in all_specs():
+    for spec in all_specs() if specs is None else specs:
         claims = read_claims(results_dir, spec.paper, [spec.table])
         rows += claims.to_dict("records")
     lines = [
@@ -86,13 +86,9 @@ def write_claims_page(results_dir: Path) -> Path:
         for r in rows:
             lines.append(
                 f"| {r['paper']} | {r['table']} | {r['claim']} | {r['where']} | {r['verdict']} | "
-                f"{_signed(r['mean_diff'])} | {_p(r['holm_p'])} | {r['n']} | {r['source']} |"
+                f"{r['difference'] or '—'} | {_p(r['holm_p'])} | {r['n']} | {r['source']} |"
             )
     return write_text(Path(results_dir) / "report" / "claims.md", "\n".join(lines) + "\n")
-
-
-def _signed(value) -> str:
-    return "—" if value in ("", None) or pd.isna(value) else f"{float(value):+.4g}"
 
 
 def _p(value) -> str:
