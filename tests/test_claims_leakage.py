@@ -151,3 +151,19 @@ def test_leakage_command_writes_the_named_keys(tmp_path, capsys):
     main(["leakage", *common, "split=subject_kfold", "split.k=3", "split.val_ratio=0", "--out", str(out)])
     figures = json.loads(out.read_text())
     assert figures["test_images"] == 13 and figures["subject_overlap"] == 0 and figures["sequence_overlap"] == 0
+
+
+def test_only_takes_a_row_column_cell(tmp_path, monkeypatch):
+    """``--only baseline:ckplus_sot`` trains that one cell (the select-on-test measurement), not its row or column."""
+    import ferbench.tables as tables
+
+    spec = _spec(
+        tmp_path,
+        {**TABLE, "base": ["data=synthetic"], "profiles": {"smoke": []}, "columns": [{"key": "c"}, {"key": "d"}]},
+    )
+    trained: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        tables, "train_missing", lambda cells, _progress=None: trained.extend(c.key for c in cells) or {}
+    )
+    tables.build_table(spec, "smoke", [f"results_dir={tmp_path / 'r'}"], only=["new:d"])
+    assert trained == [("new", "d")]

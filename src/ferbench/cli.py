@@ -168,7 +168,9 @@ def _table(argv: list[str]) -> None:
     parser.add_argument("targets", nargs="+", help="all | <paper> | <paper>/<table>, then profile=... and overrides")
     parser.add_argument("--render-only", action="store_true", help="only render from existing run records")
     parser.add_argument(
-        "--only", default="", help="comma-separated row or column keys: train only those cells (render all)"
+        "--only",
+        default="",
+        help="comma-separated row or column keys, or row:column cells: train only those (render all)",
     )
     parser.add_argument("--seeds", default="", help="comma-separated seeds instead of the table's own (e.g. 0)")
     args = parser.parse_intermixed_args(argv)

@@ -120,6 +120,22 @@ def print_table_outcome(outcome) -> None:
     )
     for run_id, reason in outcome.failures.items():
         console.print(f"  failed {run_id}: {reason}")
+    print_claims(outcome.paths.get("claims"))
+
+
+def print_claims(path) -> None:
+    """The table's claims and verdicts, as rendered into ``<table>.claims.csv`` (nothing when it has none)."""
+    import pandas as pd
+
+    if path is None or not path.is_file() or not path.stat().st_size:
+        return
+    claims = pd.read_csv(path, keep_default_na=False)
+    if claims.empty:
+        return
+    tally = ", ".join(f"{n} {v}" for v, n in claims["verdict"].value_counts().items())
+    console.print(f"claims ({tally}):", markup=False)
+    for text in claims["text"]:
+        console.print(f"  - {text.replace('**', '').replace('*', '')}", markup=False, highlight=False)
 
 
 def print_profile(cfg, report: dict[str, float], layers, device: str) -> None:

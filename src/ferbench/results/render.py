@@ -178,7 +178,9 @@ def write_table(
         base.with_suffix(".md"), to_markdown(spec, table, notes) + claims_markdown(claim_lines(spec, judged))
     )
     csv = write_csv(base.with_suffix(".csv"), cells_frame(cells, spec.paper_scale))
-    write_csv(base.with_suffix(".claims.csv"), pd.DataFrame(claims_frame_rows(spec, judged), columns=CLAIM_COLUMNS))
+    claims = write_csv(
+        base.with_suffix(".claims.csv"), pd.DataFrame(claims_frame_rows(spec, judged), columns=CLAIM_COLUMNS)
+    )
     latex = table.to_latex(escape=True, caption=f"{spec.title} (ours (paper, $\\Delta$))")
     tex = write_text(base.with_suffix(".tex"), latex)
-    return {"md": md, "csv": csv, "tex": tex}
+    return {"md": md, "csv": csv, "tex": tex, "claims": claims}
