@@ -12,6 +12,7 @@ import yaml
 
 from ferbench.cli import main
 from ferbench.errors import ConfigError
+from ferbench.report import print_claims
 from ferbench.results.cells import aggregate_cell
 from ferbench.results.leakage import KEYS, LEAKAGE_FILE
 from ferbench.results.render import write_table
@@ -91,7 +92,7 @@ def _record(results: Path, run_id: str, accuracies: list[float], seed: int, leak
         (d / LEAKAGE_FILE).write_text(json.dumps(leakage))
 
 
-def test_verdicts_and_leakage_render_under_the_table_and_in_the_reports(tmp_path):
+def test_verdicts_and_leakage_render_under_the_table_and_in_the_reports(tmp_path, capsys):
     spec = _spec(tmp_path, TABLE)
     results = tmp_path / "results"
     leak = {
@@ -116,6 +117,9 @@ def test_verdicts_and_leakage_render_under_the_table_and_in_the_reports(tmp_path
     assert "**Claims**" in md and "*holds*" in md and "paired t" in md and "Sec. 2" in md
     assert "+5.40 pt" in md  # mean of 0.05 + 0.002 * (0..4), in points
     assert "150 test images: 150 share a subject" in md and "25 have a near-duplicate there (5 exact)" in md
+    print_claims(paths["claims"])
+    printed = capsys.readouterr().out
+    assert "claims (1 holds):" in printed and "new > base (C; paper: Sec. 2): holds" in printed
     claims = pd.read_csv(results / "tables" / "paperx" / "t1.claims.csv")
     assert claims.loc[0, "verdict"] == "holds" and claims.loc[0, "n"] == 5
     section = "\n".join(claims_section(results, "paperx", ["t1"]))
