@@ -131,3 +131,14 @@ def test_runs_needed_has_a_floor_under_the_corrected_test():
 
     result = ClaimResult(Claim("a", "b", "s", columns=("c",)), "c", "C", None, None, tiny, 1.0, "inconclusive")
     assert needed_text(result).startswith("none")
+
+
+def test_pairs_without_spread_are_inconclusive_not_p_zero():
+    """scipy gives t = inf, p = 0 when every difference is equal (two synthetic seeds each 1 image worse)."""
+    flat = st.compare_paired([-0.0071, -0.0071], 0.0, resampled=False)
+    assert math.isnan(flat.p_value) and flat.ci_low == flat.ci_high == pytest.approx(-0.0071)
+    assert st.verdict(flat, st.holm([flat.p_value])[0]) == "inconclusive"
+    from ferbench.results.claims import ClaimResult
+
+    result = ClaimResult(Claim("a", "b", "s", columns=("c",)), "c", "C", None, None, flat, math.nan, "inconclusive")
+    assert needed_text(result).startswith("unknown: every pair differs by the same amount")

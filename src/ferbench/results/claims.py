@@ -122,10 +122,15 @@ def _number(value: float, points: float | None) -> str:
 def needed_text(result: ClaimResult) -> str:
     """'≈ 40 pairs' / 'no number of repetitions' / 'no difference observed', at the observed effect and spread."""
     n = result.needed
+    if result.test is not None and result.test.sd_diff == 0:
+        return "unknown: every pair differs by the same amount, so there is no spread to test against (more seeds)"
     if math.isnan(n):
         return "no difference observed"
     if math.isinf(n):
-        return "none: below the floor the overlap of training sets sets (n2/n1), at any number of repetitions"
+        return (
+            "none: the corrected test's variance never falls below n2/n1 (the folds' training sets overlap), "
+            "and this effect is below that floor at any number of repetitions"
+        )
     unit = "pairs (seed × fold)" if result.test and result.test.paired else "runs per cell"
     return f"≈ {int(n)} {unit}"
 

@@ -96,8 +96,12 @@ def mean_ci(diffs: Sequence[float], se: float | None = None, level: float = 0.95
 def compare_paired(diffs: Sequence[float], test_train_ratio: float, resampled: bool) -> TestResult:
     """The verdict's test over matched pairs: corrected resampled t where the data were resampled, else paired t."""
     d = np.asarray(diffs, dtype=float)
-    t_plain, p_plain = paired_t(d) if len(d) > 1 else (math.nan, math.nan)
     sd = float(np.std(d, ddof=1)) if len(d) > 1 else math.nan
+    if sd == 0:  # every pair differs by the same amount: no spread, the t statistic is undefined (not p = 0)
+        mean = float(d.mean())
+        name = "corrected resampled t" if resampled else "paired t"
+        return TestResult(name, len(d), mean, 0.0, math.nan, math.nan, mean, mean, math.nan, math.nan, test_train_ratio)
+    t_plain, p_plain = paired_t(d) if len(d) > 1 else (math.nan, math.nan)
     if resampled:
         t, p, se = corrected_resampled_t(d, test_train_ratio)
         low, high = mean_ci(d, se)
@@ -160,13 +164,13 @@ def pairs_needed(result: TestResult, alpha: float = ALPHA, power: float = POWER)
 
     Normal approximation: n = ((z_(1-alpha/2) + z_power) * sd / |mean|)^2 for the paired tests; for the
     corrected test the variance factor is 1/n + n2/n1, which never falls below n2/n1, so an effect that
-    small is out of reach at any number of repetitions (returned as inf). NaN when no difference was seen.
+    small is out of reach at any number of repetitions (returned as inf). NaN when no difference or no spread was seen.
     """
     if not (math.isfinite(result.mean_diff) and math.isfinite(result.sd_diff)) or result.mean_diff == 0:
         return math.nan
     z = float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
     if result.sd_diff == 0:
-        return 2.0
+        return math.nan
     ratio = (result.mean_diff / (z * result.sd_diff)) ** 2
     if not result.paired:  # two groups of n each: variance 2 sd^2 / n
         return math.ceil(2 / ratio)
