@@ -123,8 +123,14 @@ def test_runs_needed_has_a_floor_under_the_corrected_test():
     tiny = st.compare_paired([0.001, -0.002, 0.003, 0.0, 0.002], test_train_ratio=0.25, resampled=True)
     assert math.isinf(st.pairs_needed(tiny))
     plain = st.compare_paired([0.001, -0.002, 0.003, 0.0, 0.002], test_train_ratio=0.25, resampled=False)
+    n = st.pairs_needed(plain)
+
+    def reaches(k: float) -> bool:  # the t-based rule, by hand
+        return plain.mean_diff / (plain.sd_diff / math.sqrt(k)) >= stats.t.ppf(0.975, k - 1) + stats.norm.ppf(0.8)
+
+    assert reaches(n) and not reaches(n - 1)
     z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
-    assert st.pairs_needed(plain) == math.ceil((z * plain.sd_diff / plain.mean_diff) ** 2)
+    assert n >= math.ceil((z * plain.sd_diff / plain.mean_diff) ** 2)  # t quantiles need at least the normal n
     flat = st.compare_paired([0.0, 0.0, 0.0], 0.0, resampled=False)
     assert st.verdict(flat, math.nan) == "inconclusive"
     from ferbench.results.claims import ClaimResult

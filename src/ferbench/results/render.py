@@ -6,6 +6,7 @@ Every cell reads ``ours (paper, Δ)``; cited rows read ``cited: <paper>``; absen
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -127,10 +128,12 @@ def leakage_notes(cells: Sequence[CellResult]) -> list[str]:
         if cell.leakage is not None:
             key = (cell.column_label, describe(cell.leakage))
             seen.setdefault(key, []).append(cell.row_label)
-    return [
-        f"leakage, {column} ({', '.join(rows)}): {text}, summed over folds and runs."
-        for (column, text), rows in seen.items()
-    ]
+    per_column = Counter(column for column, _ in seen)
+    notes = []
+    for (column, text), rows in seen.items():
+        which = f" ({', '.join(rows)})" if per_column[column] > 1 else ""  # rows only where they differ
+        notes.append(f"leakage, {column}{which}: {text}, summed over folds and runs.")
+    return notes
 
 
 def claims_markdown(lines: Sequence[str]) -> str:

@@ -159,22 +159,29 @@ def verdict(result: TestResult | None, adjusted_p: float) -> Verdict:
     return "inconclusive"
 
 
-def pairs_needed(result: TestResult, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Pairs at which the observed mean difference and spread would reach ``alpha`` with ``power``.
+MAX_RUNS = 100_000
 
-    Normal approximation: n = ((z_(1-alpha/2) + z_power) * sd / |mean|)^2 for the paired tests; for the
-    corrected test the variance factor is 1/n + n2/n1, which never falls below n2/n1, so an effect that
-    small is out of reach at any number of repetitions (returned as inf). NaN when no difference or no spread was seen.
+
+def pairs_needed(result: TestResult, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Pairs (or runs per cell, unpaired) at which the observed mean difference and spread reach ``alpha`` with
+    ``power``: the smallest n with |mean| / se(n) >= t_(1-alpha/2, df) + z_power.
+
+    se(n) = sd * sqrt(f(n)): f = 1/n (paired t), 1/n + n2/n1 (corrected resampled t), 2/n (Welch, df 2n - 2).
+    Under the corrected test f never falls below n2/n1, so an effect below that floor is out of reach at any
+    number of repetitions (inf). NaN when no difference or no spread was seen.
     """
-    if not (math.isfinite(result.mean_diff) and math.isfinite(result.sd_diff)) or result.mean_diff == 0:
+    mean, sd = abs(result.mean_diff), result.sd_diff
+    if not (math.isfinite(mean) and math.isfinite(sd)) or mean == 0 or sd == 0:
         return math.nan
-    z = float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
-    if result.sd_diff == 0:
-        return math.nan
-    ratio = (result.mean_diff / (z * result.sd_diff)) ** 2
-    if not result.paired:  # two groups of n each: variance 2 sd^2 / n
-        return math.ceil(2 / ratio)
-    if result.test == "corrected resampled t":
-        room = ratio - result.test_train_ratio
-        return math.inf if room <= 0 else float(math.ceil(1 / room))
-    return float(math.ceil(1 / ratio))
+    z_power = float(stats.norm.ppf(power))
+    n = np.arange(2, MAX_RUNS + 1, dtype=float)
+    if not result.paired:
+        factor, df = 2 / n, 2 * n - 2
+    elif result.test == "corrected resampled t":
+        if mean / (sd * math.sqrt(result.test_train_ratio)) <= float(stats.norm.ppf(1 - alpha / 2)) + z_power:
+            return math.inf
+        factor, df = 1 / n + result.test_train_ratio, n - 1
+    else:
+        factor, df = 1 / n, n - 1
+    reached = mean / (sd * np.sqrt(factor)) >= stats.t.ppf(1 - alpha / 2, df) + z_power
+    return float(n[np.argmax(reached)]) if reached.any() else math.inf
