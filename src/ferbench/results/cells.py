@@ -159,10 +159,12 @@ def aggregate_cell(cell, spec: TableSpec, results_dir: Path) -> CellResult:
 
 
 def test_train_ratio(metrics: pd.DataFrame) -> float:
-    """Mean n_test / (n_train + n_val) over fold rows; 0 where a record lacks the counts."""
+    """Mean n_test / (n_train + n_val) over fold rows (n2/n1); 0 where a record lacks the counts."""
     if not {"n_test", "n_train", "n_val"} <= set(metrics.columns):
         return 0.0
-    return float((metrics["n_test"] / (metrics["n_train"] + metrics["n_val"]).clip(lower=1)).mean())
+    on_test = metrics["protocol"].eq("select_on_test") if "protocol" in metrics else False
+    training = metrics["n_train"] + metrics["n_val"].where(~on_test, 0)  # under select_on_test val *is* test
+    return float((metrics["n_test"] / training.clip(lower=1)).mean())
 
 
 def pair_keys(run_dir: Path, metrics: pd.DataFrame) -> list[tuple[int, int, str]]:
