@@ -3,6 +3,7 @@
 ferbench run [group=choice ...] [key=value ...] [-m]   one run, or a Hydra sweep with -m
 ferbench datasets [--data-root DIR]                    every data set: where, present, counts
 ferbench table <paper>/<table>|<paper>|all [profile=smoke|paper] [--render-only] [key=value ...]
+ferbench leakage [--out F.json] [--grid F.png] [key=value ...]   train/test overlap of a config's split
 ferbench bench [--cases a,b] [--steps N] [--batch-size B] [--device auto|cpu|cuda] [--quick]
                [--concurrent 1,2,4] [--pack 1,8,32] [--out FILE] [key=value ...]
                                                        speed: ferbench vs a plain PyTorch loop; packed vs solo
@@ -33,6 +34,7 @@ commands:
   datasets  list every data set: where ferbench looks, whether it is there, images per class and split
   profile   parameters, multiply-adds, size, activation memory and fps of one configured model
   table     train a paper table's missing cells, then render it beside the paper's figures
+  leakage   subject / sequence / duplicate-image overlap between train and test of a split (no training)
   bench     training/evaluation images/s of ferbench beside a hand-written PyTorch loop (CSV + table)
 
 `ferbench run --help` shows the config groups and their choices; `ferbench run --cfg job` prints the config.
@@ -229,7 +231,9 @@ def _table(argv: list[str]) -> None:
     parser.add_argument("targets", nargs="+", help="all | <paper> | <paper>/<table>, then profile=... and overrides")
     parser.add_argument("--render-only", action="store_true", help="only render from existing run records")
     parser.add_argument(
-        "--only", default="", help="comma-separated row or column keys: train only those cells (render all)"
+        "--only",
+        default="",
+        help="comma-separated row or column keys, or row:column cells: train only those (render all)",
     )
     parser.add_argument("--seeds", default="", help="comma-separated seeds instead of the table's own (e.g. 0)")
     args = parser.parse_intermixed_args(argv)
@@ -396,7 +400,40 @@ def _profile(argv: list[str]) -> None:
     print_profile(cfg, profile_report(model, size, chans, args.device), layers, args.device)
 
 
-COMMANDS = {"run": _hydra_run, "datasets": _datasets, "table": _table, "bench": _bench, "profile": _profile}
+def _leakage(argv: list[str]) -> None:
+    """``ferbench leakage data=ckplus split=holdout``: overlap figures, examples as an image grid, ``--out`` JSON."""
+    import json
+
+    from ferbench.config import compose_config
+    from ferbench.leakage import draw_grid, examples, scan
+    from ferbench.report import print_leakage
+    from ferbench.results.atomic import write_text
+
+    parser = argparse.ArgumentParser(prog="ferbench leakage", description="train/test overlap of a split")
+    parser.add_argument("overrides", nargs="*", help="config overrides: data=ckplus split=holdout split.ratio=0.1")
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON (summed over folds)")
+    parser.add_argument(
+        "--grid", type=Path, default=None, help="examples PNG (default results/leakage/<data>-<split>.png)"
+    )
+    parser.add_argument("--examples", type=int, default=8, help="leaking test images shown in the grid")
+    args = parser.parse_args(argv)
+    cfg = compose_config(args.overrides)
+    found = scan(cfg)
+    grid = args.grid or Path(cfg.results_dir) / "leakage" / f"{cfg.data.name}-{cfg.split.name}-s{cfg.seed}.png"
+    drawn = draw_grid(found, examples(found, args.examples), grid)
+    if args.out:
+        write_text(args.out, json.dumps(found.figures, indent=1))
+    print_leakage(found.figures, drawn, args.out)
+
+
+COMMANDS = {
+    "run": _hydra_run,
+    "datasets": _datasets,
+    "table": _table,
+    "bench": _bench,
+    "profile": _profile,
+    "leakage": _leakage,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -124,6 +124,22 @@ def print_table_outcome(outcome) -> None:
     )
     for run_id, reason in outcome.failures.items():
         console.print(f"  failed {run_id}: {reason}")
+    print_claims(outcome.paths.get("claims"))
+
+
+def print_claims(path) -> None:
+    """The table's claims and verdicts, as rendered into ``<table>.claims.csv`` (nothing when it has none)."""
+    import pandas as pd
+
+    if path is None or not path.is_file() or not path.stat().st_size:
+        return
+    claims = pd.read_csv(path, keep_default_na=False)
+    if claims.empty:
+        return
+    tally = ", ".join(f"{n} {v}" for v, n in claims["verdict"].value_counts().items())
+    console.print(f"claims ({tally}):", markup=False)
+    for text in claims["text"]:
+        console.print(f"  - {text.replace('**', '').replace('*', '')}", markup=False, highlight=False)
 
 
 def print_profile(cfg, report: dict[str, float], layers, device: str) -> None:
@@ -144,3 +160,25 @@ def print_profile(cfg, report: dict[str, float], layers, device: str) -> None:
         for _, row in layers.iterrows():
             per_layer.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row))
         console.print(per_layer)
+
+
+def print_leakage(figures: dict, grid, out) -> None:
+    """Overlap per fold, then the sums (the keys of ``--out``); None reads 'unknown' (no subjects recorded)."""
+    from ferbench.results.leakage import KEYS, describe
+
+    title = (
+        f"leakage: {figures['data']}, split {figures['split']}, seed {figures['seed']}, protocol {figures['protocol']}"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("fold", justify="right")
+    for key in KEYS:
+        table.add_column(key.replace("_", " "), justify="right")
+    rows = [*figures["folds"], {"fold": "sum", **{k: figures[k] for k in KEYS}}]
+    for row in rows:
+        table.add_row(str(row["fold"]), *("unknown" if row[k] is None else str(row[k]) for k in KEYS))
+    console.print(table)
+    console.print(describe(figures) + f" (pHash within {figures['threshold']} bits).")
+    if grid:
+        console.print(f"examples: {grid}")
+    if out:
+        console.print(f"written: {out}")

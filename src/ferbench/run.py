@@ -39,6 +39,7 @@ from ferbench.models.profile import count_macs
 from ferbench.results import record as rec
 from ferbench.results.atomic import write_atomic, write_csv, write_text
 from ferbench.results.integrity import set_aside_damaged_metrics
+from ferbench.results.leakage import write_run_leakage
 from ferbench.training.detection import detection_parts, detection_targets, is_detection
 from ferbench.training.metrics import flatten
 from ferbench.training.module import FERModule
@@ -150,6 +151,8 @@ class RunData:
     """path and reason of every image left out (``data.skip_corrupt``): written as the run's skipped.csv."""
     targets: list[np.ndarray] | None = None
     """A detector's face boxes with their labels, per image (``model.task=detection``); None to classify."""
+    cache_path: Path | None = None
+    """The preprocessed array's cache file (image hashes for leakage.json are kept beside it)."""
 
     @property
     def classes(self) -> list[str]:
@@ -163,14 +166,15 @@ def load_run_data(cfg: DictConfig, source: DataSource, fingerprint: str) -> RunD
     labels = samples["label"].to_numpy(dtype=np.int64)
     skipped_files = source.samples.loc[~prepared.keep, ["path"]].assign(reason="corrupt_images")
     skipped = {**source.skipped, **prepared.skipped}
-    images, targets = prepared.images, None
+    images, targets, cache_path = prepared.images, None, prepared.cache_path
     if is_detection(cfg):  # face boxes (cached beside the images); what was done where there was no one face
         targets, box_counts = detection_targets(cfg, source, prepared.keep, labels)
         skipped.update(box_counts)
     if cfg.split.get("copies", 1) > 1:  # split=paper_copies: paper 000's offline copies, before its random split
         samples, images, labels, targets = expand_copies(samples, images, labels, targets, cfg.split.copies, cfg.seed)
+        cache_path = None  # the copies are not the cached array: hash them afresh
     folds = run_folds(cfg, samples, labels)
-    return RunData(source, fingerprint, images, samples, labels, folds, skipped, skipped_files, targets)
+    return RunData(source, fingerprint, images, samples, labels, folds, skipped, skipped_files, targets, cache_path)
 
 
 DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -222,6 +226,7 @@ def _start_record(cfg: DictConfig, run_dir: Path, data: RunData, folds: list[Fol
     (run_dir / "failed.json").unlink(missing_ok=True)
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     save_split(run_dir, data.samples, folds)
+    write_run_leakage(run_dir, data.samples, folds, data, cfg)
     if len(data.skipped_files):
         write_csv(run_dir / "skipped.csv", data.skipped_files)
 

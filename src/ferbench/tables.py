@@ -266,7 +266,7 @@ def build_table(
         paths = kinds.render_static(spec, base_cfg, list(extra), out_dir)
         return TableOutcome(spec, [], paths, 0, {}, time.perf_counter() - started)
     cells = plan(spec, profile, extra, seeds)
-    chosen = [c for c in cells if not only or c.row.key in only or (c.column and c.column.key in only)]
+    chosen = [c for c in cells if not only or {c.row.key, c.key[1], ":".join(c.key)} & set(only)]
     todo = pending_runs(chosen)
     failures = {} if render_only else train_missing(chosen, on_progress)
     results = [aggregate_cell(cell, spec, results_dir) for cell in cells]

@@ -5,6 +5,7 @@ Reads records only; never trains. Each cell keeps its protocol (split, folds, se
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ferbench.results.leakage import read_leakage
 from ferbench.results.spec import StatTest, TableSpec
 
 FRACTION_METRICS = ("accuracy", "precision", "recall", "f1", "map", "map50", "map50_95")
@@ -44,6 +46,13 @@ class CellResult:
     data_used: str = ""
     substituted: str | None = None
     note: str = ""
+    pairs: tuple[tuple[int, int, str], ...] = ()
+    """(seed, fold, digest of that fold's test indices) per value: what pairs two cells' runs."""
+    split: str = ""
+    test_train_ratio: float = 0.0
+    """Test over training-side images of a fold (n2/n1 of the corrected resampled t-test)."""
+    leakage: dict | None = None
+    """Train/test overlap figures summed over the cell's runs and folds (``leakage.json``); None if unrecorded."""
 
     @property
     def n(self) -> int:
@@ -120,13 +129,17 @@ def aggregate_cell(cell, spec: TableSpec, results_dir: Path) -> CellResult:
     values: list[float] = []
     epochs: list[int] = []
     rows: list[pd.DataFrame] = []
+    pairs: list[tuple[int, int, str]] = []
+    run_dirs: list[Path] = []
     for run_id in cell.run_ids:
         run_dir = Path(results_dir) / "runs" / run_id
         if not (run_dir / "metrics.csv").is_file():
             continue
         values.extend(v * scale for v in run_values(run_dir, cell.metric))
         metrics = pd.read_csv(run_dir / "metrics.csv")
+        pairs.extend(pair_keys(run_dir, metrics))
         rows.append(metrics)
+        run_dirs.append(run_dir)
         epochs.extend(metrics["epochs_run"].astype(int))
     if not rows:
         if result.status == "ours":
@@ -140,7 +153,37 @@ def aggregate_cell(cell, spec: TableSpec, results_dir: Path) -> CellResult:
     result.max_epochs = int(first["max_epochs"])
     result.data_used = str(first["data"])
     result.protocol = f"split={first['split']}, folds={result.n_folds}, protocol={first['protocol']}"
+    result.pairs = tuple(pairs) if len(pairs) == len(values) else ()
+    result.split = str(first["split"])
+    result.test_train_ratio = test_train_ratio(pd.concat(rows))
+    result.leakage = read_leakage(run_dirs)
     return result
+
+
+def test_train_ratio(metrics: pd.DataFrame) -> float:
+    """Mean n_test / (n_train + n_val) over fold rows (n2/n1); 0 where a record lacks the counts."""
+    if not {"n_test", "n_train", "n_val"} <= set(metrics.columns):
+        return 0.0
+    on_test = metrics["protocol"].eq("select_on_test") if "protocol" in metrics else False
+    training = metrics["n_train"] + metrics["n_val"].where(~on_test, 0)  # under select_on_test val *is* test
+    return float((metrics["n_test"] / training.clip(lower=1)).mean())
+
+
+def pair_keys(run_dir: Path, metrics: pd.DataFrame) -> list[tuple[int, int, str]]:
+    """(seed, fold, test-index digest) per fold row: two runs pair only where they tested the same images."""
+    try:
+        with np.load(run_dir / "folds.npz") as folds:
+            tests = {int(k.removeprefix("test_")): folds[k] for k in folds.files if k.startswith("test_")}
+    except (OSError, ValueError):
+        tests = {}
+    out = []
+    for _, row in metrics.iterrows():
+        test = tests.get(int(row["fold"]))
+        digest = (
+            "" if test is None else hashlib.sha1(f"{row.get('data', '')}".encode() + test.tobytes()).hexdigest()[:12]
+        )
+        out.append((int(row["seed"]), int(row["fold"]), digest))
+    return out
 
 
 def t_test(cells: Sequence[CellResult], test: StatTest, column: str) -> tuple[float, float, int, int]:

@@ -6,6 +6,7 @@ Every cell reads ``ours (paper, Δ)``; cited rows read ``cited: <paper>``; absen
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -14,6 +15,8 @@ import pandas as pd
 
 from ferbench.results.atomic import write_csv, write_text
 from ferbench.results.cells import CellResult, is_fraction, t_test
+from ferbench.results.claims import CLAIM_COLUMNS, claim_lines, claims_frame_rows, judge_claims
+from ferbench.results.leakage import describe
 from ferbench.results.spec import TableSpec
 
 SYNTHETIC_MARK = "†"
@@ -95,6 +98,7 @@ def table_notes(
     for cell in cells:
         if cell.status == "failed":
             notes.append(f"failed: {cell.row_label} / {cell.column_label}: {cell.note}")
+    notes.extend(leakage_notes(cells))
     if any(c.status == "cited" for c in cells):
         notes.append("Rows marked *cited* are the paper's citations of other work, not reproduced here.")
     for test in spec.stats:
@@ -103,14 +107,43 @@ def table_notes(
             if n_a == n_b == 0:
                 continue  # nothing ran in that column ("no data" or not run): said elsewhere
             if math.isnan(p_value):
-                notes.append(f"t-test {test.name} ({column.label}): needs ≥ 2 runs per row (have {n_a}, {n_b}).")
+                notes.append(
+                    f"paper's test (independent t-test) {test.name} ({column.label}): "
+                    f"needs ≥ 2 runs per row (have {n_a}, {n_b})."
+                )
             else:
                 notes.append(
-                    f"t-test {test.name} ({column.label}, {test.b} vs {test.a}, {test.metric}): "
+                    f"paper's test (independent t-test, as the paper) {test.name} "
+                    f"({column.label}, {test.b} vs {test.a}, {test.metric}): "
                     f"t = {statistic:.3f}, p = {p_value:.3g} (n = {n_a}, {n_b})."
                 )
     notes.extend(spec.notes)
     return notes
+
+
+def leakage_notes(cells: Sequence[CellResult]) -> list[str]:
+    """Each column's train/test overlap, from its runs' ``leakage.json`` (one line per distinct figure set)."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for cell in cells:
+        if cell.leakage is not None:
+            key = (cell.column_label, describe(cell.leakage))
+            seen.setdefault(key, []).append(cell.row_label)
+    per_column = Counter(column for column, _ in seen)
+    notes = []
+    for (column, text), rows in seen.items():
+        which = f" ({', '.join(rows)})" if per_column[column] > 1 else ""  # rows only where they differ
+        notes.append(f"leakage, {column}{which}: {text}, summed over folds and runs.")
+    return notes
+
+
+def claims_markdown(lines: Sequence[str]) -> str:
+    if not lines:
+        return ""
+    header = (
+        "\n**Claims** (verdict: *holds* / *reversed* = significant in / against the claimed direction after Holm "
+        "over this table's claims, p < 0.05; paired over matched seed × fold runs):\n\n"
+    )
+    return header + "\n".join(f"- {line}" for line in lines) + "\n"
 
 
 def to_markdown(spec: TableSpec, table: pd.DataFrame, notes: Sequence[str]) -> str:
@@ -142,9 +175,15 @@ def write_table(
     """``<out_dir>/<paper>/<table>.{md,csv,tex}``; returns the paths. ``deviations``: the user's overrides."""
     table = grid(spec, cells)
     notes = table_notes(spec, cells, profile, deviations)
+    judged = judge_claims(spec, cells)
     base = Path(out_dir) / spec.paper / spec.table
-    md = write_text(base.with_suffix(".md"), to_markdown(spec, table, notes))
+    md = write_text(
+        base.with_suffix(".md"), to_markdown(spec, table, notes) + claims_markdown(claim_lines(spec, judged))
+    )
     csv = write_csv(base.with_suffix(".csv"), cells_frame(cells, spec.paper_scale))
+    claims = write_csv(
+        base.with_suffix(".claims.csv"), pd.DataFrame(claims_frame_rows(spec, judged), columns=CLAIM_COLUMNS)
+    )
     latex = table.to_latex(escape=True, caption=f"{spec.title} (ours (paper, $\\Delta$))")
     tex = write_text(base.with_suffix(".tex"), latex)
-    return {"md": md, "csv": csv, "tex": tex}
+    return {"md": md, "csv": csv, "tex": tex, "claims": claims}

@@ -30,6 +30,7 @@ TABLE_KEYS = {
     "classes",
     "overrides",
     "stats",
+    "claims",
     "figures",
     "paper_matrix",
 }
@@ -66,6 +67,33 @@ class StatTest:
     metric: str = "accuracy"
 
 
+CLAIM_KEYS = {"better", "than", "columns", "rows", "metric", "source", "lower_is_better"}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """'``better`` beats ``than``', as the paper states it (``source`` says where).
+
+    Between two rows in each of ``columns`` (an ablation's "X improves on Y"), or, with ``rows``, between
+    two columns in each of those rows (a protocol against another: select-on-test against validation).
+    """
+
+    better: str
+    than: str
+    source: str
+    columns: tuple[str, ...] = ()
+    rows: tuple[str, ...] = ()
+    metric: str | None = None
+    lower_is_better: bool = False
+
+    @property
+    def across_columns(self) -> bool:
+        return bool(self.rows)
+
+    def label(self) -> str:
+        return f"{self.better} {'<' if self.lower_is_better else '>'} {self.than}"
+
+
 @dataclass
 class TableSpec:
     paper: str
@@ -86,6 +114,7 @@ class TableSpec:
     overrides: tuple[str, ...] = ()
     paper_values: Any = None
     stats: tuple[StatTest, ...] = ()
+    claims: tuple[Claim, ...] = ()
     figures: tuple[dict, ...] = ()
 
     @property
@@ -147,7 +176,35 @@ def load_spec(path: Path) -> TableSpec:
         overrides=_strings(data.get("overrides")),
         paper_values=data.get("paper_matrix"),
         stats=stats,
+        claims=tuple(_claim(path, c, rows, columns) for c in data.get("claims") or ()),
         figures=tuple(dict(f) for f in data.get("figures") or ()),
+    )
+
+
+def _claim(path: Path, data: dict, rows: tuple[Row, ...], columns: tuple[Column, ...]) -> Claim:
+    """A claim names two rows and the columns it covers, or two columns and the rows; all must exist."""
+    where = f"{path}: claim {data.get('better', '?')} > {data.get('than', '?')}"
+    _check_keys(where, data, CLAIM_KEYS)
+    if not data.get("source"):
+        raise ConfigError(f"{where}: say where the paper claims it (source:)")
+    row_keys, column_keys = [r.key for r in rows], [c.key for c in columns]
+    across = "rows" in data
+    pair_from, over_from = (column_keys, row_keys) if across else (row_keys, column_keys)
+    over = _strings(data.get("rows" if across else "columns")) or tuple(over_from)
+    for key in (data.get("better"), data.get("than")):
+        if key not in pair_from:
+            raise ConfigError(f"{where}: '{key}' is not a {'column' if across else 'row'}; choose from {pair_from}")
+    unknown = [k for k in over if k not in over_from]
+    if unknown:
+        raise ConfigError(f"{where}: unknown {'rows' if across else 'columns'} {unknown}; choose from {over_from}")
+    return Claim(
+        better=str(data["better"]),
+        than=str(data["than"]),
+        source=str(data["source"]),
+        columns=() if across else over,
+        rows=over if across else (),
+        metric=data.get("metric"),
+        lower_is_better=bool(data.get("lower_is_better", False)),
     )
 
 

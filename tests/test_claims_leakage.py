@@ -1,0 +1,173 @@
+"""Claims in table files, verdicts rendered from records on disk, leakage per run and on the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ferbench.cli import main
+from ferbench.errors import ConfigError
+from ferbench.report import print_claims
+from ferbench.results.cells import aggregate_cell
+from ferbench.results.leakage import KEYS, LEAKAGE_FILE
+from ferbench.results.render import write_table
+from ferbench.results.report import claims_section, write_claims_page
+from ferbench.results.spec import load_spec
+from ferbench.run import run
+from ferbench.tables import CellPlan
+from fixtures_data import ck48
+
+TABLE = {
+    "paper": "paperx",
+    "table": "t1",
+    "title": "T1",
+    "metric": "accuracy",
+    "paper_scale": 100,
+    "columns": [{"key": "c", "label": "C"}],
+    "rows": [{"key": "base", "label": "Base"}, {"key": "new", "label": "New"}],
+    "claims": [{"better": "new", "than": "base", "source": "Sec. 2"}],
+}
+
+
+def _spec(tmp_path: Path, body: dict):
+    path = tmp_path / "paperx" / "t1.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(body))
+    return load_spec(path)
+
+
+def test_claims_parse_and_bad_ones_name_the_file(tmp_path):
+    spec = _spec(tmp_path, TABLE)
+    assert spec.claims[0].columns == ("c",) and spec.claims[0].label() == "new > base"
+    for bad, message in [
+        ({"better": "neww", "than": "base", "source": "x"}, "'neww' is not a row"),
+        ({"better": "new", "than": "base"}, "source"),
+        ({"better": "new", "than": "base", "source": "x", "columns": ["d"]}, "unknown columns"),
+        ({"better": "new", "than": "base", "source": "x", "wrong": 1}, "unknown key"),
+    ]:
+        with pytest.raises(ConfigError, match=message) as info:
+            _spec(tmp_path, {**TABLE, "claims": [bad]})
+        assert "t1.yaml" in str(info.value)
+    across = _spec(
+        tmp_path,
+        {
+            **TABLE,
+            "columns": [{"key": "c"}, {"key": "d"}],
+            "claims": [{"better": "d", "than": "c", "rows": ["new"], "source": "ferbench"}],
+        },
+    )
+    assert across.claims[0].across_columns and across.claims[0].rows == ("new",)
+
+
+def _record(results: Path, run_id: str, accuracies: list[float], seed: int, leakage: dict | None = None) -> None:
+    """A complete run on disk: metrics.csv per fold, folds.npz (the same test images per fold for every run)."""
+    d = results / "runs" / run_id
+    d.mkdir(parents=True)
+    rows = [
+        dict(
+            run_id=run_id,
+            seed=seed,
+            fold=k,
+            n_folds=len(accuracies),
+            split="official",
+            protocol="standard",
+            data="synthetic",
+            accuracy=a,
+            n_train=80,
+            n_val=10,
+            n_test=30,
+            epochs_run=3,
+            max_epochs=3,
+        )
+        for k, a in enumerate(accuracies)
+    ]
+    pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
+    np.savez(d / "folds.npz", **{f"test_{k}": np.arange(30) + k for k in range(len(accuracies))})
+    if leakage is not None:
+        (d / LEAKAGE_FILE).write_text(json.dumps(leakage))
+
+
+def test_verdicts_and_leakage_render_under_the_table_and_in_the_reports(tmp_path, capsys):
+    spec = _spec(tmp_path, TABLE)
+    results = tmp_path / "results"
+    leak = {
+        "test_images": 30,
+        "subject_overlap": 30,
+        "sequence_overlap": 12,
+        "exact_duplicates": 1,
+        "near_duplicates": 5,
+        "split": "official",
+    }
+    base = [0.60, 0.62, 0.61, 0.63, 0.60]
+    for seed, b in enumerate(base):
+        _record(results, f"base-s{seed}", [b], seed, leak)
+        _record(results, f"new-s{seed}", [b + 0.05 + 0.002 * seed], seed, leak)
+    cells = []
+    for row in spec.rows:
+        plan = CellPlan(row, spec.columns[0], "accuracy", "run", run_ids=[f"{row.key}-s{s}" for s in range(5)])
+        cells.append(aggregate_cell(plan, spec, results))
+    assert cells[1].pairs[0][:2] == (0, 0) and cells[1].leakage["subject_overlap"] == 150
+    paths = write_table(spec, cells, "smoke", results / "tables")
+    md = paths["md"].read_text()
+    assert "**Claims**" in md and "*holds*" in md and "paired t" in md and "Sec. 2" in md
+    assert "+5.40 pt" in md  # mean of 0.05 + 0.002 * (0..4), in points
+    assert "150 test images: 150 share a subject" in md and "25 have a near-duplicate there (5 exact)" in md
+    print_claims(paths["claims"])
+    printed = capsys.readouterr().out
+    assert "claims (1 holds):" in printed and "new > base (C; paper: Sec. 2): holds" in printed
+    claims = pd.read_csv(results / "tables" / "paperx" / "t1.claims.csv")
+    assert claims.loc[0, "verdict"] == "holds" and claims.loc[0, "n"] == 5
+    section = "\n".join(claims_section(results, "paperx", ["t1"]))
+    assert section.startswith("## Claims") and "1 holds" in section
+    page = write_claims_page(results, [spec]).read_text()
+    assert "| paperx | t1 | new > base | C | holds | +5.40 pt |" in page
+
+
+def test_every_run_writes_leakage_json_and_hashes_once(make_cfg):
+    cfg = make_cfg("split=kfold", "split.k=2")
+    record = run(cfg)
+    figures = json.loads((record.run_dir / LEAKAGE_FILE).read_text())
+    assert set(KEYS) <= set(figures) and len(figures["folds"]) == 2
+    n_samples = len(pd.read_csv(record.run_dir / "samples.csv.gz"))
+    assert figures["test_images"] == sum(f["test_images"] for f in figures["folds"]) == n_samples
+    cached = list(Path(cfg.cache_dir).glob("*.phash.npy"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    run(make_cfg("split=kfold", "split.k=3"))  # same data set, other split: the hashes are reused
+    assert cached[0].stat().st_mtime_ns == stamp
+
+
+def test_leakage_command_writes_the_named_keys(tmp_path, capsys):
+    root = ck48(tmp_path / "ck")
+    common = ["data=ckplus", f"data.root={root}", f"results_dir={tmp_path / 'r'}", f"cache_dir={tmp_path / 'c'}"]
+    out = tmp_path / "leak.json"
+    main(["leakage", *common, "split=kfold", "split.k=2", "split.val_ratio=0", "--out", str(out)])
+    figures = json.loads(out.read_text())
+    assert figures["test_images"] == 13
+    assert figures["subject_overlap"] > 0 and figures["sequence_overlap"] > 0
+    assert "subject overlap" in capsys.readouterr().out
+    assert (tmp_path / "r" / "leakage" / "ckplus-kfold-s0.png").is_file()
+    main(["leakage", *common, "split=subject_kfold", "split.k=3", "split.val_ratio=0", "--out", str(out)])
+    figures = json.loads(out.read_text())
+    assert figures["test_images"] == 13 and figures["subject_overlap"] == 0 and figures["sequence_overlap"] == 0
+
+
+def test_only_takes_a_row_column_cell(tmp_path, monkeypatch):
+    """``--only baseline:ckplus_sot`` trains that one cell (the select-on-test measurement), not its row or column."""
+    import ferbench.tables as tables
+
+    spec = _spec(
+        tmp_path,
+        {**TABLE, "base": ["data=synthetic"], "profiles": {"smoke": []}, "columns": [{"key": "c"}, {"key": "d"}]},
+    )
+    trained: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        tables, "train_missing", lambda cells, _progress=None: trained.extend(c.key for c in cells) or {}
+    )
+    tables.build_table(spec, "smoke", [f"results_dir={tmp_path / 'r'}"], only=["new:d"])
+    assert trained == [("new", "d")]
