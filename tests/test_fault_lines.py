@@ -243,7 +243,9 @@ def test_only_that_matches_nothing_names_the_rows_and_columns(tmp_path):
     spec = load_spec(path)
     with pytest.raises(ConfigError, match=r"--only smal names no row or column of .*rows: small; columns: syn"):
         check_only([spec], ["small", "smal"])
-    check_only([spec], ["small", "syn"])
+    check_only([spec], ["small", "syn", "small:syn"])  # a row, a column, a cell
+    with pytest.raises(ConfigError, match="--only small:sin names no row"):
+        check_only([spec], ["small:sin"])
 
 
 def test_only_typo_on_the_command_line_exits_2(tmp_path):

@@ -220,10 +220,12 @@ def train_missing(
 
 
 def check_only(specs: Sequence[TableSpec], only: Sequence[str]) -> None:
-    """``--only`` keys must name a row or column of some table: a typo fails here instead of training nothing."""
+    """``--only`` keys must name a row, a column or a ``row:column`` cell of some table: a typo fails here instead
+    of training nothing."""
     rows = sorted({r.key for spec in specs for r in spec.rows})
     columns = sorted({c.key for spec in specs for c in spec.columns})
-    unknown = [key for key in only if key not in rows and key not in columns]
+    cells = {f"{r.key}:{c.key}" for spec in specs for r in spec.rows for c in spec.columns}
+    unknown = [key for key in only if key not in rows and key not in columns and key not in cells]
     if unknown:
         raise ConfigError(
             f"--only {','.join(unknown)} names no row or column of {', '.join(s.name for s in specs)}; "
