@@ -16,7 +16,16 @@ from scipy import stats
 
 from ferbench.results.spec import StatTest, TableSpec
 
-FRACTION_METRICS = ("accuracy", "precision", "recall", "f1", "map")
+FRACTION_METRICS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "map",
+    "precision_weighted",
+    "recall_weighted",
+    "f1_weighted",
+)
 
 
 def is_fraction(metric: str) -> bool:

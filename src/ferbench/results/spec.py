@@ -32,6 +32,7 @@ TABLE_KEYS = {
     "stats",
     "figures",
     "paper_matrix",
+    "paper_patience",
 }
 ROW_KEYS = {"key", "label", "overrides", "paper", "cited", "metric", "note"}
 COLUMN_KEYS = {"key", "label", "overrides", "metric"}
@@ -87,6 +88,7 @@ class TableSpec:
     paper_values: Any = None
     stats: tuple[StatTest, ...] = ()
     figures: tuple[dict, ...] = ()
+    paper_patience: int | None = None  # early-stopping patience the paper profile must compose to (0 = off)
 
     @property
     def name(self) -> str:
@@ -148,6 +150,7 @@ def load_spec(path: Path) -> TableSpec:
         paper_values=data.get("paper_matrix"),
         stats=stats,
         figures=tuple(dict(f) for f in data.get("figures") or ()),
+        paper_patience=None if data.get("paper_patience") is None else int(data["paper_patience"]),
     )
 
 
