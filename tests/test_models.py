@@ -32,11 +32,6 @@ def build(name: str, num_classes: int = 7, in_chans: int | None = None, **overri
     return model, cfg["input_size"]
 
 
-def needs_attention(name: str) -> None:
-    if name not in ATTENTION:
-        pytest.skip(f"attention '{name}' is not registered yet")
-
-
 def registry_params() -> list:
     return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in MODELS.names()]
 
@@ -69,6 +64,21 @@ def test_cosine_head(name: str) -> None:
     assert out.shape == (2, 7) and out.abs().max() <= 1 + 1e-5
 
 
+@pytest.mark.parametrize("attn", ATTENTION.names())
+@pytest.mark.parametrize("name", registry_params())
+def test_every_model_takes_the_attention_block_or_says_attn(name: str, attn: str) -> None:
+    """``model=X attn=Y`` either puts Y in X or fails with one line naming ``attn``; never a silent X without Y."""
+    factory = attention_factory(attn)
+    try:
+        model, _ = build(name, attn_layer=factory)
+    except ConfigError as exc:
+        assert attn != "none", f"{name} rejects attn=none: {exc}"
+        assert "attn" in str(exc) and "\n" not in str(exc)
+        return
+    kind = type(factory(16))
+    assert attn == "none" or any(type(m) is kind for m in model.modules()), f"{name} dropped attn={attn}"
+
+
 def test_unknown_model_lists_choices() -> None:
     with pytest.raises(KeyError, match="choose from: .*amdcnn"):
         create_model("amdcnnn", num_classes=7, in_chans=1)
@@ -79,7 +89,6 @@ def test_unknown_model_lists_choices() -> None:
 
 @pytest.mark.parametrize("name", ["mobilenetv2", "shufflenetv2", "timm"])
 def test_baselines_reject_attention(name: str) -> None:
-    needs_attention("se")
     with pytest.raises(ConfigError, match="no attention"):
         build(name, attn_layer=attention_factory("se"))
 
@@ -119,7 +128,6 @@ def test_amdcnn_rejects_bad_n_aux() -> None:
 
 @pytest.mark.parametrize("attn", ["none", "cbam", "mcbam"])
 def test_amdcnn_with_its_attention(attn: str) -> None:
-    needs_attention(attn)
     model, size = build("amdcnn", attn_layer=attention_factory(attn))
     assert model(torch.randn(2, 1, size, size)).shape == (2, 7)
     assert abs(count_parameters(model) - 1.6e6) <= 0.1 * 1.6e6
@@ -130,7 +138,6 @@ def test_amdcnn_with_its_attention(attn: str) -> None:
 
 @pytest.mark.parametrize("position", ["after_conv", "before_pool", "after_pool"])
 def test_lightvgg_attention_positions(position: str) -> None:
-    needs_attention("se")
     model, size = build("lightvgg", attn_position=position, attn_layer=attention_factory("se"))
     assert model(torch.randn(2, 1, size, size)).shape == (2, 7)
     n_attn = sum(type(m) is ATTENTION.get("se") for m in model.modules())
@@ -165,13 +172,11 @@ def test_mnv3simam_each_switch_changes_the_network(switch: dict) -> None:
 
 
 def test_mnv3simam_simam_adds_no_parameters_se_does() -> None:
-    needs_attention("simam")
     none, _ = build("mnv3simam")
     simam, _ = build("mnv3simam", attn_layer=attention_factory("simam"))
     assert count_parameters(simam) == count_parameters(none)
-    if "se" in ATTENTION:
-        se, _ = build("mnv3simam", attn_layer=attention_factory("se"))
-        assert count_parameters(se) > count_parameters(none)
+    se, _ = build("mnv3simam", attn_layer=attention_factory("se"))
+    assert count_parameters(se) > count_parameters(none)
 
 
 def test_mnv3simam_gn_has_no_batchnorm() -> None:
@@ -192,7 +197,6 @@ def test_mnv3simam_bad_switches() -> None:
 
 @pytest.mark.parametrize("attn", ["se", "cbam"])
 def test_yoloxnano_attention_on_three_backbone_outputs(attn: str) -> None:
-    needs_attention(attn)
     model, _ = build("yoloxnano", attn_layer=attention_factory(attn))
     assert [type(a) for a in model.attn] == [ATTENTION.get(attn)] * 3
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 7)
