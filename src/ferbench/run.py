@@ -29,7 +29,7 @@ from ferbench.data.transforms import build_augmentation
 from ferbench.errors import ConfigError, FerbenchError, RunFailed
 from ferbench.models import create_model
 from ferbench.models.heads import HEADS
-from ferbench.models.profile import count_macs
+from ferbench.models.profile import count_macs, inference_speed
 from ferbench.results import record as rec
 from ferbench.results.atomic import write_atomic, write_text
 from ferbench.training.losses import build_loss
@@ -270,6 +270,8 @@ def train_fold(
     started = time.perf_counter()
     trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best.exists() else None, verbose=False)
     test_seconds = time.perf_counter() - started
+    # the best checkpoint's weights, batch 1, on the run's device, warm-up excluded (not the test call's wall time)
+    speed = inference_speed(module.model, cfg.model.input_size, cfg.model.in_chans, trainer.strategy.root_device)
 
     epochs_run = len(history)
     row = _base_row(cfg, run_id, fold, n_folds)
@@ -288,6 +290,7 @@ def train_fold(
         test_seconds=round(test_seconds, 2),
         train_images_per_s=round(len(fold.train) * epochs_run / max(train_seconds, 1e-9), 1),
         test_images_per_s=round(len(fold.test) / max(test_seconds, 1e-9), 1),
+        **speed,
         classes=json.dumps(classes),
         skipped=json.dumps(skipped),
         tag=cfg.get("tag", ""),
