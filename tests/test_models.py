@@ -185,6 +185,36 @@ def test_mnv3simam_gn_has_no_batchnorm() -> None:
     assert all(m.num_groups == 8 for m in model.modules() if isinstance(m, torch.nn.GroupNorm))
 
 
+# Table 2 by its s column: stride 2 at blocks 2, 4, 7, 14; a dilation marker on every stride-1 block
+MNV3_SIZES = [112, 56, 56, 28, 28, 28, 14, 14, 14, 14, 14, 14, 14, 7, 7]
+MNV3_DILATED = {1, 3, 5, 6, 8, 9, 10, 11, 12, 13, 15}
+MNV3_IN = [16, 16, 24, 24, 40, 40, 40, 80, 80, 80, 80, 112, 112, 160, 160]
+
+
+def test_mnv3simam_strides_and_dilated_shortcuts_follow_table2() -> None:
+    model, size = build("mnv3simam")  # the config: the paper's network
+    sizes, x = [], model.stem(torch.randn(1, 3, size, size))
+    for block in list(model.blocks)[:15]:
+        x = block(x)
+        sizes.append(x.shape[-1])
+    assert sizes == MNV3_SIZES
+    dilated = {
+        i
+        for i, block in enumerate(list(model.blocks)[:15], start=1)
+        if block.shortcut is not None and any(getattr(m, "dilation", (1,))[0] == 2 for m in block.shortcut.modules())
+    }
+    assert dilated == MNV3_DILATED
+
+
+def test_mnv3simam_dilated_shortcuts_add_these_parameters() -> None:
+    """Each dilated shortcut: a depthwise 3x3 and its norm (11 c_in); blocks 11 and 13 also a 1x1 projection."""
+    plain, _ = build("mnv3simam", shortcut_dilation=False)
+    dilated, _ = build("mnv3simam")
+    depthwise = sum(11 * MNV3_IN[i - 1] for i in MNV3_DILATED)
+    projections = (80 * 112 + 2 * 112) + (112 * 160 + 2 * 160)
+    assert count_parameters(dilated) - count_parameters(plain) == depthwise + projections == 36_488
+
+
 def test_mnv3simam_bad_switches() -> None:
     with pytest.raises(ConfigError, match="model.norm"):
         build("mnv3simam", norm="ln")
