@@ -34,6 +34,7 @@ from ferbench.results import record as rec
 from ferbench.results.atomic import write_atomic, write_text
 from ferbench.training.losses import build_loss
 from ferbench.training.metrics import flatten
+from ferbench.training.mixup import build_mixup
 from ferbench.training.module import FERModule
 from ferbench.training.resume import make_resumable
 from ferbench.training.trainer import build_trainer, configure_cpu
@@ -232,6 +233,7 @@ def train_fold(
     macs = count_macs(model, cfg.model.input_size, cfg.model.in_chans)  # on the fresh model: one eval forward
     loss = build_loss(cfg.loss, labels[fold.train], num_classes)
     module = FERModule(model, loss, cfg.optim, num_classes, cfg.trainer.max_epochs, cfg.loss.get("aux_weight", 1.0))
+    module.mixup = build_mixup(cfg.aug.get("mixup"))
     pin = cfg.trainer.pin_memory
     datamodule = FERDataModule(
         images,
