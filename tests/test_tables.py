@@ -288,3 +288,20 @@ def test_smoke_data_swap_drops_every_data_override_and_keeps_data_dirs():
 
     overrides = ["data=ckplus6", "data.face_crop=true", "+data.extra=1", "~data", "data_dirs.ckplus=/x", "seed=1"]
     assert _without_data(overrides) == ["data_dirs.ckplus=/x", "seed=1"]
+
+
+def test_smoke_runs_one_seed_and_at_most_two_folds_unless_the_command_line_says(tmp_path):
+    """amdcnn Table 8 (5 seeds, CK+ 10-fold) at smoke: 1 seed, 2 folds per cell; --seeds and split.k still win."""
+    from ferbench.results.spec import find_specs
+    from ferbench.tables import plan
+
+    (spec,) = find_specs("amdcnn/table8")
+    assert len(spec.seeds) > 1
+    extra = [f"results_dir={tmp_path}", f"data_dirs.ckplus={tmp_path}"]
+    ckplus = [c for c in plan(spec, "smoke", extra) if c.column and c.column.key == "ckplus"]
+    assert ckplus and all(len(c.configs) == 1 and c.configs[0].split.k == 2 for c in ckplus)
+    seeded = [c for c in plan(spec, "smoke", extra, seeds=[0, 1]) if c.column.key == "ckplus"]
+    assert all(len(c.configs) == 2 for c in seeded)
+    (kfold,) = find_specs("amdcnn/table7")  # every cell CK+ 10-fold: a command-line split.k applies to all
+    cells = [c for c in plan(kfold, "smoke", [*extra, "split.k=3"]) if c.status == "run"]
+    assert cells and all(c.configs[0].split.k == 3 for c in cells)

@@ -116,8 +116,11 @@ def compose_cell(overrides: Sequence[str]) -> DictConfig:
             raise ConfigError(f"{exc} (overrides: {' '.join(overrides)})") from exc
 
 
-def _smoke_folds(cfg: DictConfig, overrides: list[str]) -> list[str]:
-    """Smoke runs at most two folds: enough to exercise k-fold aggregation, cheap enough for CI."""
+def _smoke_folds(cfg: DictConfig, overrides: list[str], extra: Sequence[str] = ()) -> list[str]:
+    """Smoke runs at most two folds (enough to exercise k-fold aggregation, cheap enough for CI), unless the
+    command line sets ``split.k`` itself."""
+    if any(override_key(o) == "split.k" for o in extra):
+        return overrides
     if "k" in cfg.split and cfg.split.k > SMOKE_MAX_FOLDS:
         return [*overrides, f"split.k={SMOKE_MAX_FOLDS}"]
     return overrides
@@ -158,7 +161,7 @@ def plan_cell(
         cfg = compose_cell(overrides)
     if profile == "smoke":
         # both read only cfg.split, which the smoke split swap keeps k of: one compose afterwards suffices
-        adjusted = _smoke_folds(cfg, _smoke_split(cfg, overrides) if missing else overrides)
+        adjusted = _smoke_folds(cfg, _smoke_split(cfg, overrides) if missing else overrides, extra)
         if adjusted != overrides:
             overrides, cfg = adjusted, compose_cell(adjusted)
     seeds = seeds or (spec.seeds[:SMOKE_MAX_SEEDS] if profile == "smoke" else spec.seeds)
