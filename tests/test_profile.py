@@ -113,27 +113,39 @@ def test_profile_command_prints_every_figure(capsys):
         assert figure in out
 
 
-class SlowStart(nn.Module):
-    """A forward that takes 50 ms for its first 5 calls (lazy set-up), then 2 ms; counts its calls."""
+class Clock:
+    """A fake ``time.perf_counter`` that only the model's forward advances: timings without sleeping."""
 
     def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowStart(nn.Module):
+    """A forward that takes 50 ms (on ``clock``) for its first 5 calls (lazy set-up), then 2 ms; counts calls."""
+
+    def __init__(self, clock: Clock) -> None:
         super().__init__()
         self.conv = nn.Conv2d(1, 1, 1)
-        self.calls = 0
+        self.clock, self.calls = clock, 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import time
-
         self.calls += 1
-        time.sleep(0.05 if self.calls <= 5 else 0.002)
+        self.clock.now += 0.05 if self.calls <= 5 else 0.002
         return self.conv(x)
 
 
-def test_frame_rate_excludes_warm_up_and_runs_many_iterations() -> None:
-    model = SlowStart().train()
+def test_frame_rate_excludes_warm_up_and_runs_many_iterations(monkeypatch) -> None:
+    import time
+
+    clock = Clock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    model = SlowStart(clock).train()
     fps = frames_per_second(model, 8, 1, seconds=0.2, warmup=5, min_iterations=20)
-    assert model.calls >= 5 + 20 and model.training  # warm-up, then at least 20 timed passes; mode restored
-    assert 150 < fps <= 500  # ~2 ms a pass once warm (sleep overshoots on a busy machine); 5 slow ones: < 100
+    assert fps == pytest.approx(500)  # 2 ms a pass once warm; the 5 slow passes timed too would give < 200
+    assert 5 + 100 <= model.calls <= 5 + 101 and model.training  # warm-up, then 0.2 s of 2 ms passes; mode restored
 
 
 def test_inference_speed_names_its_device_and_leaves_the_model_where_it_was() -> None:
