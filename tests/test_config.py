@@ -66,3 +66,12 @@ def test_cli_invalid_value_is_one_line(tmp_path):
 def test_cli_unknown_command():
     result = _cli("trian")
     assert result.returncode == 2 and "choose from: run" in result.stderr
+
+
+def test_cli_model_without_an_attention_place_names_attn(tmp_path):
+    """shufflecsp's SA and CA have fixed places: attn=cbam must fail, not train the network without CBAM."""
+    small = ["data.options.n_train=70", "data.options.n_test=35", "trainer.progress_bar=false"]
+    result = _cli("run", "model=shufflecsp", "attn=cbam", f"results_dir={tmp_path}", f"cache_dir={tmp_path}", *small)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("ferbench: error: model 'shufflecsp'") and "attn=none" in line

@@ -165,3 +165,16 @@ def test_fingerprint_follows_files(tmp_path, build):
     image = before.read_image(0)
     write(type(tmp_path)(path), 255 - image if image.ndim == 2 else (255 - image)[:, :, ::-1])
     assert DATASETS.get(name)(tmp_path).fingerprint != before.fingerprint
+
+
+def test_ckplus_original_frames_are_always_face_cropped_ck48_is_not(tmp_path):
+    """CK+'s original layout holds 640x490 camera frames: every CK+ cell must see faces, as with CK+48."""
+    from ferbench.data.preprocess import prepare_images
+
+    original = DATASETS.get("ckplus")(ckplus_original(tmp_path / "orig"))
+    cropped = DATASETS.get("ckplus")(ck48(tmp_path / "ck48"))
+    assert original.whole_frames and not cropped.whole_frames
+    # the fixture's drawn faces are not found by the Haar cascade: the cropper ran and counted them
+    prepared = prepare_images(original, 48, 1, face_crop=False, progress=False)
+    assert prepared.skipped.get("no_face_kept_whole") == len(original)
+    assert "no_face_kept_whole" not in prepare_images(cropped, 48, 1, face_crop=False, progress=False).skipped

@@ -32,11 +32,6 @@ def build(name: str, num_classes: int = 7, in_chans: int | None = None, **overri
     return model, cfg["input_size"]
 
 
-def needs_attention(name: str) -> None:
-    if name not in ATTENTION:
-        pytest.skip(f"attention '{name}' is not registered yet")
-
-
 def classifiers() -> list[str]:
     """Models whose config says ``task: detection`` give boxes, not (N, classes) logits: tests/test_detection.py."""
     return [n for n in MODELS.names() if model_cfg(n).get("task", "classification") == "classification"]
@@ -74,6 +69,21 @@ def test_cosine_head(name: str) -> None:
     assert out.shape == (2, 7) and out.abs().max() <= 1 + 1e-5
 
 
+@pytest.mark.parametrize("attn", ATTENTION.names())
+@pytest.mark.parametrize("name", registry_params())
+def test_every_model_takes_the_attention_block_or_says_attn(name: str, attn: str) -> None:
+    """``model=X attn=Y`` either puts Y in X or fails with one line naming ``attn``; never a silent X without Y."""
+    factory = attention_factory(attn)
+    try:
+        model, _ = build(name, attn_layer=factory)
+    except ConfigError as exc:
+        assert attn != "none", f"{name} rejects attn=none: {exc}"
+        assert "attn" in str(exc) and "\n" not in str(exc)
+        return
+    kind = type(factory(16))
+    assert attn == "none" or any(type(m) is kind for m in model.modules()), f"{name} dropped attn={attn}"
+
+
 def test_unknown_model_lists_choices() -> None:
     with pytest.raises(KeyError, match="choose from: .*amdcnn"):
         create_model("amdcnnn", num_classes=7, in_chans=1)
@@ -84,7 +94,6 @@ def test_unknown_model_lists_choices() -> None:
 
 @pytest.mark.parametrize("name", ["mobilenetv2", "shufflenetv2", "timm"])
 def test_baselines_reject_attention(name: str) -> None:
-    needs_attention("se")
     with pytest.raises(ConfigError, match="no attention"):
         build(name, attn_layer=attention_factory("se"))
 
@@ -124,7 +133,6 @@ def test_amdcnn_rejects_bad_n_aux() -> None:
 
 @pytest.mark.parametrize("attn", ["none", "cbam", "mcbam"])
 def test_amdcnn_with_its_attention(attn: str) -> None:
-    needs_attention(attn)
     model, size = build("amdcnn", attn_layer=attention_factory(attn))
     assert model(torch.randn(2, 1, size, size)).shape == (2, 7)
     assert abs(count_parameters(model) - 1.6e6) <= 0.1 * 1.6e6
@@ -135,7 +143,6 @@ def test_amdcnn_with_its_attention(attn: str) -> None:
 
 @pytest.mark.parametrize("position", ["after_conv", "before_pool", "after_pool"])
 def test_lightvgg_attention_positions(position: str) -> None:
-    needs_attention("se")
     model, size = build("lightvgg", attn_position=position, attn_layer=attention_factory("se"))
     assert model(torch.randn(2, 1, size, size)).shape == (2, 7)
     n_attn = sum(type(m) is ATTENTION.get("se") for m in model.modules())
@@ -170,19 +177,47 @@ def test_mnv3simam_each_switch_changes_the_network(switch: dict) -> None:
 
 
 def test_mnv3simam_simam_adds_no_parameters_se_does() -> None:
-    needs_attention("simam")
     none, _ = build("mnv3simam")
     simam, _ = build("mnv3simam", attn_layer=attention_factory("simam"))
     assert count_parameters(simam) == count_parameters(none)
-    if "se" in ATTENTION:
-        se, _ = build("mnv3simam", attn_layer=attention_factory("se"))
-        assert count_parameters(se) > count_parameters(none)
+    se, _ = build("mnv3simam", attn_layer=attention_factory("se"))
+    assert count_parameters(se) > count_parameters(none)
 
 
 def test_mnv3simam_gn_has_no_batchnorm() -> None:
     model, _ = build("mnv3simam", norm="gn")
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert all(m.num_groups == 8 for m in model.modules() if isinstance(m, torch.nn.GroupNorm))
+
+
+# Table 2 by its s column: stride 2 at blocks 2, 4, 7, 14; a dilation marker on every stride-1 block
+MNV3_SIZES = [112, 56, 56, 28, 28, 28, 14, 14, 14, 14, 14, 14, 14, 7, 7]
+MNV3_DILATED = {1, 3, 5, 6, 8, 9, 10, 11, 12, 13, 15}
+MNV3_IN = [16, 16, 24, 24, 40, 40, 40, 80, 80, 80, 80, 112, 112, 160, 160]
+
+
+def test_mnv3simam_strides_and_dilated_shortcuts_follow_table2() -> None:
+    model, size = build("mnv3simam")  # the config: the paper's network
+    sizes, x = [], model.stem(torch.randn(1, 3, size, size))
+    for block in list(model.blocks)[:15]:
+        x = block(x)
+        sizes.append(x.shape[-1])
+    assert sizes == MNV3_SIZES
+    dilated = {
+        i
+        for i, block in enumerate(list(model.blocks)[:15], start=1)
+        if block.shortcut is not None and any(getattr(m, "dilation", (1,))[0] == 2 for m in block.shortcut.modules())
+    }
+    assert dilated == MNV3_DILATED
+
+
+def test_mnv3simam_dilated_shortcuts_add_these_parameters() -> None:
+    """Each dilated shortcut: a depthwise 3x3 and its norm (11 c_in); blocks 11 and 13 also a 1x1 projection."""
+    plain, _ = build("mnv3simam", shortcut_dilation=False)
+    dilated, _ = build("mnv3simam")
+    depthwise = sum(11 * MNV3_IN[i - 1] for i in MNV3_DILATED)
+    projections = (80 * 112 + 2 * 112) + (112 * 160 + 2 * 160)
+    assert count_parameters(dilated) - count_parameters(plain) == depthwise + projections == 36_488
 
 
 def test_mnv3simam_bad_switches() -> None:
@@ -197,7 +232,6 @@ def test_mnv3simam_bad_switches() -> None:
 
 @pytest.mark.parametrize("attn", ["se", "cbam"])
 def test_yoloxnano_attention_on_three_backbone_outputs(attn: str) -> None:
-    needs_attention(attn)
     model, _ = build("yoloxnano", attn_layer=attention_factory(attn))
     assert [type(a) for a in model.attn] == [ATTENTION.get(attn)] * 3
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 7)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from ferbench.attention import ATTENTION, attention_factory
+from ferbench.attention import attention_factory
 from ferbench.models import create_model
-from ferbench.models.profile import count_macs, count_parameters, layer_table
+from ferbench.models.profile import count_macs, count_parameters, frames_per_second, inference_speed, layer_table
 
 # Paper 003, Table 1: (operator, input shape, params). Softmax (0 params) is folded into the loss here.
 TABLE1 = [
@@ -48,8 +48,6 @@ def test_layer_table_columns_and_totals() -> None:
 
 
 def shufflecsp_table():
-    if "sa" not in ATTENTION or "ca" not in ATTENTION:
-        pytest.skip("paper 003's SA / CA are not registered yet")
     return layer_table(create_model("shufflecsp", num_classes=7, in_chans=1), 40, 1)
 
 
@@ -75,8 +73,7 @@ def test_shufflecsp_csp_blocks_against_table1() -> None:
 def test_shufflecsp_ablation_switches() -> None:
     full = count_parameters(create_model("shufflecsp", num_classes=7, in_chans=1))
     base = count_parameters(create_model("shufflecsp", num_classes=7, in_chans=1, use_sa=False, use_ca=False))
-    if "sa" in ATTENTION and "ca" in ATTENTION:
-        assert full - base == 19 + 262_144
+    assert full - base == 19 + 262_144
     by_groups = [
         count_parameters(create_model("shufflecsp", num_classes=7, in_chans=1, groups=g)) for g in (1, 2, 4, 8)
     ]
@@ -94,8 +91,6 @@ MACS_TOLERANCE = 0.10
 
 @pytest.mark.parametrize("attn", ["none", "mcbam"])
 def test_amdcnn_parameters_and_macs_near_paper(attn: str) -> None:
-    if attn not in ATTENTION:
-        pytest.skip(f"attention '{attn}' is not registered yet")
     model = create_model("amdcnn", num_classes=7, in_chans=1, n_aux=3, attn_layer=attention_factory(attn))
     assert abs(count_parameters(model) - AMDCNN_PARAMS) / AMDCNN_PARAMS < 0.02
     macs = count_macs(model, 48, 1)
@@ -116,3 +111,45 @@ def test_profile_command_prints_every_figure(capsys):
     out = capsys.readouterr().out
     for figure in ("parameters", "multiply-adds", "size (KB", "activations", "frames/s at batch 1"):
         assert figure in out
+
+
+class Clock:
+    """A fake ``time.perf_counter`` that only the model's forward advances: timings without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowStart(nn.Module):
+    """A forward that takes 50 ms (on ``clock``) for its first 5 calls (lazy set-up), then 2 ms; counts calls."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+        self.clock, self.calls = clock, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.clock.now += 0.05 if self.calls <= 5 else 0.002
+        return self.conv(x)
+
+
+def test_frame_rate_excludes_warm_up_and_runs_many_iterations(monkeypatch) -> None:
+    import time
+
+    clock = Clock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    model = SlowStart(clock).train()
+    fps = frames_per_second(model, 8, 1, seconds=0.2, warmup=5, min_iterations=20)
+    assert fps == pytest.approx(500)  # 2 ms a pass once warm; the 5 slow passes timed too would give < 200
+    assert 5 + 100 <= model.calls <= 5 + 101 and model.training  # warm-up, then 0.2 s of 2 ms passes; mode restored
+
+
+def test_inference_speed_names_its_device_and_leaves_the_model_where_it_was() -> None:
+    model = tiny()
+    speed = inference_speed(model, 4, 1, "cpu", seconds=0.05)
+    assert speed["fps_batch1"] > 0 and str(speed["fps_device"]).startswith("cpu (")
+    assert next(model.parameters()).device.type == "cpu"

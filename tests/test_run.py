@@ -25,6 +25,10 @@ def test_run_writes_complete_record(make_cfg):
     assert row["model"] == "simplecnn" and row["data"] == "synthetic" and row["split"] == "official"
     assert row["epochs_run"] == 1 and row["n_test"] == 70 and row["status"] == "completed"
     assert 0 <= row["accuracy"] <= 1 and 0 <= row["map"] <= 1
+    # weighted recall weights each class's recall by its test images: it is the accuracy (amdcnn Table 3)
+    assert row["recall_weighted"] == pytest.approx(row["accuracy"], abs=1e-6)
+    assert 0 <= row["precision_weighted"] <= 1 and 0 <= row["f1_weighted"] <= 1
+    assert row["fps_batch1"] > 0 and row["fps_device"].startswith("cpu (")
     assert {f"recall_{c}" for c in json.loads(row["classes"])} <= set(m.columns)
     assert row["params"] > 0 and row["train_seconds"] > 0 and row["git_commit"]
     history = pd.read_csv(d / "history.csv")

@@ -46,38 +46,43 @@ def test_normalize_batch_is_to_tensor_in_either_layout(faces):
     assert torch.equal(nhwc[:, :1], expected)
 
 
-def test_channels_last_gives_the_same_predictions(faces):
-    x = to_tensor(faces[0])
-    model = _model()
-    with torch.no_grad():
-        expected = model(x)
-        model = model.to(memory_format=torch.channels_last)
-        got = model(x.contiguous(memory_format=torch.channels_last))
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+def _test_probs(cfg, faces) -> torch.Tensor:
+    """Test-class probabilities of a seeded, untrained model through ferbench's own trainer and data module."""
+    images, labels = faces
+    rows = np.arange(len(images))
+    torch.manual_seed(0)
+    module = FERModule(build_model(cfg, 7), build_loss(cfg.loss, labels, 7), cfg.optim, 7, 1)
+    datamodule = FERDataModule(images, labels, Fold(0, rows, rows[:0], rows), None, 16)
+    build_trainer(cfg, None, has_val=False).test(module, datamodule=datamodule, verbose=False)
+    return torch.cat(module.test_probs)
 
 
-def test_bf16_mixed_precision_is_close_to_fp32(faces):
-    x = to_tensor(faces[0])
-    model = _model()
-    with torch.no_grad():
-        expected = model(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            got = model(x).float()
-    scale = expected.abs().max()
-    assert (got - expected).abs().max() <= 0.05 * scale
-    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.9
+@pytest.mark.parametrize("option", ["trainer.channels_last=true", "trainer.precision=bf16-mixed"])
+def test_speed_option_keeps_the_test_predictions(make_cfg, faces, option):
+    """ferbench's SpeedOptions / precision path against its plain path: the same predictions (bf16: nearly)."""
+    expected, got = _test_probs(make_cfg(), faces), _test_probs(make_cfg(option), faces)
+    if "bf16" in option:
+        assert (got - expected).abs().max() <= 0.05
+        assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.9
+    else:
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
-def test_compiled_model_gives_the_same_predictions(faces):
+def test_compile_model_keeps_keys_and_predictions_and_compiles_the_aux_forward(faces):
+    """ferbench's ``compile_model``: in place, state-dict keys unchanged, the training forward compiled too."""
+    from ferbench.training.trainer import compile_model
+
     x = to_tensor(faces[0])
-    model = _model()
+    torch.manual_seed(0)
+    model = create_model("amdcnn", num_classes=7, in_chans=1).eval()
+    keys = list(model.state_dict())
     with torch.no_grad():
         expected = model(x)
-        model.compile()
+        compile_model(model)
         got = model(x)
-    assert model._compiled_call_impl is not None
-    assert list(model.state_dict()) == list(_model().state_dict())  # checkpoints keep their keys
+    assert model._compiled_call_impl is not None and "forward_with_aux" in vars(model)
+    assert list(model.state_dict()) == keys  # checkpoints keep their keys
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 

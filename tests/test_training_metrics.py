@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ferbench.training.metrics import ImageMean
+from ferbench.training.metrics import ImageMean, flatten
+from ferbench.training.metrics import test_metrics as make_test_metrics
 from ferbench.training.module import _correct
 
 
@@ -25,3 +26,19 @@ def test_image_mean_of_correct_counts_is_micro_accuracy():
     metric.reset()
     metric.update(_correct(logits, labels), 5)
     assert float(metric.compute()) == pytest.approx(3 / 5)
+
+
+def test_weighted_metrics_weigh_classes_by_their_images_and_macro_ones_do_not():
+    """Imbalanced labels, a model that favours class 0: weighted recall = accuracy, macro recall below it."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0] * 30 + [1] * 6 + [2] * 4)
+    probs = torch.softmax(torch.randn(40, 3, generator=generator) + torch.tensor([1.5, 0.0, 0.0]), dim=1)
+    metrics = make_test_metrics(3)
+    metrics.update(probs, labels)
+    row = flatten(metrics.compute(), ["a", "b", "c"])
+    correct = probs.argmax(dim=1) == labels
+    assert row["accuracy"] == pytest.approx(float(correct.float().mean()))
+    assert row["recall_weighted"] == pytest.approx(row["accuracy"])
+    per_class = [float(correct[labels == k].float().mean()) for k in range(3)]
+    assert row["recall"] == pytest.approx(sum(per_class) / 3)
+    assert row["recall"] < row["recall_weighted"]

@@ -21,6 +21,7 @@ from ferbench.errors import ConfigError
 from ferbench.models import create_model
 from ferbench.models.heads import HEADS
 from ferbench.training.losses import build_loss
+from ferbench.training.mixup import build_mixup
 from ferbench.training.module import FERModule
 from ferbench.training.packed import PackNet
 
@@ -67,7 +68,10 @@ def build_net(cfg: DictConfig, num_classes: int, train_labels: np.ndarray) -> Pa
 
 
 def build_module(cfg: DictConfig, model: nn.Module, loss: nn.Module, num_classes: int) -> FERModule:
-    return FERModule(model, loss, cfg.optim, num_classes, cfg.trainer.max_epochs, cfg.loss.get("aux_weight", 1.0))
+    """The LightningModule, with ``aug.mixup`` (a batch transform of the training step) where the config has one."""
+    module = FERModule(model, loss, cfg.optim, num_classes, cfg.trainer.max_epochs, cfg.loss.get("aux_weight", 1.0))
+    module.mixup = build_mixup(cfg.aug.get("mixup"))
+    return module
 
 
 def build_datamodule(

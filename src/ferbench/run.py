@@ -35,13 +35,14 @@ from ferbench.factory import (
     prepare,
     seeded_model_and_loss,
 )
-from ferbench.models.profile import count_macs
+from ferbench.models.profile import count_macs, inference_speed
 from ferbench.results import record as rec
 from ferbench.results.atomic import write_atomic, write_csv, write_text
 from ferbench.results.integrity import set_aside_damaged_metrics
 from ferbench.results.leakage import write_run_leakage
 from ferbench.training.detection import detection_parts, detection_targets, is_detection
 from ferbench.training.metrics import flatten
+from ferbench.training.mixup import build_mixup
 from ferbench.training.module import FERModule
 from ferbench.training.packed import (
     PACKED_LAST,
@@ -318,6 +319,8 @@ def train_fold(
     started = time.perf_counter()
     trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best.exists() else None, verbose=False)
     test_seconds = time.perf_counter() - started
+    # the best checkpoint's weights, batch 1, on the run's device, warm-up excluded (not the test call's wall time)
+    speed = inference_speed(module.model, cfg.model.input_size, cfg.model.in_chans, trainer.strategy.root_device)
 
     row = _fold_row(
         cfg,
@@ -335,6 +338,7 @@ def train_fold(
         train_seconds=train_seconds,
         fit_seconds=fit_seconds,
         test_seconds=test_seconds,
+        speed=speed,
         data_fingerprint=data_fingerprint,
         pack_note=pack_note,
     )
@@ -360,6 +364,7 @@ def _fold_row(
     train_seconds: float,
     fit_seconds: float,
     test_seconds: float,
+    speed: dict,
     data_fingerprint: str = "",
     packed: int = 1,
     pack_note: str = "",
@@ -385,6 +390,7 @@ def _fold_row(
         test_seconds=round(test_seconds, 2),
         train_images_per_s=round(len(fold.train) * epochs_run / max(train_seconds, 1e-9), 1),
         test_images_per_s=round(len(fold.test) / max(test_seconds, 1e-9), 1),
+        **speed,
         classes=json.dumps(classes),
         skipped=json.dumps(skipped),
         tag=cfg.get("tag", ""),
@@ -571,6 +577,8 @@ def _has_job_state(job: _Job) -> bool:
 
 def _unpackable(cfg: DictConfig, net: PackNet) -> str | None:
     """Why this model cannot train in a pack (vmap cannot batch one of its ops, an unsupported option), or None."""
+    if build_mixup(cfg.aug.get("mixup")) is not None:
+        return "aug.mixup mixes batches in the Lightning training step, which packs do not run"
     if str(cfg.optim.name) not in ("adam", "adamw", "sgd"):
         return f"optim={cfg.optim.name} has no packed update"
     if str(cfg.trainer.precision) not in ("32-true", "32", "bf16-mixed"):
@@ -601,6 +609,7 @@ def _train_pack(jobs: list[_Job], data: RunData) -> dict[str, str]:
         torch.cuda.empty_cache()
         return {**_train_pack(jobs[:half], data), **_train_pack(jobs[half:], data)}
     fit_seconds = time.perf_counter() - started
+    speed = _pack_inference_speed(trainer, cfg)
     failures = {}
     for job, result in zip(jobs, results, strict=True):
         work = job.work
@@ -609,12 +618,27 @@ def _train_pack(jobs: list[_Job], data: RunData) -> dict[str, str]:
             failed = work.run_dir / "failed.json"
             failures[work.run_id] = failure_line(work.cfg, work.run_id, job.fold.index, result.failure, failed)
             continue
-        _record_member(job, result, data, len(members), params, macs, fit_seconds)
+        _record_member(job, result, data, len(members), params, macs, fit_seconds, speed)
     return failures
 
 
+def _pack_inference_speed(trainer: PackedTrainer, cfg: DictConfig) -> dict:
+    """The ``fps_*`` columns, timed once per pack on its first model with its best weights, alone at batch 1
+    (the pack's models share the architecture, and so the speed)."""
+    net = trainer.members[0].net
+    net.load_state_dict(trainer.best_state(0))
+    return inference_speed(net.model, cfg.model.input_size, cfg.model.in_chans, trainer.s.device)
+
+
 def _record_member(
-    job: _Job, result: MemberResult, data: RunData, k: int, params: int, macs: int, fit_seconds: float
+    job: _Job,
+    result: MemberResult,
+    data: RunData,
+    k: int,
+    params: int,
+    macs: int,
+    fit_seconds: float,
+    speed: dict,
 ) -> None:
     work, fold = job.work, job.member.fold
     history = pd.DataFrame(result.history).assign(fold=fold.index)
@@ -634,6 +658,7 @@ def _record_member(
         train_seconds=float(history["epoch_seconds"].sum()) if len(history) else 0.0,
         fit_seconds=fit_seconds,
         test_seconds=result.test_seconds,
+        speed=speed,
         data_fingerprint=data.fingerprint,
         packed=k,
     )

@@ -107,8 +107,11 @@ def identity_overrides(extra: Sequence[str]) -> list[str]:
     return [o for o in extra if not excluded(o)]
 
 
-def _smoke_folds(cfg: DictConfig, overrides: list[str]) -> list[str]:
-    """Smoke runs at most two folds: enough to exercise k-fold aggregation, cheap enough for CI."""
+def _smoke_folds(cfg: DictConfig, overrides: list[str], extra: Sequence[str] = ()) -> list[str]:
+    """Smoke runs at most two folds (enough to exercise k-fold aggregation, cheap enough for CI), unless the
+    command line sets ``split.k`` itself."""
+    if any(override_key(o) == "split.k" for o in extra):
+        return overrides
     if "k" in cfg.split and cfg.split.k > SMOKE_MAX_FOLDS:
         return [*overrides, f"split.k={SMOKE_MAX_FOLDS}"]
     return overrides
@@ -149,7 +152,7 @@ def plan_cell(
         cfg = compose_config(overrides)
     if profile == "smoke":
         # both read only cfg.split, which the smoke split swap keeps k of: one compose afterwards suffices
-        adjusted = _smoke_folds(cfg, _smoke_split(cfg, overrides) if missing else overrides)
+        adjusted = _smoke_folds(cfg, _smoke_split(cfg, overrides) if missing else overrides, extra)
         if adjusted != overrides:
             overrides, cfg = adjusted, compose_config(adjusted)
     seeds = seeds or (spec.seeds[:SMOKE_MAX_SEEDS] if profile == "smoke" else spec.seeds)

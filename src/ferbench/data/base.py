@@ -33,6 +33,8 @@ class DataSource:
     """Reason -> count of items left out while reading; copied into the run record, never hidden."""
     fingerprint: str = ""
     """Changes whenever the underlying files change (sizes and mtimes); part of the cache key."""
+    whole_frames: bool = False
+    """The images are camera frames, not face crops (CK+'s original layout): they are always face-cropped."""
 
     def __post_init__(self) -> None:
         missing = [c for c in SAMPLE_COLUMNS if c not in self.samples.columns]

@@ -67,7 +67,12 @@ def load_original(root: Path, n_peak: int, first_frame_neutral: bool) -> DataSou
     if not rows:
         raise DataError(f"no labelled CK+ sequences under {root.resolve()} (expected layout: {ORIGINAL_LAYOUT})")
     paths = [Path(r["path"]) for r in rows] + sorted(emotions.rglob("*_emotion.txt"))
-    return DataSource("ckplus", classes, sample_table(rows), skipped=dict(skipped), fingerprint=tree_fingerprint(paths))
+    # 640x490 frames, the face a third of them: shrunk whole to 48x48 they would not be faces (CK+48 is cropped)
+    source = DataSource(
+        "ckplus", classes, sample_table(rows), skipped=dict(skipped), fingerprint=tree_fingerprint(paths)
+    )
+    source.whole_frames = True
+    return source
 
 
 def load_ck48(root: Path, n_peak: int) -> DataSource:

@@ -203,7 +203,11 @@ def prepare_images(
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> PreparedImages:
-    """Decode, crop, equalise, resize and convert every image once; reuse the cached array when it exists."""
+    """Decode, crop, equalise, resize and convert every image once; reuse the cached array when it exists.
+
+    A source of whole camera frames (``whole_frames``) is face-cropped whatever ``face_crop`` says.
+    """
+    face_crop = face_crop or source.whole_frames
     settings = {"face_crop": face_crop, "equalize": equalize, "skip_corrupt": skip_corrupt}
     array_path = meta_path = None
     if cache_dir is not None:

@@ -35,9 +35,10 @@ TIMM_BASELINES = {
 }
 
 
-def reject_attention(attn_layer: AttnFactory, name: str) -> None:
+def reject_attention(attn_layer: AttnFactory, name: str, why: str = "is a baseline") -> None:
+    """A model with no place for ``attn`` fails on any other than ``none``: never a silent run without it."""
     if not isinstance(attn_layer(8), NoAttention):
-        raise ConfigError(f"model '{name}' is a baseline and takes no attention block; set attn=none")
+        raise ConfigError(f"model '{name}' {why} and takes no attention block; set attn=none")
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:

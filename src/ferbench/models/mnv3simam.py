@@ -33,9 +33,12 @@ class BlockSpec(NamedTuple):
 
 
 RE, HS = nn.ReLU, nn.Hardswish
-# MobileNetV3-Large (Howard et al. 2019, Table 1) = paper 004 Table 2's rows. Table 2 prints the 13th block
-# (112 -> 160) with stride 1 and the 14th with stride 2, yet its "Input" column (14^2 -> 7^2) puts the
-# downsampling at the 13th, as in MobileNetV3: we follow the Input column.
+# Paper 004 Table 2, read by its own s column: stride 2 at blocks 2, 4, 7 and 14 (MobileNetV3-Large, Howard et al.
+# 2019, has it at 13, and Table 2's Input column, 14^2 -> 7^2 at block 13, follows that). The "dilation = 2" markers
+# agree with the s column, not the Input column: every stride-1 block carries one (1, 3, 5, 6, 8-13, 15) and no
+# stride-2 block does, so blocks 11 (80 -> 112) and 13 (112 -> 160) get a dilated shortcut too: one that changes
+# width (``shortcut``: the dilated depthwise conv, then a 1x1 projection). Sec. 3: "dilated convolutions and
+# max-pooling ... to the shortcut connections of each inverted residual structure". The final map is 7x7 either way.
 LARGE = (
     BlockSpec(3, 16, 16, False, RE, 1),
     BlockSpec(3, 64, 24, False, RE, 2),
@@ -49,8 +52,8 @@ LARGE = (
     BlockSpec(3, 184, 80, False, HS, 1),
     BlockSpec(3, 480, 112, True, HS, 1),
     BlockSpec(3, 672, 112, True, HS, 1),
-    BlockSpec(5, 672, 160, True, HS, 2),
-    BlockSpec(5, 960, 160, True, HS, 1),
+    BlockSpec(5, 672, 160, True, HS, 1),
+    BlockSpec(5, 960, 160, True, HS, 2),
     BlockSpec(5, 960, 160, True, HS, 1),
 )
 STEM, LAST, HEAD = 16, 960, 1280
@@ -74,14 +77,17 @@ def conv_norm_act(
     return nn.Sequential(*layers, *([act()] if act else []))
 
 
-def shortcut(channels: int, norm_layer: NormLayer, dilation: int, maxpool: bool) -> nn.Module:
+def shortcut(c_in: int, c_out: int, norm_layer: NormLayer, dilation: int, maxpool: bool) -> nn.Module:
     """The inverted residual's shortcut: identity (MobileNetV3), or paper 004's dilated depthwise 3x3 conv
-    (Sec. 2.1: more receptive field, no resolution lost), optionally then a 3x3 stride-1 max-pool."""
+    (Sec. 2.1: more receptive field, no resolution lost), optionally then a 3x3 stride-1 max-pool; where the
+    block changes width (a stride-1 block with a dilation marker, Table 2), a 1x1 projection to ``c_out`` ends it."""
     layers: list[nn.Module] = []
     if dilation > 1:
-        layers.append(conv_norm_act(channels, channels, 3, norm_layer, None, groups=channels, dilation=dilation))
+        layers.append(conv_norm_act(c_in, c_in, 3, norm_layer, None, groups=c_in, dilation=dilation))
     if maxpool:
         layers.append(nn.MaxPool2d(3, stride=1, padding=1))
+    if c_out != c_in:
+        layers.append(conv_norm_act(c_in, c_out, 1, norm_layer, None))
     return nn.Sequential(*layers) if layers else nn.Identity()
 
 
@@ -101,8 +107,9 @@ class InvertedResidual(nn.Module):
             attn_layer(mid) if spec.attn else nn.Identity(),
             conv_norm_act(mid, spec.out, 1, norm_layer, None),
         )
-        residual = spec.stride == 1 and c_in == spec.out
-        self.shortcut = shortcut(c_in, norm_layer, shortcut_dilation, shortcut_maxpool) if residual else None
+        # MobileNetV3: a shortcut where stride 1 and widths agree; paper 004: every stride-1 block's dilated one
+        residual = spec.stride == 1 and (c_in == spec.out or shortcut_dilation > 1)
+        self.shortcut = shortcut(c_in, spec.out, norm_layer, shortcut_dilation, shortcut_maxpool) if residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.body(x)

@@ -129,25 +129,67 @@ def describe(model: nn.Module, input_size: int, in_chans: int) -> dict[str, floa
     }
 
 
+def device_name(device: torch.device | str) -> str:
+    """What a speed was measured on: ``cuda:0 (NVIDIA H200)`` or ``cpu (2 threads)``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
 def frames_per_second(
-    model: nn.Module, input_size: int, in_chans: int, device: str = "cpu", seconds: float = 2.0
+    model: nn.Module,
+    input_size: int,
+    in_chans: int,
+    device: str | torch.device | None = None,
+    seconds: float = 2.0,
+    batch: int = 1,
+    warmup: int = 5,
+    min_iterations: int = 20,
 ) -> float:
-    """Images per second at batch 1 in eval mode on ``device`` (the papers' 'frame rate')."""
+    """Images per second of ``model``'s forward in eval mode at ``batch`` (the papers' "frame rate").
+
+    ``warmup`` passes first (allocator, cuDNN and lazy init), untimed; then at least ``min_iterations`` passes and
+    ``seconds`` of them, with the device synchronised before the clock starts and stops. ``device`` defaults to
+    where the model already is (a trained model is timed where it ran). Restores the model's train/eval mode.
+    """
     import time
 
-    model = model.to(device).eval()
-    x = dummy_input(model, input_size, in_chans).to(device)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    with torch.inference_mode():
-        for _ in range(3):
-            model(x)
-        sync()
-        count, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            model(x)
-            count += 1
-        sync()
-    return count / (time.perf_counter() - started)
+    if device is not None:
+        model = model.to(device)
+    was_training = model.training
+    model.eval()
+    x = dummy_input(model, input_size, in_chans, batch)
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(x)
+            sync()
+            count, started = 0, time.perf_counter()
+            while count < min_iterations or time.perf_counter() - started < seconds:
+                model(x)
+                count += 1
+            sync()
+            elapsed = time.perf_counter() - started
+    finally:
+        model.train(was_training)
+    return count * batch / elapsed
+
+
+def inference_speed(
+    model: nn.Module, input_size: int, in_chans: int, device: torch.device | str, seconds: float = 1.0
+) -> dict[str, float | str]:
+    """A trained model's batch-1 frame rate on ``device`` (the run's), and which device: the ``fps_*`` columns.
+
+    The model goes back to where it was (Lightning leaves a tested model on the CPU).
+    """
+    home = next(model.parameters()).device
+    try:
+        fps = frames_per_second(model, input_size, in_chans, device, seconds=seconds)
+    finally:
+        model.to(home)
+    return {"fps_batch1": round(fps, 1), "fps_device": device_name(device)}
 
 
 def profile_report(model: nn.Module, input_size: int, in_chans: int, device: str = "cpu") -> dict[str, float]:

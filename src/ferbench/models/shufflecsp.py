@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ferbench.attention import ATTENTION, AttnFactory, NoAttention
+from ferbench.models.baselines import reject_attention
 from ferbench.models.heads import HeadFactory, LinearHead
 from ferbench.models.registry import MODELS
 
@@ -122,8 +123,9 @@ class ShuffleCSP(nn.Module):
         attn_layer: AttnFactory = NoAttention,
         head_layer: HeadFactory = LinearHead,
     ) -> None:
-        """``attn_layer`` is accepted for the common contract and ignored: SA and CA have fixed places."""
+        """SA and CA have fixed places (``use_sa``, ``use_ca``): any ``attn_layer`` but none is a ConfigError."""
         super().__init__()
+        reject_attention(attn_layer, "shufflecsp", "has its SA and CA at fixed places (model.use_sa, model.use_ca)")
         sa_layer = (sa_layer or paper_attention("sa")) if use_sa else NoAttention
         ca_layer = (ca_layer or paper_attention("ca")) if use_ca else NoAttention
         self.stem = Stem(in_chans, STEM)

@@ -18,7 +18,18 @@ from scipy import stats
 from ferbench.results.leakage import read_leakage
 from ferbench.results.spec import StatTest, TableSpec
 
-FRACTION_METRICS = ("accuracy", "precision", "recall", "f1", "map", "map50", "map50_95")
+FRACTION_METRICS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "map",
+    "map50",
+    "map50_95",
+    "precision_weighted",
+    "recall_weighted",
+    "f1_weighted",
+)
 
 
 def is_fraction(metric: str) -> bool:

@@ -33,6 +33,7 @@ TABLE_KEYS = {
     "claims",
     "figures",
     "paper_matrix",
+    "paper_patience",
 }
 ROW_KEYS = {"key", "label", "overrides", "paper", "cited", "metric", "note"}
 COLUMN_KEYS = {"key", "label", "overrides", "metric"}
@@ -116,6 +117,7 @@ class TableSpec:
     stats: tuple[StatTest, ...] = ()
     claims: tuple[Claim, ...] = ()
     figures: tuple[dict, ...] = ()
+    paper_patience: int | None = None  # early-stopping patience the paper profile must compose to (0 = off)
 
     @property
     def name(self) -> str:
@@ -178,6 +180,7 @@ def load_spec(path: Path) -> TableSpec:
         stats=stats,
         claims=tuple(_claim(path, c, rows, columns) for c in data.get("claims") or ()),
         figures=tuple(dict(f) for f in data.get("figures") or ()),
+        paper_patience=None if data.get("paper_patience") is None else int(data["paper_patience"]),
     )
 
 

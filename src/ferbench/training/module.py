@@ -11,6 +11,7 @@ from torch import nn
 
 from ferbench.errors import RunFailed
 from ferbench.training.metrics import ImageMean, test_metrics
+from ferbench.training.mixup import MixUp, mix_batch, mixed_loss
 from ferbench.training.optim import build_optimizer, build_scheduler
 
 LOSS_CHECK_EVERY = 50
@@ -53,6 +54,7 @@ class FERModule(pl.LightningModule):
         self.test_results: dict[str, torch.Tensor] = {}
         self.test_probs: list[torch.Tensor] = []
         self._test_labels: list[torch.Tensor] = []
+        self.mixup: MixUp | None = None  # aug.mixup, a batch transform (run.py sets it)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -64,10 +66,11 @@ class FERModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
+        x, partner = mix_batch(x, y, self.mixup)
         out, aux = self._outputs(x)
-        loss = self.loss(out, y)
+        loss = mixed_loss(self.loss, out, y, partner)
         for a in aux:
-            loss = loss + self.aux_weight * self.loss(a, y)
+            loss = loss + self.aux_weight * mixed_loss(self.loss, a, y, partner)
         self._watch_loss(loss.detach(), batch_idx)
         self.train_loss.update(loss.detach() * len(y), len(y))
         self.train_acc.update(_correct(out.detach(), y), len(y))

@@ -573,10 +573,15 @@ class PackedTrainer:
             result.failure, result.failed_epoch = saved["failure"], saved["failed_epoch"]
             result.resumed = True
 
-    def _write_best(self, i: int) -> None:
-        """``best.ckpt`` in the form a solo run's has (``state_dict`` with ``model.``/``loss.`` keys)."""
+    def best_state(self, i: int) -> dict[str, torch.Tensor]:
+        """Model ``i``'s best (or, without validation, last) weights and buffers as a state dict of its PackNet."""
         state = {n: p[i].detach().cpu().clone() for n, p in self.best_params.items()}
         state.update({n: b[i].cpu().clone() for n, b in self.best_buffers.items()})
+        return state
+
+    def _write_best(self, i: int) -> None:
+        """``best.ckpt`` in the form a solo run's has (``state_dict`` with ``model.``/``loss.`` keys)."""
+        state = self.best_state(i)
         payload = {"state_dict": state, "epoch": self.results[i].best_epoch, "ferbench_packed": self.k}
         path = self.members[i].checkpoint_dir / "best.ckpt"
         write_atomic(path, lambda tmp: torch.save(payload, tmp))
