@@ -14,9 +14,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from ferbench.config import compose_config
 from ferbench.results.spec import find_specs
 from ferbench.run import run
-from ferbench.tables import _without_data, compose_cell, drop_superseded
+from ferbench.tables import _without_data, drop_superseded
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,7 @@ def test_paper_model_learns_at_its_paper_settings(model: str, tmp_path) -> None:
         f"results_dir={tmp_path / 'results'}",
         f"cache_dir={tmp_path / 'cache'}",
     ]
-    cfg = compose_cell(paper_settings(table, ours))
+    cfg = compose_config(paper_settings(table, ours))
     assert cfg.model.name == model
     record = run(cfg)
     history = pd.read_csv(record.run_dir / "history.csv")

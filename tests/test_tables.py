@@ -199,7 +199,7 @@ def test_every_experiment_file_parses_and_plans():
 )
 def test_paper_profile_patience_is_the_tables_stated_one(spec):
     """Fixed-epoch papers must not stop early: every cell's composed patience equals the YAML's ``paper_patience``."""
-    from ferbench.tables import compose_cell
+    from ferbench.config import compose_config
 
     assert spec.paper_patience is not None, f"{spec.name}: no paper_patience"
     rows = [r for r in spec.rows if not r.cited] if spec.kind == "runs" else [Row("matrix", "matrix")]
@@ -214,7 +214,7 @@ def test_paper_profile_patience_is_the_tables_stated_one(spec):
                 *column.overrides,
                 *row.overrides,
             ]
-            cfg = compose_cell(overrides)
+            cfg = compose_config(overrides)
             assert cfg.trainer.early_stopping_patience == spec.paper_patience, (spec.name, row.key, column.key)
 
 
@@ -299,7 +299,7 @@ def test_smoke_runs_one_seed_and_at_most_two_folds_unless_the_command_line_says(
 
     (spec,) = find_specs("amdcnn/table8")
     assert len(spec.seeds) > 1
-    extra = [f"results_dir={tmp_path}", f"data_dirs.ckplus={tmp_path}"]
+    extra = [f"results_dir={tmp_path}", f"data_dirs.ckplus={tmp_path / 'absent'}"]  # smoke: synthetic stands in
     ckplus = [c for c in plan(spec, "smoke", extra) if c.column and c.column.key == "ckplus"]
     assert ckplus and all(len(c.configs) == 1 and c.configs[0].split.k == 2 for c in ckplus)
     seeded = [c for c in plan(spec, "smoke", extra, seeds=[0, 1]) if c.column.key == "ckplus"]
