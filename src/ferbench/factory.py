@@ -25,7 +25,8 @@ from ferbench.training.mixup import build_mixup
 from ferbench.training.module import FERModule
 from ferbench.training.packed import PackNet
 
-MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans", "task")
+MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans", "task", "revision")
+"""Model config keys that are not builder switches; ``revision`` marks a changed network so its run ids change."""
 
 
 def _plain(node) -> dict:
