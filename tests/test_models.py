@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from ferbench.attention import ATTENTION, NoAttention, attention_factory
 from ferbench.errors import ConfigError
+from ferbench.factory import MODEL_RESERVED_KEYS as RESERVED
 from ferbench.models import MODELS, create_model
 from ferbench.models.heads import CosineHead
 from ferbench.models.profile import count_parameters
@@ -17,7 +18,6 @@ from ferbench.paths import config_dir
 
 MODEL_CONFIGS = sorted((config_dir() / "model").glob("*.yaml"))
 SLOW = {"vgg13", "vgg16"}  # 130 M parameters: several seconds to build on a CPU
-RESERVED = ("name", "input_size", "in_chans", "task")
 
 
 def model_cfg(name: str) -> dict:
