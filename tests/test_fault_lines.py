@@ -118,10 +118,16 @@ def test_sigterm_during_sweep_exits_143_and_the_same_command_finishes(tmp_path):
     assert not problems and len(rows) == 2 and sorted(rows["seed"]) == [0, 1]
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """A shell's background job (``make test &``, some CI runners) starts with SIGINT ignored, and Python then
+    installs no KeyboardInterrupt handler: give the child the terminal's default, as a user's Ctrl-C meets it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_during_a_run_exits_130_with_the_resume_line(tmp_path):
     results = tmp_path / "results"
     argv = [*FERBENCH, "run", "trainer.max_epochs=6", *SMALL, f"results_dir={results}"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_at_a_terminal)
     _wait_for("runs/*/fold_0/checkpoints/last.ckpt", results, proc)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
