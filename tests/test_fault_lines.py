@@ -127,7 +127,9 @@ def _sigint_as_at_a_terminal() -> None:
 def test_sigint_during_a_run_exits_130_with_the_resume_line(tmp_path):
     results = tmp_path / "results"
     argv = [*FERBENCH, "run", "trainer.max_epochs=6", *SMALL, f"results_dir={results}"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_at_a_terminal)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_at_a_terminal
+    )
     _wait_for("runs/*/fold_0/checkpoints/last.ckpt", results, proc)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
