@@ -108,6 +108,32 @@ def collate_uint8(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, to
     return torch.from_numpy(images), labels
 
 
+def seeded_loader(datamodule, dataset: Dataset, train: bool, collate_fn) -> DataLoader:
+    """The loader of a ferbench data module (classification or detection): shuffled and seeded per batch by a
+    ``BatchSeededSampler`` when training, workers and pinning resolved for the device it trains on.
+
+    ``datamodule`` gives ``batch_size``, ``num_workers``, ``pin_memory``, ``seed`` and ``_accelerated()``.
+    """
+    accelerated = datamodule._accelerated()
+    workers = resolve_num_workers(datamodule.num_workers, accelerated)
+    batch_size, seed = datamodule.batch_size, datamodule.seed
+    sampler = BatchSeededSampler(len(dataset), batch_size, torch.Generator().manual_seed(seed)) if train else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=train and len(dataset) > batch_size,
+        num_workers=workers,
+        pin_memory=resolve_pin_memory(datamodule.pin_memory, accelerated),
+        persistent_workers=workers > 0,
+        collate_fn=collate_fn,
+        # its own generator for the loader's worker base seed: drawn from the global RNG instead, a loader
+        # with workers that persist (drawn once) and one without (drawn every epoch) would part ways
+        generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=seed_worker if workers > 0 else None,
+    )
+
+
 class FERDataModule(pl.LightningDataModule):
     def __init__(
         self,
@@ -143,26 +169,8 @@ class FERDataModule(pl.LightningDataModule):
         return torch.cuda.is_available()
 
     def _loader(self, indices: np.ndarray, train: bool) -> DataLoader:
-        accelerated = self._accelerated()
-        workers = resolve_num_workers(self.num_workers, accelerated)
         dataset = ImageArrayDataset(self.images, self.labels, indices, self.augment if train else None)
-        sampler = None
-        if train:
-            sampler = BatchSeededSampler(len(indices), self.batch_size, torch.Generator().manual_seed(self.seed))
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=train and len(indices) > self.batch_size,
-            num_workers=workers,
-            pin_memory=resolve_pin_memory(self.pin_memory, accelerated),
-            persistent_workers=workers > 0,
-            collate_fn=collate_uint8,
-            # its own generator for the loader's worker base seed: drawn from the global RNG instead, a loader
-            # with workers that persist (drawn once) and one without (drawn every epoch) would part ways
-            generator=torch.Generator().manual_seed(self.seed),
-            worker_init_fn=seed_worker if workers > 0 else None,
-        )
+        return seeded_loader(self, dataset, train, collate_uint8)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.fold.train, train=True)

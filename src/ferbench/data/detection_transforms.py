@@ -19,7 +19,7 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset
 
-from ferbench.data.datamodule import BatchSeededSampler, resolve_num_workers, resolve_pin_memory, seed_worker
+from ferbench.data.datamodule import seeded_loader
 from ferbench.data.splits import Fold
 from ferbench.data.transforms import Pipeline, normalize_batch
 from ferbench.errors import ConfigError
@@ -205,24 +205,10 @@ class DetectionDataModule(pl.LightningDataModule):
         return trainer.strategy.root_device.type != "cpu" if trainer is not None else torch.cuda.is_available()
 
     def _loader(self, indices: np.ndarray, train: bool) -> DataLoader:
-        accelerated = self._accelerated()
-        workers = resolve_num_workers(self.num_workers, accelerated)
         dataset = DetectionDataset(
             self.images, self.targets, indices, self.augment if train else None, self.mix if train else MosaicMixup()
         )
-        sampler = BatchSeededSampler(len(indices), self.batch_size, torch.Generator().manual_seed(self.seed))
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler if train else None,
-            drop_last=train and len(indices) > self.batch_size,
-            num_workers=workers,
-            pin_memory=resolve_pin_memory(self.pin_memory, accelerated),
-            persistent_workers=workers > 0,
-            collate_fn=collate_boxes,
-            generator=torch.Generator().manual_seed(self.seed),
-            worker_init_fn=seed_worker if workers > 0 else None,
-        )
+        return seeded_loader(self, dataset, train, collate_boxes)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.fold.train, train=True)

@@ -28,7 +28,7 @@ from ferbench.errors import ConfigError, RunFailed
 from ferbench.models.profile import frames_per_second
 from ferbench.models.yoloxnano_det import DetectionPipeline, postprocess
 from ferbench.training.metrics import ImageMean
-from ferbench.training.optim import build_optimizer, build_scheduler
+from ferbench.training.optim import lightning_optimizers
 
 CENTER_RADIUS = 2.5
 IOU_COST_WEIGHT = 3.0
@@ -354,12 +354,7 @@ class DetectionModule(pl.LightningModule):
         return row
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = build_optimizer(self.optim_cfg, params)
-        scheduler = build_scheduler(self.optim_cfg, optimizer, self.max_epochs)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return lightning_optimizers(self.optim_cfg, self, self.max_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ferbench_history"] = list(self.history)

@@ -12,7 +12,7 @@ from torch import nn
 from ferbench.errors import RunFailed
 from ferbench.training.metrics import ImageMean, test_metrics
 from ferbench.training.mixup import MixUp, mix_batch, mixed_loss
-from ferbench.training.optim import build_optimizer, build_scheduler
+from ferbench.training.optim import lightning_optimizers
 
 LOSS_CHECK_EVERY = 50
 """Training steps between looks at the loss on an accelerator (each look waits for the device)."""
@@ -150,12 +150,7 @@ class FERModule(pl.LightningModule):
         self.test_metrics.reset()
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = build_optimizer(self.optim_cfg, params)
-        scheduler = build_scheduler(self.optim_cfg, optimizer, self.max_epochs)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return lightning_optimizers(self.optim_cfg, self, self.max_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ferbench_history"] = list(self.history)

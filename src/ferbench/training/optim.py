@@ -34,3 +34,13 @@ def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, max_epochs: int)
 
         raise ConfigError(f"optim.scheduler must be one of {sorted(schedulers)}, got {cfg.scheduler!r}")
     return schedulers[cfg.scheduler]()
+
+
+def lightning_optimizers(cfg: Any, module: torch.nn.Module, max_epochs: int):
+    """``configure_optimizers``'s answer for a ferbench LightningModule: every trainable parameter, the
+    scheduler stepped once per epoch."""
+    optimizer = build_optimizer(cfg, [p for p in module.parameters() if p.requires_grad])
+    scheduler = build_scheduler(cfg, optimizer, max_epochs)
+    if scheduler is None:
+        return optimizer
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
