@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from ferbench.data.identity import run_id_of
+from ferbench.paths import config_dir
 from ferbench.results import record as rec
 from ferbench.run import run
 
@@ -81,3 +82,11 @@ def test_protocol_is_recorded_and_changes_validation(make_cfg, protocol):
     row = record.metrics.iloc[0]
     assert row["protocol"] == protocol
     assert (row["n_val"] == row["n_test"]) == (protocol == "select_on_test")
+
+
+@pytest.mark.parametrize("choice", sorted(p.stem for p in (config_dir() / "data").glob("*.yaml")))
+def test_records_name_the_data_config_chosen_not_its_loader(make_cfg, choice):
+    """`data=ckplus6` and `data=ckplus` share a loader (data.name ckplus); the record must tell them apart."""
+    cfg = make_cfg(f"data={choice}", fast=False)
+    assert rec.axis_choices(cfg)["data"] == choice
+    assert f"-{choice}-" in rec.run_id(cfg, "data-0123")

@@ -307,3 +307,73 @@ def test_smoke_runs_one_seed_and_at_most_two_folds_unless_the_command_line_says(
     (kfold,) = find_specs("amdcnn/table7")  # every cell CK+ 10-fold: a command-line split.k applies to all
     cells = [c for c in plan(kfold, "smoke", [*extra, "split.k=3"]) if c.status == "run"]
     assert cells and all(c.configs[0].split.k == 3 for c in cells)
+
+
+STATES_TABLE = {
+    "paper": "paperx",
+    "table": "t1",
+    "title": "One row per run state",
+    "paper_scale": 100,
+    "base": ["model=simplecnn", "model.widths=[8,16]", "aug=none", "data=synthetic", "data.options.n_train=70"],
+    "profiles": {"paper": ["trainer.max_epochs=1", "data.options.n_test=35"]},
+    "columns": [{"key": "syn", "label": "Synthetic"}],
+    "rows": [
+        {"key": key, "label": key.capitalize(), "overrides": [f"model.drop_rate=0.{i}"], "paper": {"syn": 50.0}}
+        for i, key in enumerate(["complete", "failed", "running", "incomplete", "corrupt", "absent"])
+    ],
+}
+
+
+def _fake_records(results: Path, run_ids: dict[str, str]) -> None:
+    """One record per state, written as ferbench writes them (failed.json, a held lock, a fold row, a cut csv)."""
+    from ferbench.results.record import write_failure
+
+    _write_run(results, run_ids["complete"], [0.5, 0.7])
+    for state in ("failed", "running", "incomplete", "corrupt"):
+        (results / "runs" / run_ids[state] / "fold_0").mkdir(parents=True)
+        (results / "runs" / run_ids[state] / "fold_0" / "metrics.json").write_text("{}")
+    write_failure(results / "runs" / run_ids["failed"], "non-finite loss (nan) at step 3", fold=1, epoch=2)
+    (results / "runs" / run_ids["corrupt"] / "metrics.csv").write_text("run_id,seed,fold,accuracy\nx,0,")
+
+
+def test_render_only_reads_every_cells_state_from_its_records(tmp_path):
+    """A failed, running, half-done or corrupt run shows as such under --render-only (not as 'not run')."""
+    from ferbench.results.record import run_lock
+
+    spec = _spec(tmp_path, STATES_TABLE)
+    extra = [f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}"]
+    planned = build_table(spec, "paper", extra, render_only=True)
+    assert planned.trained == 0 and all(c.status == "not run" for c in planned.cells)
+    run_ids = {c.row: c.run_ids[0] for c in planned.cells}
+    _fake_records(tmp_path / "results", run_ids)
+    with run_lock(tmp_path / "results" / "runs" / run_ids["running"]):
+        outcome = build_table(spec, "paper", extra, render_only=True)
+    states = {c.row: c.status for c in outcome.cells}
+    assert states == {
+        "complete": "ours",
+        "failed": "failed",
+        "running": "running",
+        "incomplete": "incomplete",
+        "corrupt": "corrupt",
+        "absent": "not run",
+    }
+    md = outcome.paths["md"].read_text()
+    assert _cells(md) == ["60.00 ± 14.14 (50.00, Δ +10.00)", "failed (50.00)", "running (50.00)",
+                          "incomplete (50.00)", "corrupt (50.00)", "not run (50.00)"]  # fmt: skip
+    assert "non-finite loss (nan) at step 3" in md  # the failure's reason, read from failed.json
+    assert "1 fold(s) recorded" in md and "another process" in md
+    assert outcome.trained == 0
+
+
+def test_runs_another_process_holds_are_not_counted_as_trained(tmp_path):
+    from ferbench.results.record import run_lock
+
+    spec = _spec(tmp_path, {**STATES_TABLE, "rows": STATES_TABLE["rows"][:2]})
+    extra = [f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "trainer.progress_bar=false"]
+    planned = build_table(spec, "paper", extra, render_only=True)
+    held = tmp_path / "results" / "runs" / planned.cells[1].run_ids[0]
+    held.mkdir(parents=True)
+    with run_lock(held):
+        outcome = build_table(spec, "paper", extra)
+    assert outcome.trained == 1 and not outcome.failures
+    assert [c.status for c in outcome.cells] == ["ours", "running"]

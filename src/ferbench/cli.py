@@ -408,6 +408,7 @@ def _leakage(argv: list[str]) -> None:
     from ferbench.leakage import draw_grid, examples, scan
     from ferbench.report import print_leakage
     from ferbench.results.atomic import write_text
+    from ferbench.results.record import data_choice
 
     parser = argparse.ArgumentParser(prog="ferbench leakage", description="train/test overlap of a split")
     parser.add_argument("overrides", nargs="*", help="config overrides: data=ckplus split=holdout split.ratio=0.1")
@@ -419,7 +420,7 @@ def _leakage(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     cfg = compose_config(args.overrides)
     found = scan(cfg)
-    grid = args.grid or Path(cfg.results_dir) / "leakage" / f"{cfg.data.name}-{cfg.split.name}-s{cfg.seed}.png"
+    grid = args.grid or Path(cfg.results_dir) / "leakage" / f"{data_choice(cfg)}-{cfg.split.name}-s{cfg.seed}.png"
     drawn = draw_grid(found, examples(found, args.examples), grid)
     if args.out:
         write_text(args.out, json.dumps(found.figures, indent=1))

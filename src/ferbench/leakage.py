@@ -21,6 +21,7 @@ from ferbench.data.splits import Fold
 from ferbench.factory import prepare
 from ferbench.results.atomic import write_atomic
 from ferbench.results.leakage import cached_hashes, leakage_figures, seen_side
+from ferbench.results.record import data_choice
 from ferbench.run import run_folds
 
 
@@ -40,7 +41,7 @@ def scan(cfg: DictConfig) -> LeakageScan:
     samples = source.samples[prepared.keep].reset_index(drop=True)
     folds = run_folds(cfg, samples, samples["label"].to_numpy())
     hashes = cached_hashes(prepared.images, prepared.cache_path)
-    about = {"data": str(cfg.data.name), "split": str(cfg.split.name), "seed": int(cfg.seed), "n_folds": len(folds)}
+    about = {"data": data_choice(cfg), "split": str(cfg.split.name), "seed": int(cfg.seed), "n_folds": len(folds)}
     figures = leakage_figures(samples, folds, hashes, **about, protocol=str(cfg.protocol))
     return LeakageScan(figures, samples, folds, np.asarray(prepared.images), hashes)
 

@@ -120,7 +120,8 @@ def print_table_outcome(outcome) -> None:
     spec = outcome.spec
     console.print(
         f"{spec.name}: trained {outcome.trained} run(s), {len(outcome.failures)} failed, "
-        f"{outcome.seconds:.1f} s -> {outcome.paths.get('md')}"
+        + (f"{outcome.left_to_others} left to another process, " if outcome.left_to_others else "")
+        + f"{outcome.seconds:.1f} s -> {outcome.paths.get('md')}"
     )
     for run_id, reason in outcome.failures.items():
         console.print(f"  failed {run_id}: {reason}")

@@ -239,7 +239,7 @@ def run_folds(cfg: DictConfig, samples: pd.DataFrame, labels: np.ndarray) -> lis
 
 
 def _base_row(cfg: DictConfig, run_id: str, fold: Fold, n_folds: int) -> dict:
-    row = {"run_id": run_id, **{axis: cfg[axis].name for axis in rec.AXES}}
+    row = {"run_id": run_id, **rec.axis_choices(cfg)}
     row.update(
         seed=cfg.seed,
         fold=fold.index,

@@ -147,7 +147,7 @@ def plan_cell(
         plan.status, plan.missing = "no data", missing
         return plan
     if missing:
-        plan.substituted, plan.missing = cfg.data.name, missing
+        plan.substituted, plan.missing = rec.data_choice(cfg), missing
         overrides = [*_without_data(overrides), *SMOKE_DATA]
         cfg = compose_config(overrides)
     if profile == "smoke":
@@ -244,6 +244,8 @@ class TableOutcome:
     trained: int
     failures: dict[str, str]
     seconds: float
+    left_to_others: int = 0
+    """Missing runs another process was training (their lock held): neither trained here nor failed."""
 
 
 def build_table(
@@ -284,5 +286,6 @@ def build_table(
         links = "\n".join(f"![{f.stem}](../../figures/{spec.paper}/{f.name})" for f in figures)
         paths["md"].write_text(paths["md"].read_text() + "\n" + links + "\n")
         paths.update({f.stem: f for f in figures})
-    trained = 0 if render_only else len(todo) - len(failures)
-    return TableOutcome(spec, results, paths, trained, failures, time.perf_counter() - started)
+    trained = 0 if render_only else sum(rec.is_complete(Path(cfg.results_dir) / "runs" / r) for r, cfg in todo.items())
+    left = 0 if render_only else len(todo) - trained - len(failures)
+    return TableOutcome(spec, results, paths, trained, failures, time.perf_counter() - started, left)

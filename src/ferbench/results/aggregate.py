@@ -48,6 +48,12 @@ def collect_records(results_dir: Path) -> tuple[pd.DataFrame, list[Problem]]:
     return rows, problems
 
 
+def run_problem(run_dir: Path) -> Problem | None:
+    """Why a run has no usable record (failed, running, incomplete, corrupt); None if complete or never started."""
+    run_dir = Path(run_dir)
+    return _read_run(run_dir)[1] if run_dir.is_dir() else None
+
+
 def _folds_done(run_dir: Path) -> list[int]:
     done = (p.parent.name.removeprefix("fold_") for p in run_dir.glob("fold_*/metrics.json"))
     return sorted(int(k) for k in done if k.isdigit())

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ferbench.results.aggregate import Problem, run_problem
 from ferbench.results.leakage import read_leakage
 from ferbench.results.spec import StatTest, TableSpec
 
@@ -45,7 +46,7 @@ class CellResult:
     row_label: str
     column_label: str
     metric: str
-    status: str  # ours | cited | no data | failed | not run | paper only
+    status: str  # ours | cited | no data | paper only | not run | failed | running | incomplete | corrupt
     paper: float | None = None
     values: np.ndarray = field(default_factory=lambda: np.array([]))
     run_ids: tuple[str, ...] = ()
@@ -57,6 +58,9 @@ class CellResult:
     data_used: str = ""
     substituted: str | None = None
     note: str = ""
+    """Where an absent data set was looked for."""
+    failure: str = ""
+    """Why the cell's run failed in this process before writing a record (e.g. an unreadable image)."""
     pairs: tuple[tuple[int, int, str], ...] = ()
     """(seed, fold, digest of that fold's test indices) per value: what pairs two cells' runs."""
     split: str = ""
@@ -64,6 +68,8 @@ class CellResult:
     """Test over training-side images of a fold (n2/n1 of the corrected resampled t-test)."""
     leakage: dict | None = None
     """Train/test overlap figures summed over the cell's runs and folds (``leakage.json``); None if unrecorded."""
+    problems: tuple[Problem, ...] = ()
+    """The cell's runs that have no usable record, and why (read from the records: failed.json, lock, files)."""
 
     @property
     def n(self) -> int:
@@ -135,16 +141,20 @@ def aggregate_cell(cell, spec: TableSpec, results_dir: Path) -> CellResult:
     if cell.status != "run":
         return result
     if cell.failure:
-        result.status, result.note = "failed", cell.failure
+        result.status, result.failure = "failed", cell.failure
     scale = spec.paper_scale if is_fraction(cell.metric) else 1.0
     values: list[float] = []
     epochs: list[int] = []
     rows: list[pd.DataFrame] = []
     pairs: list[tuple[int, int, str]] = []
     run_dirs: list[Path] = []
+    problems: list[Problem] = []
     for run_id in cell.run_ids:
         run_dir = Path(results_dir) / "runs" / run_id
-        if not (run_dir / "metrics.csv").is_file():
+        problem = run_problem(run_dir)
+        if problem is not None:
+            problems.append(problem)
+        if problem is not None or not (run_dir / "metrics.csv").is_file():
             continue
         values.extend(v * scale for v in run_values(run_dir, cell.metric))
         metrics = pd.read_csv(run_dir / "metrics.csv")
@@ -152,9 +162,10 @@ def aggregate_cell(cell, spec: TableSpec, results_dir: Path) -> CellResult:
         rows.append(metrics)
         run_dirs.append(run_dir)
         epochs.extend(metrics["epochs_run"].astype(int))
+    result.problems = tuple(problems)
     if not rows:
         if result.status == "ours":
-            result.status = "not run"
+            result.status = state_of(problems)
         return result
     first = rows[0].iloc[0]
     result.values = np.array(values, dtype=float)
@@ -169,6 +180,15 @@ def aggregate_cell(cell, spec: TableSpec, results_dir: Path) -> CellResult:
     result.test_train_ratio = test_train_ratio(pd.concat(rows))
     result.leakage = read_leakage(run_dirs)
     return result
+
+
+STATE_ORDER = ("failed", "corrupt", "running", "incomplete")
+"""A cell none of whose runs is complete shows the first of these its runs are in, else 'not run'."""
+
+
+def state_of(problems: Sequence[Problem]) -> str:
+    kinds = {p.kind for p in problems}
+    return next((state for state in STATE_ORDER if state in kinds), "not run")
 
 
 def test_train_ratio(metrics: pd.DataFrame) -> float:

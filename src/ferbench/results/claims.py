@@ -80,6 +80,9 @@ IDLE = {
     "no data": "no data",
     "not run": "not run yet",
     "failed": "failed",
+    "running": "being trained by another process",
+    "incomplete": "not finished (some folds recorded)",
+    "corrupt": "its record is corrupt",
     "paper only": "the paper's figure only",
 }
 

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from ferbench.results.atomic import write_atomic, write_csv, write_text
 from ferbench.results.cells import CellResult
+from ferbench.results.record import data_choice
 from ferbench.results.render import deviation_note
 from ferbench.results.spec import TableSpec
 
@@ -68,7 +69,9 @@ def write_confusion(
     paths: dict[str, Path] = {}
     if counts is None:
         status = cell.status if cell.status != "ours" else "not run"
-        lines.append(f"**{status}**" + (f" (looked in {cell.note})" if cell.note else ""))
+        lines.append(f"**{status}**" + (f" (looked in {cell.note})" if cell.status == "no data" else ""))
+        lines += [f"- {p.kind}: run `{p.run_id}`: {p.detail}" for p in cell.problems]
+        lines += [f"- failed: {cell.failure}"] if cell.failure else []
     else:
         ours = normalise_rows(_aligned(counts, classes)) * (spec.paper_scale if spec.paper_scale else 1)
         grid = ours.copy().astype(object)
@@ -206,4 +209,4 @@ def _counts(spec: TableSpec, cfg: DictConfig) -> tuple[pd.DataFrame | None, list
             f"{v} ({paper.get(canonical(k), {}).get(column, '—')})"
             for k, v in zip(counts["class"], counts[column], strict=True)
         ]
-    return counts, [f"Cells read ours (paper). Data: {cfg.data.name} at {cfg.data.root}."]
+    return counts, [f"Cells read ours (paper). Data: {data_choice(cfg)} at {cfg.data.root}."]

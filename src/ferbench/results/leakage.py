@@ -18,6 +18,7 @@ from ferbench.data.base import DataSource
 from ferbench.data.leakage import image_hashes, leakage_report
 from ferbench.data.splits import Fold
 from ferbench.results.atomic import write_atomic, write_text
+from ferbench.results.record import data_choice
 
 LEAKAGE_FILE = "leakage.json"
 KEYS = ("test_images", "subject_overlap", "sequence_overlap", "exact_duplicates", "near_duplicates")
@@ -81,7 +82,7 @@ def leakage_figures(samples: pd.DataFrame, folds: Sequence[Fold], hashes: np.nda
 def write_run_leakage(run_dir: Path, samples: pd.DataFrame, folds: Sequence[Fold], prepared, cfg) -> dict:
     """The run's hook: ``<run_dir>/leakage.json`` for the folds it trains (hashes cached per data set)."""
     hashes = cached_hashes(prepared.images, prepared.cache_path)
-    about = {"data": str(cfg.data.name), "split": str(cfg.split.name), "protocol": str(cfg.protocol)}
+    about = {"data": data_choice(cfg), "split": str(cfg.split.name), "protocol": str(cfg.protocol)}
     figures = leakage_figures(samples, folds, hashes, **about)
     write_text(Path(run_dir) / LEAKAGE_FILE, json.dumps(figures, indent=1))
     return figures

@@ -47,6 +47,7 @@ IDENTITY_EXCLUDED = (
     "tag",
     "hydra",
     "data.root",
+    "data.variant",
     "trainer.progress_bar",
     "trainer.num_workers",
     "trainer.pin_memory",
@@ -82,7 +83,17 @@ def run_id(cfg: DictConfig, data_fingerprint: str) -> str:
     """
     identity = {**experiment_identity(cfg), "data_fingerprint": data_fingerprint}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return f"{cfg.model.name}-{cfg.attn.name}-{cfg.data.name}-{cfg.split.name}-s{cfg.seed}-{digest}"
+    return f"{cfg.model.name}-{cfg.attn.name}-{data_choice(cfg)}-{cfg.split.name}-s{cfg.seed}-{digest}"
+
+
+def data_choice(cfg: DictConfig) -> str:
+    """The data config chosen (``ckplus6``), not its loader (``data.name`` ckplus): what records call the data."""
+    return str(cfg.data.get("variant") or cfg.data.name)
+
+
+def axis_choices(cfg: DictConfig) -> dict[str, str]:
+    """The choice made on every config group, as a record's columns name it."""
+    return {axis: data_choice(cfg) if axis == "data" else str(cfg[axis].name) for axis in AXES}
 
 
 @dataclass

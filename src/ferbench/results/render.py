@@ -20,6 +20,8 @@ from ferbench.results.leakage import describe
 from ferbench.results.spec import TableSpec
 
 SYNTHETIC_MARK = "†"
+IDLE_STATES = ("no data", "not run", "failed", "running", "incomplete", "corrupt")
+"""Statuses of a cell with no value of ours: the cell names the state (and the paper's figure)."""
 
 
 def fmt(value: float | None, metric: str, scale: float) -> str:
@@ -38,7 +40,7 @@ def cell_text(cell: CellResult, scale: float) -> str:
         return f"cited: {paper}"
     if cell.status == "paper only":
         return f"paper: {paper}"
-    if cell.status in ("no data", "failed", "not run"):
+    if cell.status in IDLE_STATES:
         return f"{cell.status} ({paper})" if cell.paper is not None else cell.status
     ours = fmt(cell.mean, cell.metric, scale)
     if cell.n > 1:
@@ -96,8 +98,13 @@ def table_notes(
     for path in sorted({c.note for c in cells if c.status == "no data"}):
         notes.append(f"no data: looked for the data set in {path}.")
     for cell in cells:
-        if cell.status == "failed":
-            notes.append(f"failed: {cell.row_label} / {cell.column_label}: {cell.note}")
+        if cell.failure:  # failed in this process (a failed fit also wrote the failed.json read below)
+            notes.append(f"failed: {cell.row_label} / {cell.column_label}: {cell.failure}")
+        for problem in cell.problems:
+            if not (cell.failure and problem.kind == "failed"):
+                notes.append(
+                    f"{problem.kind}: {cell.row_label} / {cell.column_label}: run `{problem.run_id}`: {problem.detail}"
+                )
     notes.extend(leakage_notes(cells))
     if any(c.status == "cited" for c in cells):
         notes.append("Rows marked *cited* are the paper's citations of other work, not reproduced here.")
