@@ -377,3 +377,43 @@ def test_runs_another_process_holds_are_not_counted_as_trained(tmp_path):
         outcome = build_table(spec, "paper", extra)
     assert outcome.trained == 1 and not outcome.failures
     assert [c.status for c in outcome.cells] == ["ours", "running"]
+
+
+CONFUSION_TABLE = {
+    "paper": "paperx",
+    "table": "t5",
+    "title": "A paper's 3-class confusion matrix",
+    "kind": "confusion",
+    "paper_scale": 1,
+    "base": ["model=simplecnn", "data=rafd"],
+    "classes": ["Angry", "Contempt", "Happy"],
+    "paper_matrix": [[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.0, 0.0, 1.0]],
+}
+
+
+def _confusion_run(results: Path, run_id: str, classes: list[str]) -> None:
+    _write_run(results, run_id, [0.5])
+    counts = pd.DataFrame(np.eye(len(classes), dtype=int) * 3 + 1, columns=classes).assign(fold=0, true=classes)
+    counts[["fold", "true", *classes]].to_csv(results / "runs" / run_id / "confusion.csv", index=False)
+
+
+def test_confusion_table_renders_smokes_synthetic_classes_and_names_a_real_mismatch(tmp_path):
+    """mnv3simam Table 5 (RaFD's 8 classes) at smoke trains on synthetic's 7: `make smoke-tables` crashed there."""
+    from ferbench.results import kinds
+
+    spec = _spec(tmp_path, CONFUSION_TABLE)
+    results = tmp_path / "results"
+    _confusion_run(results, "syn", ["angry", "happy", "sad"])
+    plan = CellPlan(Row("matrix", spec.title), None, "accuracy", "run", run_ids=["syn"], substituted="rafd")
+    cell = aggregate_cell(plan, spec, results)
+    paths = kinds.write_confusion(spec, plan, cell, "smoke", results / "tables")
+    md = paths["md"].read_text()
+    assert "| true \\ predicted | angry | happy | sad |" in md and "Contempt" not in md.split("- ")[0]
+    assert "paper's matrix is not compared" in md and (results / "tables" / "paperx" / "t5.png").is_file()
+    real = CellPlan(Row("matrix", spec.title), None, "accuracy", "run", run_ids=["syn"])
+    with pytest.raises(ConfigError, match=r"paperx/t1.yaml.*Contempt.*angry"):
+        kinds.write_confusion(spec, real, aggregate_cell(real, spec, results), "paper", results / "tables")
+    _confusion_run(results, "ours", ["happy", "contempt", "anger"])  # the data set's spelling and order
+    match = CellPlan(Row("matrix", spec.title), None, "accuracy", "run", run_ids=["ours"])
+    md = kinds.write_confusion(spec, match, aggregate_cell(match, spec, results), "paper", results / "tables")
+    assert "| Angry | 0.67 (0.90, Δ -0.23) | 0.17 (0.10, Δ +0.07) | 0.17 (0.00, Δ +0.17) |" in md["md"].read_text()

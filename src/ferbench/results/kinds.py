@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from ferbench.errors import ConfigError
 from ferbench.results.atomic import write_atomic, write_csv, write_text
 from ferbench.results.cells import CellResult
 from ferbench.results.record import data_choice
@@ -47,13 +48,16 @@ def normalise_rows(counts: pd.DataFrame) -> pd.DataFrame:
     return counts.div(counts.sum(axis=1).replace(0, np.nan), axis=0)
 
 
-def _aligned(ours: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+def _aligned(ours: pd.DataFrame, classes: list[str], spec: TableSpec) -> pd.DataFrame:
     """Re-order our matrix to the paper's class order (by canonical name)."""
     index = {canonical(c): c for c in ours.index}
     order = [index.get(canonical(c)) for c in classes]
     if None in order:
         missing = [c for c, o in zip(classes, order, strict=True) if o is None]
-        raise KeyError(f"classes {missing} not in the run's classes {list(ours.index)}")
+        raise ConfigError(
+            f"{spec.path}: classes {missing} are not among the run's classes {list(ours.index)}; "
+            "fix the table's classes (names as the paper spells them) or the data config"
+        )
     return ours.loc[order, order].set_axis(classes, axis=0).set_axis(classes, axis=1)
 
 
@@ -63,8 +67,9 @@ def write_confusion(
     base = Path(out_dir) / spec.paper / spec.table
     results_dir = Path(out_dir).parent
     counts = confusion_of([results_dir / "runs" / r for r in plan.run_ids]) if plan.run_ids else None
-    classes = list(spec.classes) or (list(counts.index) if counts is not None else [])
-    paper = pd.DataFrame(spec.paper_values, index=classes, columns=classes) if spec.paper_values else None
+    compared = bool(spec.classes) and not cell.substituted  # synthetic stand-in data has its own classes
+    classes = list(spec.classes) if compared else (list(counts.index) if counts is not None else [])
+    paper = pd.DataFrame(spec.paper_values, index=classes, columns=classes) if spec.paper_values and compared else None
     lines = [f"### {spec.paper} — {spec.title}", "", f"Source: {spec.source}", ""]
     paths: dict[str, Path] = {}
     if counts is None:
@@ -73,7 +78,7 @@ def write_confusion(
         lines += [f"- {p.kind}: run `{p.run_id}`: {p.detail}" for p in cell.problems]
         lines += [f"- failed: {cell.failure}"] if cell.failure else []
     else:
-        ours = normalise_rows(_aligned(counts, classes)) * (spec.paper_scale if spec.paper_scale else 1)
+        ours = normalise_rows(_aligned(counts, classes, spec)) * (spec.paper_scale if spec.paper_scale else 1)
         grid = ours.copy().astype(object)
         for t in classes:
             for p in classes:
@@ -90,7 +95,10 @@ def write_confusion(
         if deviations:
             lines.append(f"- {deviation_note(profile, deviations)}")
         if cell.substituted:
-            lines.append(f"- † `{cell.substituted}` absent: smoke trained on `synthetic` (its own classes).")
+            lines.append(
+                f"- † `{cell.substituted}` absent: smoke trained on `synthetic` (its own classes); "
+                "the paper's matrix is not compared."
+            )
     lines += [f"- {n}" for n in spec.notes]
     paths["md"] = write_text(base.with_suffix(".md"), "\n".join(lines) + "\n")
     return paths
