@@ -362,6 +362,9 @@ def test_render_only_reads_every_cells_state_from_its_records(tmp_path):
                           "incomplete (50.00)", "corrupt (50.00)", "not run (50.00)"]  # fmt: skip
     assert "non-finite loss (nan) at step 3" in md  # the failure's reason, read from failed.json
     assert "1 fold(s) recorded" in md and "another process" in md
+    csv = pd.read_csv(outcome.paths["csv"], keep_default_na=False).set_index("row")
+    assert list(csv["status"]) == list(states.values())
+    assert csv.loc["failed", "problems"].startswith(f"failed {run_ids['failed']}: non-finite loss")
     assert outcome.trained == 0
 
 

@@ -172,6 +172,7 @@ def cells_frame(cells: Sequence[CellResult], scale: float) -> pd.DataFrame:
         row.update(ours_mean=c.mean, ours_sd=c.sd, n=c.n, delta=c.delta, text=cell_text(c, scale))
         row["run_ids"] = " ".join(c.run_ids)
         row["seeds"] = " ".join(map(str, c.seeds))
+        row["problems"] = "; ".join(f"{p.kind} {p.run_id}: {p.detail}" for p in c.problems)
         rows.append(row)
     return pd.DataFrame(rows)
 
