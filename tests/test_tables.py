@@ -420,3 +420,22 @@ def test_confusion_table_renders_smokes_synthetic_classes_and_names_a_real_misma
     match = CellPlan(Row("matrix", spec.title), None, "accuracy", "run", run_ids=["ours"])
     md = kinds.write_confusion(spec, match, aggregate_cell(match, spec, results), "paper", results / "tables")
     assert "| Angry | 0.67 (0.90, Δ -0.23) | 0.17 (0.10, Δ +0.07) | 0.17 (0.00, Δ +0.17) |" in md["md"].read_text()
+
+
+def test_smoke_trains_at_most_64_pixels_unless_the_command_line_says(tmp_path):
+    """mnv3simam (224 px) and lightvgg (128 px) at smoke: 64 px, a pipeline check in minutes; the paper keeps 224."""
+    from ferbench.results.spec import find_specs
+    from ferbench.tables import SMOKE_MAX_INPUT, plan
+
+    (spec,) = find_specs("mnv3simam/table3")
+    extra = [f"results_dir={tmp_path}", f"data_dirs.rafd={tmp_path / 'absent'}", f"data_dirs.ferplus={tmp_path / 'no'}"]
+    extra.append(f"data_dirs.fer2013={tmp_path / 'none'}")
+    smoke = [c for c in plan(spec, "smoke", extra) if c.status == "run"]
+    assert smoke and {c.configs[0].model.input_size for c in smoke} == {SMOKE_MAX_INPUT}
+    paper = [c for c in plan(spec, "paper", [*extra, "data=synthetic"]) if c.status == "run"]
+    assert paper and {c.configs[0].model.input_size for c in paper} == {224}
+    kept = [c for c in plan(spec, "smoke", [*extra, "model.input_size=96"]) if c.status == "run"]
+    assert {c.configs[0].model.input_size for c in kept} == {96}
+    (amdcnn,) = find_specs("amdcnn/table8")  # 48 px is left alone, its 100 px column (RAF-DB) gets 64
+    small = [c for c in plan(amdcnn, "smoke", [*extra, f"data_dirs.ckplus={tmp_path / 'x'}"]) if c.status == "run"]
+    assert small and {c.configs[0].model.input_size for c in small} == {48, SMOKE_MAX_INPUT}

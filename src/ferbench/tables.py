@@ -30,6 +30,9 @@ SMOKE_DATA = [
 that ``make smoke-tables`` (every table, one seed, at most two folds a cell) takes minutes on two CPU cores."""
 SMOKE_MAX_FOLDS = 2
 SMOKE_MAX_SEEDS = 1
+SMOKE_MAX_INPUT = 64
+"""Smoke trains at most 64 px (mnv3simam's 224 would cost 12 times the compute): every layer still runs; the
+paper profile keeps each model's own input size."""
 
 
 @dataclass
@@ -119,6 +122,13 @@ def _smoke_folds(cfg: DictConfig, overrides: list[str], extra: Sequence[str] = (
     return overrides
 
 
+def _smoke_input(cfg: DictConfig, overrides: list[str], extra: Sequence[str] = ()) -> list[str]:
+    """Smoke trains at most ``SMOKE_MAX_INPUT`` pixels, unless the command line sets ``model.input_size``."""
+    if any(override_key(o) == "model.input_size" for o in extra) or cfg.model.input_size <= SMOKE_MAX_INPUT:
+        return overrides
+    return [*overrides, f"model.input_size={SMOKE_MAX_INPUT}"]
+
+
 def _smoke_split(cfg: DictConfig, overrides: list[str]) -> list[str]:
     """Synthetic faces have no subjects: a subject-grouped split becomes plain k-fold in smoke."""
     if cfg.split.name == "subject_kfold":
@@ -153,8 +163,9 @@ def plan_cell(
         overrides = [*_without_data(overrides), *SMOKE_DATA]
         cfg = compose_config(overrides)
     if profile == "smoke":
-        # both read only cfg.split, which the smoke split swap keeps k of: one compose afterwards suffices
+        # they read only cfg.split (whose k the smoke split swap keeps) and cfg.model: one compose afterwards suffices
         adjusted = _smoke_folds(cfg, _smoke_split(cfg, overrides) if missing else overrides, extra)
+        adjusted = _smoke_input(cfg, adjusted, extra)
         if adjusted != overrides:
             overrides, cfg = adjusted, compose_config(adjusted)
     seeds = seeds or (spec.seeds[:SMOKE_MAX_SEEDS] if profile == "smoke" else spec.seeds)

@@ -14,7 +14,7 @@ from ferbench.errors import ConfigError
 from ferbench.results.atomic import write_atomic, write_csv, write_text
 from ferbench.results.cells import CellResult
 from ferbench.results.record import data_choice
-from ferbench.results.render import deviation_note
+from ferbench.results.render import SMOKE_NOTE, deviation_note
 from ferbench.results.spec import TableSpec
 
 SYNONYMS = {
@@ -92,6 +92,8 @@ def write_confusion(
             f"- Profile `{profile}`; {cell.protocol}; seeds {list(cell.seeds)}; epochs run {cell.epochs_run}"
             f" of max {cell.max_epochs}; rows = true class, row-normalised; cells read *ours (paper, Δ)*."
         )
+        if profile == "smoke":
+            lines.append(f"- {SMOKE_NOTE}")
         if deviations:
             lines.append(f"- {deviation_note(profile, deviations)}")
         if cell.substituted:

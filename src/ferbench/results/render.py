@@ -20,6 +20,10 @@ from ferbench.results.leakage import describe
 from ferbench.results.spec import TableSpec
 
 SYNTHETIC_MARK = "†"
+SMOKE_NOTE = (
+    "Smoke checks the pipeline and reproduces nothing: one seed, at most two folds and 64 px per cell, a few epochs "
+    "(`ferbench.tables.SMOKE_*`; `--seeds`, `split.k=` and `model.input_size=` on the command line win)."
+)
 IDLE_STATES = ("no data", "not run", "failed", "running", "incomplete", "corrupt")
 """Statuses of a cell with no value of ours: the cell names the state (and the paper's figure)."""
 
@@ -76,6 +80,8 @@ def table_notes(
     spec: TableSpec, cells: Sequence[CellResult], profile: str, deviations: Sequence[str] = ()
 ) -> list[str]:
     notes = [f"Profile `{profile}`. Cells read *ours (paper, Δ)*; Δ = ours − paper."]
+    if profile == "smoke":
+        notes.append(SMOKE_NOTE)
     if deviations:
         notes.append(deviation_note(profile, deviations))
     ours = [c for c in cells if c.status in ("ours", "failed") and c.n]
