@@ -141,9 +141,29 @@ class MobileNetV3SimAM(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.conv_head = nn.Sequential(nn.Conv2d(LAST, HEAD, 1), HS(), nn.Flatten(), nn.Dropout(drop_rate))
         self.head = head_layer(HEAD, num_classes)
+        init_as_mobilenetv3(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.conv_head(self.pool(self.blocks(self.stem(x)))))
+
+
+def init_as_mobilenetv3(model: nn.Module) -> None:
+    """torchvision's MobileNetV3 init (the PyTorch network paper 004 modified): Kaiming-normal fan-out convolutions,
+    unit norms, N(0, 0.01) linear layers. torch's defaults (Kaiming-uniform with a = sqrt(5), ~0.65x the scale)
+    left the paper's SGD lr 1e-4 barely moving: training accuracy 0.14 -> 0.21 in 300 steps against 0.13 -> 0.70
+    (synthetic faces, 64 px; issue 14)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0, 0.01)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 def dilation_rate(value: bool | int, key: str) -> int:
