@@ -39,7 +39,7 @@ def collect_records(results_dir: Path) -> tuple[pd.DataFrame, list[Problem]]:
     frames, problems = [], []
     runs = Path(results_dir) / "runs"
     for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
-        frame, problem = _read_run(run_dir)
+        frame, problem = read_run(run_dir)
         if frame is not None:
             frames.append(frame)
         if problem is not None:
@@ -48,10 +48,11 @@ def collect_records(results_dir: Path) -> tuple[pd.DataFrame, list[Problem]]:
     return rows, problems
 
 
-def run_problem(run_dir: Path) -> Problem | None:
-    """Why a run has no usable record (failed, running, incomplete, corrupt); None if complete or never started."""
+def read_run(run_dir: Path) -> tuple[pd.DataFrame | None, Problem | None]:
+    """A run's fold rows when its record is complete, else why not (failed, running, incomplete, corrupt);
+    (None, None) for a run never started."""
     run_dir = Path(run_dir)
-    return _read_run(run_dir)[1] if run_dir.is_dir() else None
+    return _read_run(run_dir) if run_dir.is_dir() else (None, None)
 
 
 def _folds_done(run_dir: Path) -> list[int]:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ferbench.results.aggregate import Problem, run_problem
+from ferbench.results.aggregate import Problem, read_run
 from ferbench.results.leakage import read_leakage
 from ferbench.results.spec import StatTest, TableSpec
 
@@ -112,10 +112,10 @@ def _derived(metrics: pd.DataFrame, metric: str) -> pd.Series:
     raise KeyError(metric)
 
 
-def run_values(run_dir: Path, metric: str) -> list[float]:
+def run_values(run_dir: Path, metrics: pd.DataFrame, metric: str) -> list[float]:
+    """``metric`` per fold row of one run (``metrics``: its metrics.csv, read once by the caller)."""
     if metric.startswith("history:"):
         return _history_metric(run_dir, metric)
-    metrics = pd.read_csv(run_dir / "metrics.csv")
     # "map50|map": the first the record has (a detector's and a classifier's rows share a column)
     name = next((m for m in metric.split("|") if m in metrics), metric.split("|")[-1])
     column = metrics[name] if name in metrics else _derived(metrics, name)
@@ -151,13 +151,12 @@ def aggregate_cell(cell, spec: TableSpec, results_dir: Path) -> CellResult:
     problems: list[Problem] = []
     for run_id in cell.run_ids:
         run_dir = Path(results_dir) / "runs" / run_id
-        problem = run_problem(run_dir)
+        metrics, problem = read_run(run_dir)
         if problem is not None:
             problems.append(problem)
-        if problem is not None or not (run_dir / "metrics.csv").is_file():
+        if metrics is None:
             continue
-        values.extend(v * scale for v in run_values(run_dir, cell.metric))
-        metrics = pd.read_csv(run_dir / "metrics.csv")
+        values.extend(v * scale for v in run_values(run_dir, metrics, cell.metric))
         pairs.extend(pair_keys(run_dir, metrics))
         rows.append(metrics)
         run_dirs.append(run_dir)
