@@ -134,7 +134,32 @@ def seeded_loader(datamodule, dataset: Dataset, train: bool, collate_fn) -> Data
     )
 
 
-class FERDataModule(pl.LightningDataModule):
+class FoldDataModule(pl.LightningDataModule):
+    """One fold's train / val / test loaders, each ``_loader(indices, train)``: what the classification and the
+    detection data modules share."""
+
+    fold: Fold
+
+    def _loader(self, indices: np.ndarray, train: bool) -> DataLoader:
+        raise NotImplementedError
+
+    def _accelerated(self) -> bool:
+        trainer = self.trainer
+        if trainer is not None:
+            return trainer.strategy.root_device.type != "cpu"
+        return torch.cuda.is_available()
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.fold.train, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.fold.val, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.fold.test, train=False)
+
+
+class FERDataModule(FoldDataModule):
     def __init__(
         self,
         images: np.ndarray,
@@ -162,24 +187,9 @@ class FERDataModule(pl.LightningDataModule):
             self.device_augment = BatchAugment.from_albumentations(self.augment)
             self.augment = None
 
-    def _accelerated(self) -> bool:
-        trainer = self.trainer
-        if trainer is not None:
-            return trainer.strategy.root_device.type != "cpu"
-        return torch.cuda.is_available()
-
     def _loader(self, indices: np.ndarray, train: bool) -> DataLoader:
         dataset = ImageArrayDataset(self.images, self.labels, indices, self.augment if train else None)
         return seeded_loader(self, dataset, train, collate_uint8)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.fold.train, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.fold.val, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.fold.test, train=False)
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
         images, labels = batch

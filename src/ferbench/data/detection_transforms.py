@@ -14,12 +14,11 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset
 
-from ferbench.data.datamodule import seeded_loader
+from ferbench.data.datamodule import FoldDataModule, seeded_loader
 from ferbench.data.splits import Fold
 from ferbench.data.transforms import Pipeline, normalize_batch
 from ferbench.errors import ConfigError
@@ -174,7 +173,7 @@ def collate_boxes(batch: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Ten
     return torch.from_numpy(np.stack([b[0] for b in batch])), torch.from_numpy(padded)
 
 
-class DetectionDataModule(pl.LightningDataModule):
+class DetectionDataModule(FoldDataModule):
     """``FERDataModule``'s loaders and device-side normalisation, with targets instead of labels."""
 
     def __init__(
@@ -200,24 +199,11 @@ class DetectionDataModule(pl.LightningDataModule):
     def augment_on_device(self) -> None:
         raise ConfigError("trainer.gpu_augment does not apply to detection (boxes are augmented with the images)")
 
-    def _accelerated(self) -> bool:
-        trainer = self.trainer
-        return trainer.strategy.root_device.type != "cpu" if trainer is not None else torch.cuda.is_available()
-
     def _loader(self, indices: np.ndarray, train: bool) -> DataLoader:
         dataset = DetectionDataset(
             self.images, self.targets, indices, self.augment if train else None, self.mix if train else MosaicMixup()
         )
         return seeded_loader(self, dataset, train, collate_boxes)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.fold.train, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.fold.val, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.fold.test, train=False)
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
         images, targets = batch
