@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,7 +27,7 @@ from ferbench.errors import ConfigError, RunFailed
 from ferbench.models.profile import frames_per_second
 from ferbench.models.yoloxnano_det import DetectionPipeline, postprocess
 from ferbench.training.metrics import ImageMean
-from ferbench.training.optim import lightning_optimizers
+from ferbench.training.module import HistoryModule
 
 CENTER_RADIUS = 2.5
 IOU_COST_WEIGHT = 3.0
@@ -232,7 +231,7 @@ def face_confusion(
     return matrix, missed
 
 
-class DetectionModule(pl.LightningModule):
+class DetectionModule(HistoryModule):
     """Fits a detector with ``yolox_loss``; tests with torchmetrics' mAP plus recall / F1 at a score threshold.
 
     Keeps the same per-epoch history as ``FERModule`` (train/val loss, lr, seconds; saved in checkpoints) so
@@ -352,15 +351,6 @@ class DetectionModule(pl.LightningModule):
         totals = matrix.sum(1).clamp(min=1)
         row.update({f"recall_{c}": float(matrix[i, i] / totals[i]) for i, c in enumerate(classes)})
         return row
-
-    def configure_optimizers(self):
-        return lightning_optimizers(self.optim_cfg, self, self.max_epochs)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ferbench_history"] = list(self.history)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.history = list(checkpoint.get("ferbench_history", []))
 
 
 # ------------------------------------------------------------------------------------------------ factory

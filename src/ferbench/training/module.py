@@ -23,7 +23,25 @@ def _correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (out.argmax(dim=1) == y).sum()
 
 
-class FERModule(pl.LightningModule):
+class HistoryModule(pl.LightningModule):
+    """What every ferbench LightningModule shares: the optimiser from ``optim_cfg`` over ``max_epochs``, and its
+    per-epoch ``history`` saved in and restored from checkpoints (so a resumed run's history is whole)."""
+
+    optim_cfg: Any
+    max_epochs: int
+    history: list[dict[str, float]]
+
+    def configure_optimizers(self):
+        return lightning_optimizers(self.optim_cfg, self, self.max_epochs)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ferbench_history"] = list(self.history)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("ferbench_history", []))
+
+
+class FERModule(HistoryModule):
     """Trains ``model`` with ``loss``; auxiliary classifiers (``forward_with_aux``) are trained too.
 
     Keeps its own per-epoch history (saved in checkpoints, so a resumed run's history is whole).
@@ -148,12 +166,3 @@ class FERModule(pl.LightningModule):
         self._test_labels = []
         self.test_results = {k: v.detach().cpu() for k, v in self.test_metrics.compute().items()}
         self.test_metrics.reset()
-
-    def configure_optimizers(self):
-        return lightning_optimizers(self.optim_cfg, self, self.max_epochs)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ferbench_history"] = list(self.history)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.history = list(checkpoint.get("ferbench_history", []))
