@@ -34,7 +34,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from ferbench.data.datamodule import FERDataModule, resolve_num_workers
+from ferbench.data.datamodule import FERDataModule, resolve_num_workers, resolve_pin_memory
 from ferbench.data.splits import Fold
 from ferbench.data.synthetic import generate
 from ferbench.data.transforms import BatchAugment, build_augmentation, normalize_batch
@@ -298,7 +298,6 @@ class Setting:
 def make_setting(cfg: DictConfig, device: torch.device, schedule: Schedule, batch_size: int) -> Setting:
     images, labels = case_images(cfg, schedule_images(schedule, batch_size), seed=cfg.seed)
     accelerated = device.type != "cpu"
-    pin = cfg.trainer.pin_memory
     return Setting(
         cfg=cfg,
         images=images,
@@ -307,7 +306,7 @@ def make_setting(cfg: DictConfig, device: torch.device, schedule: Schedule, batc
         schedule=schedule,
         batch_size=batch_size,
         num_workers=resolve_num_workers(cfg.trainer.num_workers, accelerated),
-        pin_memory=accelerated if pin == "auto" else bool(pin),
+        pin_memory=resolve_pin_memory(cfg.trainer.pin_memory, accelerated),
     )
 
 
