@@ -239,3 +239,15 @@ def test_loader_processes_do_not_change_the_numbers(make_cfg, tmp_path):
     timing = ["epoch_seconds"]
     pd.testing.assert_frame_equal(pooled.history.drop(columns=timing), solo.history.drop(columns=timing))
     pd.testing.assert_frame_equal(pooled.metrics[METRICS], solo.metrics[METRICS])
+
+
+def test_a_loss_finite_in_training_but_not_in_validation_fails_the_run(make_cfg):
+    """One training batch per epoch (140 images, batch 64): Adam at lr 1e30 leaves a finite training loss and
+    weights that make the validation loss NaN. Early stopping used to end the run on it, recorded as completed at
+    chance accuracy; it must fail like any other diverged run."""
+    cfg = make_cfg("optim.lr=1e30", "trainer.batch_size=64", "trainer.max_epochs=2")
+    with pytest.raises(RunFailed, match="val loss became nan at epoch 1"):
+        run(cfg)
+    run_dir = Path(cfg.results_dir) / "runs" / run_id_of(cfg)
+    assert not (run_dir / "metrics.csv").exists()
+    assert json.loads((run_dir / "failed.json").read_text())["epoch"] == 1

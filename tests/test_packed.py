@@ -304,3 +304,71 @@ def test_a_pack_out_of_device_memory_splits_in_two(make_cfg, monkeypatch, capsys
     record = run(make_cfg("split=kfold", "split.k=4", "trainer.pack=4", "trainer.progress_bar=true"))
     assert set(record.metrics["packed"]) == {2} and len(record.metrics) == 4
     assert "ran out of device memory: training it as 2 + 2" in capsys.readouterr().out
+
+
+def test_an_epoch_whose_validation_loss_is_not_finite_fails_its_model(tmp_path):
+    members, images, labels = _members(tmp_path)
+    trainer = PackedTrainer(members, images, labels, _settings())
+    real_evaluate = trainer._evaluate
+
+    def nan_for_model_1(part, *args, **kwargs):
+        out = real_evaluate(part, *args, **kwargs)
+        if part == "val":
+            out[0][1] = float("nan")
+        return out
+
+    trainer._evaluate = nan_for_model_1
+    results = trainer.train()
+    assert results[1].failure == "val loss became nan at epoch 1" and results[1].failed_epoch == 1
+    assert results[0].failure is None and len(results[0].history) == 3
+
+
+class TinyWithDropout(Tiny):
+    """Dropout draws from the process's random stream under vmap: a resume must restore it to be exact."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(nn.functional.dropout(self.body(x).flatten(1), 0.5, self.training))
+
+
+def _dropout_members(tmp_path):
+    members, images, labels = _members(tmp_path)
+    for member in members:
+        torch.manual_seed(member.seed)
+        member.net = PackNet(TinyWithDropout(), CrossEntropy())
+    return members, images, labels
+
+
+def test_a_pack_killed_mid_epoch_resumes_to_the_same_records(tmp_path, monkeypatch):
+    """Killed inside epoch 3 (after a checkpoint at the end of epoch 2): the resumed pack's history, test results
+    and best weights equal the uninterrupted pack's, dropout included."""
+    monkeypatch.setattr(packed_mod, "CHECKPOINT_EVERY_S", 0.0)
+    torch.manual_seed(123)
+    members, images, labels = _dropout_members(tmp_path / "clean")
+    clean = PackedTrainer(members, images, labels, _settings(epochs=4)).train()
+
+    torch.manual_seed(123)
+    fresh, images, labels = _dropout_members(tmp_path / "killed")
+    trainer = PackedTrainer(fresh, images, labels, _settings(epochs=4))
+    real_step, steps = trainer._step, {"n": 0}
+
+    def killed_mid_epoch_three(*args):
+        steps["n"] += 1
+        if steps["n"] == 2 * 4 + 2:  # 4 steps per epoch (32 images, batch 8): the 2nd step of epoch 3
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    trainer._step = killed_mid_epoch_three
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    torch.manual_seed(999)  # another process: its own stream, which the resume must replace
+    again, _, _ = _dropout_members(tmp_path / "killed")
+    said: list[str] = []
+    settings = _settings(epochs=4)
+    settings.progress = said.append
+    resumed = PackedTrainer(again, images, labels, settings).train()
+    assert any("resumed after epoch 2" in line for line in said)
+    for a, b in zip(clean, resumed, strict=True):
+        assert b.resumed
+        assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+        assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]
+        assert torch.equal(a.test_results["confusion"], b.test_results["confusion"])

@@ -28,6 +28,7 @@ from ferbench.models.profile import frames_per_second
 from ferbench.models.yoloxnano_det import DetectionPipeline, postprocess
 from ferbench.training.metrics import ImageMean
 from ferbench.training.module import HistoryModule
+from ferbench.training.rules import nonfinite_loss
 
 CENTER_RADIUS = 2.5
 IOU_COST_WEIGHT = 3.0
@@ -301,6 +302,8 @@ class DetectionModule(HistoryModule):
         self._epoch_mark = now
         if self.val_loss.update_count:
             row["val_loss"] = float(self.val_loss.compute())
+        if reason := nonfinite_loss(row):
+            raise RunFailed(reason)
         self.history.append(row)
         self.log("train_loss", row["train_loss"], prog_bar=True)
         for metric in (self.train_loss, self.val_loss):

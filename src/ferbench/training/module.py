@@ -13,6 +13,7 @@ from ferbench.errors import RunFailed
 from ferbench.training.metrics import ImageMean, test_metrics
 from ferbench.training.mixup import MixUp, mix_batch, mixed_loss
 from ferbench.training.optim import lightning_optimizers
+from ferbench.training.rules import nonfinite_loss
 
 LOSS_CHECK_EVERY = 50
 """Training steps between looks at the loss on an accelerator (each look waits for the device)."""
@@ -140,6 +141,8 @@ class FERModule(HistoryModule):
         if self.val_loss.update_count:
             row["val_loss"] = float(self.val_loss.compute())
             row["val_acc"] = float(self.val_acc.compute())
+        if reason := nonfinite_loss(row):
+            raise RunFailed(reason)
         self.history.append(row)
         self.log("train_acc", row["train_acc"], prog_bar=True)
         for metric in (self.train_loss, self.train_acc, self.val_loss, self.val_acc):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from ferbench.results.atomic import write_atomic
 from ferbench.training.metrics import test_metrics
 from ferbench.training.optim import build_scheduler
 from ferbench.training.resume import epoch_seed
+from ferbench.training.rules import nonfinite_loss
 
 IGNORE = -100
 """Label of a padding slot: ``cross_entropy`` (and AM-Softmax) leave it out of the batch mean."""
@@ -438,6 +440,9 @@ class PackedTrainer:
                 improved[i] = self._watch_val(i, val[0][i])
             else:
                 improved[i] = True  # no validation part: the last epoch is the one tested, as solo
+            if reason := nonfinite_loss(row):
+                self._fail(i, reason)
+                continue
             self.results[i].history.append(row)
             self.epoch[i] += 1
             if self.epoch[i] >= self.s.max_epochs:
@@ -541,22 +546,29 @@ class PackedTrainer:
 
     def _checkpoint(self, force: bool = False) -> None:
         """Each model's whole state to ``<fold>/checkpoints/packed_last.pt`` (atomically): a killed pack resumes
-        every model from it, exactly (epochs are re-seeded from ``(seed, fold, epoch)``)."""
+        every model from it, exactly. Samplers are re-seeded from ``(seed, fold, epoch)``; dropout draws from the
+        process's random streams, whose state at this moment every member's file carries."""
         if not force and time.monotonic() - self._last_checkpoint < CHECKPOINT_EVERY_S:
             return
+        streams = random_streams()
         for i, member in enumerate(self.members):
             member.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            state = self._member_state(i)
+            state = {**self._member_state(i), "random_streams": streams}
             write_atomic(member.checkpoint_dir / PACKED_LAST, lambda tmp, s=state: torch.save(s, tmp))
         self._last_checkpoint = time.monotonic()
 
     @torch.no_grad()
     def _resume(self) -> None:
+        """Every member from its ``packed_last.pt``; the random streams from the members' files, all written at the
+        same moment (a pack re-formed of members saved at different moments resumes each member's weights exactly,
+        its dropout draws from whichever stream was saved last)."""
+        streams = None
         for i, member in enumerate(self.members):
             path = member.checkpoint_dir / PACKED_LAST
             if not path.is_file():
                 continue
             saved = torch.load(path, map_location="cpu", weights_only=False)
+            streams = saved.get("random_streams", streams)
             for n, t in saved["params"].items():
                 self.params[n][i].copy_(t)
             for n, t in saved["buffers"].items():
@@ -572,6 +584,10 @@ class PackedTrainer:
             result.history, result.best_epoch = list(saved["history"]), saved["best_epoch"]
             result.failure, result.failed_epoch = saved["failure"], saved["failed_epoch"]
             result.resumed = True
+            if self.s.progress:
+                self.s.progress(f"{member.name}: resumed after epoch {self.epoch[i]} from {path}")
+        if streams is not None:
+            restore_random_streams(streams)
 
     def best_state(self, i: int) -> dict[str, torch.Tensor]:
         """Model ``i``'s best (or, without validation, last) weights and buffers as a state dict of its PackNet."""
@@ -585,6 +601,24 @@ class PackedTrainer:
         payload = {"state_dict": state, "epoch": self.results[i].best_epoch, "ferbench_packed": self.k}
         path = self.members[i].checkpoint_dir / "best.ckpt"
         write_atomic(path, lambda tmp: torch.save(payload, tmp))
+
+
+def random_streams() -> dict[str, Any]:
+    """The process's random states that a pack's steps draw from (dropout under ``vmap``, on-device augmentation)."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def restore_random_streams(streams: dict[str, Any]) -> None:
+    torch.set_rng_state(streams["torch"])
+    if streams.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(streams["cuda"])
+    np.random.set_state(streams["numpy"])
+    random.setstate(streams["python"])
 
 
 def _on_device(images: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -1,0 +1,27 @@
+"""Rules every training loop shares (Lightning solo, Lightning detection, packed): each has one home here.
+
+A rule written once cannot drift between the loops: a diverged run that one loop records as completed and another
+fails is a silent wrong result (issue 23).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+WATCHED_LOSSES = ("train_loss", "val_loss")
+"""The epoch means a history row carries whose non-finite value ends the run as failed."""
+
+
+def nonfinite_loss(row: Mapping[str, float]) -> str | None:
+    """Why an epoch's history row means the run diverged (a NaN or infinite train or validation loss), or None.
+
+    Per-batch checks miss a loss that is finite on every training batch while the weights it leaves behind are not:
+    the validation loss is then NaN, and early stopping would end the run on it and record chance accuracy as a
+    completed run. Looking at the epoch's means catches both.
+    """
+    for key in WATCHED_LOSSES:
+        value = row.get(key)
+        if value is not None and not math.isfinite(float(value)):
+            return f"{key.replace('_', ' ')} became {float(value)} at epoch {int(row['epoch'])}"
+    return None
