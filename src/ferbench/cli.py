@@ -108,7 +108,7 @@ def _fit_to_launcher(cfg) -> None:
     if jobs > 1:
         with open_dict(cfg):
             cfg.trainer.progress_bar = False
-            if not cfg.trainer.get("threads", 0):
+            if cfg.trainer.get("threads", 0) in (0, "auto"):
                 cfg.trainer.threads = max(1, (os.cpu_count() or 1) // jobs)
 
 

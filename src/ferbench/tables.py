@@ -112,13 +112,13 @@ def identity_overrides(extra: Sequence[str]) -> list[str]:
     return [o for o in extra if not excluded(o)]
 
 
-def _smoke_folds(cfg: DictConfig, overrides: list[str], extra: Sequence[str] = ()) -> list[str]:
-    """Smoke runs at most two folds (enough to exercise k-fold aggregation, cheap enough for CI), unless the
-    command line sets ``split.k`` itself."""
+def _cap_folds(cfg: DictConfig, overrides: list[str], extra: Sequence[str], most: int) -> list[str]:
+    """At most ``most`` folds (smoke: two, enough to exercise k-fold aggregation, cheap enough for CI; a capped
+    profile: its ``max_folds``), unless the command line sets ``split.k`` itself."""
     if any(override_key(o) == "split.k" for o in extra):
         return overrides
-    if "k" in cfg.split and cfg.split.k > SMOKE_MAX_FOLDS:
-        return [*overrides, f"split.k={SMOKE_MAX_FOLDS}"]
+    if "k" in cfg.split and cfg.split.k > most:
+        return [*overrides, f"split.k={most}"]
     return overrides
 
 
@@ -164,11 +164,14 @@ def plan_cell(
         cfg = compose_config(overrides)
     if profile == "smoke":
         # they read only cfg.split (whose k the smoke split swap keeps) and cfg.model: one compose afterwards suffices
-        adjusted = _smoke_folds(cfg, _smoke_split(cfg, overrides) if missing else overrides, extra)
+        adjusted = _cap_folds(cfg, _smoke_split(cfg, overrides) if missing else overrides, extra, SMOKE_MAX_FOLDS)
         adjusted = _smoke_input(cfg, adjusted, extra)
         if adjusted != overrides:
             overrides, cfg = adjusted, compose_config(adjusted)
-    seeds = seeds or (spec.seeds[:SMOKE_MAX_SEEDS] if profile == "smoke" else spec.seeds)
+    caps = spec.caps(profile)
+    if caps.max_folds and (adjusted := _cap_folds(cfg, overrides, extra, caps.max_folds)) != overrides:
+        overrides, cfg = adjusted, compose_config(adjusted)
+    seeds = seeds or caps.seeds or (spec.seeds[:SMOKE_MAX_SEEDS] if profile == "smoke" else spec.seeds)
     try:
         fingerprint = fingerprint_of(cfg)  # the data's listing, read once per data config and process
     except FerbenchError as exc:

@@ -70,6 +70,9 @@ class CellResult:
     """Train/test overlap figures summed over the cell's runs and folds (``leakage.json``); None if unrecorded."""
     problems: tuple[Problem, ...] = ()
     """The cell's runs that have no usable record, and why (read from the records: failed.json, lock, files)."""
+    improving_at_cap: int = 0
+    """Folds that ran every epoch allowed and whose best validation loss came in the last two: a curve still
+    falling where the epochs were capped (a capped profile's cell may be short of what the recipe reaches)."""
 
     @property
     def n(self) -> int:
@@ -161,6 +164,7 @@ def aggregate_cell(cell, spec: TableSpec, results_dir: Path) -> CellResult:
         rows.append(metrics)
         run_dirs.append(run_dir)
         epochs.extend(metrics["epochs_run"].astype(int))
+        result.improving_at_cap += improving_at_cap(metrics)
     result.problems = tuple(problems)
     if not rows:
         if result.status == "ours":
@@ -179,6 +183,15 @@ def aggregate_cell(cell, spec: TableSpec, results_dir: Path) -> CellResult:
     result.test_train_ratio = test_train_ratio(pd.concat(rows))
     result.leakage = read_leakage(run_dirs)
     return result
+
+
+def improving_at_cap(metrics: pd.DataFrame) -> int:
+    """Folds of one run that used every epoch allowed with their best validation loss in the last two."""
+    if not {"best_epoch", "epochs_run", "max_epochs"} <= set(metrics.columns):
+        return 0
+    ran = metrics["epochs_run"].astype(int)
+    capped = ran >= metrics["max_epochs"].astype(int)
+    return int((capped & (metrics["best_epoch"].astype(int) >= ran - 1)).sum())
 
 
 STATE_ORDER = ("failed", "corrupt", "running", "incomplete")

@@ -76,6 +76,26 @@ def deviation_note(profile: str, deviations: Sequence[str]) -> str:
     )
 
 
+def capped_profile_notes(spec: TableSpec, cells: Sequence[CellResult], profile: str) -> list[str]:
+    """A capped profile (``budget``) keeps the paper's recipe and cuts its length: say by how much, and where the
+    validation curve was still falling at the cap."""
+    ran = [c for c in cells if c.status in ("ours", "failed") and c.n]
+    notes = []
+    if spec.paper_epochs and ran:
+        caps = sorted({c.max_epochs for c in ran if c.max_epochs})
+        notes.append(
+            f"`{profile}` keeps the paper's recipe with fewer epochs: at most {', '.join(map(str, caps))} "
+            f"of the paper's {spec.paper_epochs} per run (a cell's epochs run are below)."
+        )
+    rising = [c for c in ran if c.improving_at_cap]
+    for cell in rising:
+        notes.append(
+            f"still improving at the cap: {cell.row_label} / {cell.column_label}: {cell.improving_at_cap} of "
+            f"{cell.n} folds had their best validation loss in the last two epochs allowed."
+        )
+    return notes
+
+
 def table_notes(
     spec: TableSpec, cells: Sequence[CellResult], profile: str, deviations: Sequence[str] = ()
 ) -> list[str]:
@@ -84,6 +104,8 @@ def table_notes(
         notes.append(SMOKE_NOTE)
     if deviations:
         notes.append(deviation_note(profile, deviations))
+    if profile not in ("paper", "smoke"):
+        notes.extend(capped_profile_notes(spec, cells, profile))
     ours = [c for c in cells if c.status in ("ours", "failed") and c.n]
     for protocol in sorted({c.protocol for c in ours}):
         group = [c for c in ours if c.protocol == protocol]

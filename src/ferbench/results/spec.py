@@ -118,6 +118,7 @@ class TableSpec:
     claims: tuple[Claim, ...] = ()
     figures: tuple[dict, ...] = ()
     paper_patience: int | None = None  # early-stopping patience the paper profile must compose to (0 = off)
+    profile_caps: dict[str, ProfileCaps] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -127,6 +128,43 @@ class TableSpec:
         if profile not in self.profiles:
             raise ConfigError(f"{self.path}: no profile '{profile}'; choose from: {', '.join(sorted(self.profiles))}")
         return self.profiles[profile]
+
+    def caps(self, profile: str) -> ProfileCaps:
+        """What ``profile`` caps beyond its overrides (folds, seeds); nothing for a profile written as a list."""
+        return self.profile_caps.get(profile, ProfileCaps())
+
+    @property
+    def paper_epochs(self) -> int | None:
+        """The paper's epoch count, as its ``paper`` profile sets it: what a capped profile's cells are read against."""
+        for override in reversed(self.profiles.get("paper", ())):
+            key, _, value = override.partition("=")
+            if key.lstrip("+") == "trainer.max_epochs" and value.isdigit():
+                return int(value)
+        return None
+
+
+@dataclass(frozen=True)
+class ProfileCaps:
+    """A profile's limits that cannot be overrides, since a column's own overrides come later and win (a column's
+    ``split.k=10``): applied after composing, and the command line's ``split.k=`` / ``--seeds`` win over them."""
+
+    max_folds: int | None = None
+    seeds: tuple[int, ...] = ()
+
+
+PROFILE_KEYS = {"overrides", "max_folds", "seeds"}
+
+
+def _profile(path: Path, name: str, value: Any) -> tuple[tuple[str, ...], ProfileCaps | None]:
+    """A profile is a list of overrides, or a mapping ``{overrides: [...], max_folds: K, seeds: [...]}``."""
+    if not isinstance(value, dict):
+        return _strings(value), None
+    _check_keys(f"{path}: profile '{name}'", value, PROFILE_KEYS)
+    max_folds = value.get("max_folds")
+    if max_folds is not None and (not isinstance(max_folds, int) or max_folds < 2):
+        raise ConfigError(f"{path}: profile '{name}': max_folds must be an integer >= 2, got {max_folds!r}")
+    seeds = tuple(int(s) for s in value.get("seeds") or ())
+    return _strings(value.get("overrides")), ProfileCaps(max_folds, seeds)
 
 
 def _check_keys(where: str, data: dict, allowed: set[str]) -> None:
@@ -159,6 +197,7 @@ def load_spec(path: Path) -> TableSpec:
         for key in (test.a, test.b):
             if key not in {r.key for r in rows}:
                 raise ConfigError(f"{path}: stats test '{test.name}' names row '{key}', which the table lacks")
+    profiles = {str(k): _profile(path, str(k), v) for k, v in (data.get("profiles") or {}).items()}
     return TableSpec(
         paper=str(data.get("paper") or path.parent.name),
         table=str(data.get("table") or path.stem),
@@ -170,7 +209,8 @@ def load_spec(path: Path) -> TableSpec:
         paper_scale=float(data.get("paper_scale", 100)),
         seeds=tuple(int(s) for s in data.get("seeds") or (0,)),
         base=_strings(data.get("base")),
-        profiles={k: _strings(v) for k, v in (data.get("profiles") or {}).items()},
+        profiles={k: overrides for k, (overrides, _) in profiles.items()},
+        profile_caps={k: caps for k, (_, caps) in profiles.items() if caps is not None},
         notes=_strings(data.get("notes")),
         columns=columns,
         rows=rows,
