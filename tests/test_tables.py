@@ -182,7 +182,12 @@ def test_every_experiment_file_parses_and_plans():
     specs = _experiment_specs()
     assert len(specs) >= 23  # every paper's tables: a glob that found nothing would pass the loop below
     for spec in specs:
-        assert spec.kind in ("layers", "counts") or set(spec.profiles) == {"paper", "smoke"}, spec.name
+        assert spec.kind in ("layers", "counts") or {"paper", "smoke"} <= set(spec.profiles), spec.name
+        assert set(spec.profiles) <= {"paper", "smoke", "budget"}, spec.name
+        for capped in set(spec.profiles) - {"paper", "smoke"}:  # the paper's recipe, shorter: never more epochs
+            epochs = [int(o.split("=")[1]) for o in spec.profiles[capped] if o.startswith("trainer.max_epochs=")]
+            assert epochs and epochs[-1] <= (spec.paper_epochs or 0), (spec.name, capped, epochs)
+            plan(spec, capped, ["results_dir=/tmp/ferbench-plan-check"])
         cells = plan(spec, "paper", ["results_dir=/tmp/ferbench-plan-check"])
         assert spec.kind in ("layers", "counts") or cells, spec.name
         for cell in cells:
@@ -439,3 +444,64 @@ def test_smoke_trains_at_most_64_pixels_unless_the_command_line_says(tmp_path):
     (amdcnn,) = find_specs("amdcnn/table8")  # 48 px is left alone, its 100 px column (RAF-DB) gets 64
     small = [c for c in plan(amdcnn, "smoke", [*extra, f"data_dirs.ckplus={tmp_path / 'x'}"]) if c.status == "run"]
     assert small and {c.configs[0].model.input_size for c in small} == {48, SMOKE_MAX_INPUT}
+
+
+CAPPED_TABLE = {
+    "paper": "paperx",
+    "table": "t1",
+    "seeds": [0, 1, 2],
+    "base": ["model=simplecnn", "data=synthetic"],
+    "profiles": {
+        "paper": ["trainer.max_epochs=300"],
+        "budget": {"overrides": ["trainer.max_epochs=4"], "max_folds": 3, "seeds": [7]},
+    },
+    "columns": [
+        {"key": "k10", "label": "10-fold", "overrides": ["split=kfold", "split.k=10"]},
+        {"key": "hold", "label": "hold-out", "overrides": ["split=holdout"]},
+    ],
+    "rows": [{"key": "a", "label": "A"}],
+}
+
+
+def test_a_capped_profile_caps_folds_after_the_columns_and_sets_its_seeds(tmp_path):
+    """A column's own ``split.k=10`` comes after a profile's overrides and would win over them: ``max_folds`` caps
+    it afterwards; a hold-out column has no folds to cap. The command line's split.k and --seeds still win."""
+    from ferbench.tables import plan
+
+    spec = _spec(tmp_path, CAPPED_TABLE)
+    assert spec.paper_epochs == 300 and spec.caps("paper").max_folds is None
+    extra = [f"results_dir={tmp_path}"]
+    k10, hold = plan(spec, "budget", extra)
+    assert [c.split.k for c in k10.configs] == [3] and [c.seed for c in k10.configs] == [7]
+    assert hold.configs[0].split.name == "holdout" and hold.configs[0].trainer.max_epochs == 4
+    k10_paper, _ = plan(spec, "paper", extra)
+    assert [c.split.k for c in k10_paper.configs] == [10, 10, 10]
+    only_k10 = _spec(tmp_path, {**CAPPED_TABLE, "columns": CAPPED_TABLE["columns"][:1]})
+    (k10_cli,) = plan(only_k10, "budget", [*extra, "split.k=4"], seeds=[1, 2])
+    assert [(c.split.k, c.seed) for c in k10_cli.configs] == [(4, 1), (4, 2)]
+
+
+def test_a_capped_profile_with_bad_keys_names_the_file_and_profile(tmp_path):
+    bad = {**CAPPED_TABLE, "profiles": {"budget": {"overrides": [], "max_fold": 3}}}
+    with pytest.raises(ConfigError, match=r"t1.yaml: profile 'budget': unknown key\(s\) \['max_fold'\]"):
+        _spec(tmp_path, bad)
+    bad = {**CAPPED_TABLE, "profiles": {"budget": {"max_folds": 1}}}
+    with pytest.raises(ConfigError, match="max_folds must be an integer >= 2"):
+        _spec(tmp_path, bad)
+
+
+def test_capped_profile_notes_say_the_papers_epochs_and_flag_curves_still_improving(tmp_path):
+    from ferbench.results.render import capped_profile_notes
+
+    results = tmp_path / "results"
+    _write_run(results, "flat", [0.8, 0.9], epochs=10)  # max_epochs 10 in _write_run: ran to the cap
+    metrics = pd.read_csv(results / "runs" / "flat" / "metrics.csv")
+    metrics.assign(best_epoch=[4, 10]).to_csv(results / "runs" / "flat" / "metrics.csv", index=False)
+    spec = _spec(tmp_path, CAPPED_TABLE)
+    cell = aggregate_cell(_plan("a", ["flat"]), spec, results)
+    assert cell.improving_at_cap == 1  # fold 1's best epoch is its last; fold 0's is epoch 4
+    notes = capped_profile_notes(spec, [cell], "budget")
+    assert "at most 10 of the paper's 300" in notes[0]
+    assert notes[1] == (
+        "still improving at the cap: a / C: 1 of 2 folds had their best validation loss in the last two epochs allowed."
+    )

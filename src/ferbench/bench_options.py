@@ -25,7 +25,7 @@ import torch
 
 from ferbench.factory import build_net
 
-OPTIONS = ("fp32", "channels_last", "bf16", "bf16+channels_last", "compile")
+OPTIONS = ("fp32", "channels_last", "bf16", "bf16+channels_last", "compile")  # = cli.OPTION_NAMES
 """What each option sets: ``fp32`` is eager float32 (``trainer=default``); ``bf16`` is ``trainer.precision=
 bf16-mixed`` (autocast); ``compile`` is ``trainer.compile=true`` in fp32, timed only where a compiler is present."""
 
@@ -140,3 +140,25 @@ def bench_options(
 
 def results_frame(results: Sequence[OptionResult]) -> pd.DataFrame:
     return pd.DataFrame([r.__dict__ for r in results])
+
+
+def _spin(stop_at: float) -> None:
+    while time.monotonic() < stop_at:
+        pass
+
+
+@contextlib.contextmanager
+def busy_processes(n: int, limit_s: float = 3600.0):
+    """``n`` CPU-bound processes beside the timing (another job, a test suite): how the options and thread counts
+    behave on a shared machine. They stop when the block ends (or after ``limit_s``, whatever happens)."""
+    import multiprocessing
+
+    procs = [multiprocessing.Process(target=_spin, args=(time.monotonic() + limit_s,), daemon=True) for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.terminate()
+            p.join()

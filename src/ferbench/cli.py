@@ -4,7 +4,7 @@ ferbench run [group=choice ...] [key=value ...] [-m]   one run, or a Hydra sweep
 ferbench datasets [--data-root DIR]                    every data set: where, present, counts
 ferbench table <paper>/<table>|<paper>|all [profile=smoke|paper] [--render-only] [key=value ...]
 ferbench leakage [--out F.json] [--grid F.png] [key=value ...]   train/test overlap of a config's split
-ferbench bench [--cases a,b] [--steps N] [--batch-size B] [--device auto|cpu|cuda] [--quick]
+ferbench bench [--cases a,b] [--steps N] [--batch-size B] [--device auto|cpu|cuda] [--quick] [--options]
                [--concurrent 1,2,4] [--pack 1,8,32] [--out FILE] [key=value ...]
                                                        speed: ferbench vs a plain PyTorch loop; packed vs solo
 """
@@ -26,6 +26,9 @@ from hydra.errors import CompactHydraException  # noqa: E402
 
 from ferbench.errors import FerbenchError, Interrupted, RunFailed  # noqa: E402
 from ferbench.paths import config_dir  # noqa: E402
+
+OPTION_NAMES = ("fp32", "channels_last", "bf16", "bf16+channels_last", "compile")
+"""``ferbench bench --options``: the speed options timed (``ferbench.bench_options.OPTIONS``)."""
 
 USAGE = """usage: ferbench <command> [args]
 
@@ -283,6 +286,16 @@ def _bench(argv: list[str]) -> None:
     parser.add_argument(
         "--pack", default=None, help="e.g. 1,8,32: K models trained as one pack against the same K one at a time"
     )
+    parser.add_argument(
+        "--options",
+        nargs="?",
+        const=",".join(OPTION_NAMES),
+        default=None,
+        help=f"time speed options against fp32 eager per case (default all: {','.join(OPTION_NAMES)})",
+    )
+    parser.add_argument(
+        "--busy", type=int, default=0, help="with --options: that many CPU-bound processes run beside the timing"
+    )
     parser.add_argument("--out", type=Path, default=None, help="CSV path (default results/bench/<timestamp>.csv)")
     parser.add_argument("overrides", nargs="*", help="config overrides for every case, e.g. trainer=fast_gpu")
     for hidden in ("--child-json", "--barrier", "--parties"):  # one process of a --concurrent measurement
@@ -312,7 +325,11 @@ def _bench(argv: list[str]) -> None:
         overrides=args.overrides,
         on_case=lambda name: print(f"ferbench bench: {name} ...", file=sys.stderr),
     )
-    if args.pack:
+    if args.options:
+        out = args.out or Path("results/bench") / f"{stamp}-options.csv"
+        table = _bench_options(args, cases or ["amdcnn", "shufflecsp"], out)
+        columns = ["case", "option", "images_per_s", "speedup", "threads", "batch_size", "busy", "note"]
+    elif args.pack:
         packs = [int(n) for n in args.pack.split(",") if n]
         out = args.out or Path("results/bench") / f"{stamp}-pack.csv"
         table = bench.run_pack_benchmark(packs, repeats=args.repeats, out=out, **common)
@@ -351,6 +368,41 @@ def _bench(argv: list[str]) -> None:
             "plain_peak_mb",
         ]
     _print_bench(table, columns, out)
+
+
+def _bench_options(args: argparse.Namespace, cases: list[str], out: Path):
+    """``--options``: each case's speed options against fp32 eager (``ferbench.bench_options``)."""
+    import pandas as pd
+
+    from ferbench import bench, bench_options
+    from ferbench.training.trainer import configure_cpu
+
+    device = bench.resolve_device(args.device)
+    options = [o for o in args.options.split(",") if o]
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise FerbenchError(f"--options: unknown {unknown}; choose from {', '.join(OPTION_NAMES)}")
+    frames = []
+    with bench_options.busy_processes(args.busy):
+        for case in cases:
+            print(f"ferbench bench: {case} speed options ...", file=sys.stderr)
+            cfg = bench.compose_case(case, args.batch_size or 32, device, args.overrides)
+            configure_cpu(cfg.trainer)
+            results = bench_options.bench_options(
+                case,
+                cfg,
+                device,
+                options,
+                steps=args.steps or 10,
+                warmup=args.warmup or 3,
+                windows=args.repeats or 5,
+                progress=lambda line: print(f"ferbench bench: {line}", file=sys.stderr),
+            )
+            frames.append(bench_options.results_frame(results).assign(busy=args.busy))
+    table = pd.concat(frames, ignore_index=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    return table
 
 
 def _print_bench(table, columns: list[str], out: Path) -> None:

@@ -1,0 +1,58 @@
+"""CPU speed options: thread choice on a shared machine, and the options benchmark's table (what it measures is
+in results/bench/ and the notes; these tests check its shape and its rules, not a speed)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from ferbench.bench import compose_case
+from ferbench.bench_options import available_options, bench_options, results_frame
+from ferbench.errors import ConfigError
+from ferbench.training import trainer as trainer_mod
+from ferbench.training.trainer import resolve_threads
+
+
+def test_omp_threads_wait_passively_unless_the_user_says_otherwise():
+    import ferbench  # noqa: F401  (sets it on import, before torch loads its OpenMP runtime)
+
+    assert os.environ["OMP_WAIT_POLICY"] in ("PASSIVE", os.environ.get("OMP_WAIT_POLICY"))
+
+
+@pytest.mark.parametrize(("load", "cores", "expected"), [(0.0, 2, 2), (1.2, 2, 1), (3.0, 2, 1), (0.4, 8, 8)])
+def test_auto_threads_are_the_cores_not_busy(monkeypatch, load, cores, expected):
+    trainer_mod.free_cores.cache_clear()
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(trainer_mod, "usable_cores", lambda: cores)
+    try:
+        assert resolve_threads("auto") == expected
+    finally:
+        trainer_mod.free_cores.cache_clear()
+
+
+def test_thread_settings_other_than_auto():
+    assert resolve_threads(0) is None and resolve_threads(3) == 3
+    with pytest.raises(ConfigError, match="trainer.threads must be 'auto', 0"):
+        resolve_threads("many")
+    with pytest.raises(ConfigError, match="got -2"):
+        resolve_threads(-2)
+
+
+def test_options_bench_times_every_option_against_fp32(monkeypatch):
+    cfg = compose_case("simplecnn", 4, torch.device("cpu"), ["model.widths=[4,8]", "model.input_size=16"])
+    results = bench_options(
+        "simplecnn", cfg, torch.device("cpu"), ["channels_last", "bf16"], steps=1, warmup=1, windows=2
+    )
+    table = results_frame(results)
+    assert list(table.option) == ["fp32", "channels_last", "bf16"]
+    assert {"case", "option", "images_per_s", "speedup"} <= set(table.columns)
+    assert table.speedup.iloc[0] == 1.0 and (table.images_per_s > 0).all()
+
+
+def test_compile_is_skipped_with_the_reason_where_no_compiler_is_present(monkeypatch):
+    monkeypatch.setattr("ferbench.bench_options.shutil.which", lambda name: None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    chosen, skipped = available_options(["fp32", "compile"])
+    assert chosen == ["fp32"] and "no C++ compiler" in skipped["compile"]
