@@ -251,3 +251,22 @@ def test_a_loss_finite_in_training_but_not_in_validation_fails_the_run(make_cfg)
     run_dir = Path(cfg.results_dir) / "runs" / run_id_of(cfg)
     assert not (run_dir / "metrics.csv").exists()
     assert json.loads((run_dir / "failed.json").read_text())["epoch"] == 1
+
+
+def test_written_files_get_the_umasks_mode_not_a_private_one(make_cfg, tmp_path):
+    """Records are written to a private temporary file and renamed: they used to stay 0600, unreadable to
+    collaborators on a shared disk. Every file a run writes gets what a plain open() gives under the umask."""
+    import stat
+
+    from ferbench.results.atomic import write_text
+
+    old = os.umask(0o022)
+    try:
+        assert stat.S_IMODE(write_text(tmp_path / "t.md", "x").stat().st_mode) == 0o644
+        cfg = make_cfg("trainer.max_epochs=1")
+        run(cfg)
+        run_dir = Path(cfg.results_dir) / "runs" / run_id_of(cfg)
+        private = [p for p in run_dir.rglob("*") if p.is_file() and stat.S_IMODE(p.stat().st_mode) & 0o044 != 0o044]
+        assert not private, [(str(p.relative_to(run_dir)), oct(p.stat().st_mode)) for p in private]
+    finally:
+        os.umask(old)

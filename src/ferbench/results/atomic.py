@@ -10,8 +10,19 @@ from pathlib import Path
 import pandas as pd
 
 
+def umask_mode() -> int:
+    """The mode a plain ``open()`` gives a new file under this process's umask (0644 under umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it into place."""
+    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it into place.
+
+    ``mkstemp`` makes the temporary file private (0600); it gets the umask's mode before the rename, so that
+    collaborators on a shared disk can read records, tables and figures as they could any file the user writes.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -21,6 +32,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
