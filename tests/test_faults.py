@@ -270,3 +270,20 @@ def test_written_files_get_the_umasks_mode_not_a_private_one(make_cfg, tmp_path)
         assert not private, [(str(p.relative_to(run_dir)), oct(p.stat().st_mode)) for p in private]
     finally:
         os.umask(old)
+
+
+def test_a_value_that_is_not_a_number_makes_metrics_csv_corrupt_and_the_rerun_rebuilds_it(make_cfg):
+    """accuracy replaced by 'abc': the rerun used to crash on it (``Unknown format code 'f'``) and
+    collect_records reported the run complete with accuracy 'abc'."""
+    cfg = make_cfg("trainer.max_epochs=1")
+    first = run(cfg)
+    metrics = Path(cfg.results_dir) / "runs" / first.run_id / "metrics.csv"
+    frame = pd.read_csv(metrics)
+    frame["accuracy"] = frame["accuracy"].astype(object)
+    frame.loc[0, "accuracy"] = "abc"
+    frame.to_csv(metrics, index=False)
+    rows, problems = collect_records(cfg.results_dir)
+    assert rows.empty and [(p.kind, p.detail) for p in problems] == [("corrupt", "not a number: accuracy='abc'")]
+    again = run(cfg)
+    assert float(pd.read_csv(metrics)["accuracy"].iloc[0]) == pytest.approx(float(first.metrics["accuracy"].iloc[0]))
+    assert not again.reused and list(metrics.parent.glob("metrics.csv.corrupt-*"))

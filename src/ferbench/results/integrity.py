@@ -14,6 +14,22 @@ REQUIRED_COLUMNS = ("run_id", "fold", "accuracy")
 """Columns a metrics.csv must have to count: what identifies a row and the metric every table reads."""
 FILLED_COLUMNS = ("run_id", "fold", "n_folds", "accuracy", "status")
 """Columns that are never empty in a whole row (where the file has them)."""
+NUMERIC_COLUMNS = (
+    "fold",
+    "n_folds",
+    "seed",
+    "epochs_run",
+    "max_epochs",
+    "best_epoch",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "map",
+    "params",
+    "n_test",
+)
+"""Columns whose every value is a number (where the file has them): a value that does not parse is damage."""
 
 log = logging.getLogger("ferbench")
 
@@ -42,10 +58,22 @@ def metrics_problem(path: Path) -> str | None:
     empty = [c for c in FILLED_COLUMNS if c in frame.columns and frame[c].isna().any()]
     if empty:
         return f"empty value(s) in {', '.join(empty)}"
+    if bad := _not_numbers(frame):
+        return f"not a number: {bad}"
     if "n_folds" in frame.columns:
         absent = sorted(set(range(int(frame["n_folds"].max()))) - set(frame["fold"].astype(int)))
         if absent:
             return f"no row for fold(s) {absent} of {int(frame['n_folds'].max())}"
+    return None
+
+
+def _not_numbers(frame: pd.DataFrame) -> str | None:
+    """The first value of a numeric column that does not parse as a number (``column='value'``), or None."""
+    for column in (c for c in NUMERIC_COLUMNS if c in frame.columns):
+        parsed = pd.to_numeric(frame[column], errors="coerce")
+        bad = frame[column][parsed.isna() & frame[column].notna()]
+        if len(bad):
+            return f"{column}={bad.iloc[0]!r}"
     return None
 
 
