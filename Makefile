@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: help install test test-e2e test-all lint format run bench gpu-check ablations tables smoke-tables clean
+.PHONY: help install test test-e2e test-all lint format run bench gpu-check ablations tables smoke-tables gallery clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -61,6 +61,20 @@ smoke-tables: $(STAMP) ## every table, smoke profile (a few epochs on subsets; s
 
 tables: $(STAMP) ## only render every table from existing run records (trains nothing)
 	$(BIN)/ferbench table all profile=paper --render-only $(ARGS)
+
+GALLERY_RUNS ?= results/gallery-runs
+GALLERY_DATA ?= ../shared/data
+GALLERY_TABLES ?= amdcnn/table8:ckplus,ckplus_subject
+gallery: $(STAMP) ## the results gallery (profile=budget, real data in GALLERY_DATA): train, copy records, render
+	@for t in $(GALLERY_TABLES); do \
+		FERBENCH_DATA=$(GALLERY_DATA) $(BIN)/ferbench table $${t%%:*} profile=budget --only $${t#*:} \
+			data_dirs.ckplus=$(GALLERY_DATA)/ckplus48 results_dir=$(GALLERY_RUNS) trainer.progress_bar=false || exit $$?; \
+	done
+	$(BIN)/python -m ferbench.results.gallery $(GALLERY_RUNS) results/gallery
+	@for t in $(GALLERY_TABLES); do \
+		FERBENCH_DATA=$(GALLERY_DATA) $(BIN)/ferbench table $${t%%:*} profile=budget --render-only \
+			data_dirs.ckplus=$(GALLERY_DATA)/ckplus48 results_dir=results/gallery || exit $$?; \
+	done
 
 clean: ## remove run outputs (results/), keep the venv
 	rm -rf results/runs results/hydra results/cache

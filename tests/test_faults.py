@@ -287,3 +287,19 @@ def test_a_value_that_is_not_a_number_makes_metrics_csv_corrupt_and_the_rerun_re
     again = run(cfg)
     assert float(pd.read_csv(metrics)["accuracy"].iloc[0]) == pytest.approx(float(first.metrics["accuracy"].iloc[0]))
     assert not again.reused and list(metrics.parent.glob("metrics.csv.corrupt-*"))
+
+
+def test_gallery_export_keeps_complete_records_without_weights(make_cfg, tmp_path):
+    """A gallery copy is a results_dir of records only: it renders and pairs like the original, weighs little."""
+    from ferbench.results.gallery import export
+
+    cfg = make_cfg("trainer.max_epochs=1", "split=kfold", "split.k=2")
+    done = run(cfg)
+    broken = Path(cfg.results_dir) / "runs" / "simplecnn-none-synthetic-kfold-s9-unfinished"
+    broken.mkdir()
+    (copied,) = export(Path(cfg.results_dir), tmp_path / "gallery")
+    assert copied.name == done.run_id and rec.is_complete(copied)
+    assert not list(copied.rglob("*.ckpt")) and (copied / "folds.npz").is_file()
+    assert (copied / "fold_1" / "metrics.json").is_file()
+    rows, problems = collect_records(tmp_path / "gallery")
+    assert len(rows) == 2 and not problems
