@@ -303,3 +303,34 @@ def test_gallery_export_keeps_complete_records_without_weights(make_cfg, tmp_pat
     assert (copied / "fold_1" / "metrics.json").is_file()
     rows, problems = collect_records(tmp_path / "gallery")
     assert len(rows) == 2 and not problems
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"), [("config.yaml", "a: [unclosed\n"), ("folds.npz", "not a zip"), ("leakage.json", "{cut")]
+)
+def test_a_complete_run_with_a_damaged_companion_file_is_rebuilt_not_reused(make_cfg, monkeypatch, name, damage):
+    """Reuse depends on config.yaml, folds.npz (pairs runs for the claims) and leakage.json (table notes): a
+    damaged one used to be reused silently. It is set aside with one line and written again; finished folds are
+    not retrained (their records are reused)."""
+    cfg = make_cfg("trainer.max_epochs=1", "split=kfold", "split.k=2")
+    first = run(cfg)
+    path = first.run_dir / name
+    before = path.read_bytes()
+    path.write_text(damage)
+    assert not rec.is_complete(first.run_dir)
+    monkeypatch.setattr("ferbench.run.train_fold", lambda *a, **k: pytest.fail("a finished fold was retrained"))
+    again = run(cfg)
+    assert path.read_bytes() == before if name != "leakage.json" else json.loads(path.read_text())
+    assert len(list(first.run_dir.glob(f"{name}.corrupt-*"))) == 1
+    assert rec.is_complete(first.run_dir)
+    pd.testing.assert_frame_equal(first.metrics[["fold", "accuracy"]], again.metrics[["fold", "accuracy"]])
+
+
+def test_render_says_when_a_leakage_file_is_damaged(tmp_path, caplog):
+    from ferbench.results.leakage import read_leakage
+
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "leakage.json").write_text("{cut")
+    assert read_leakage([run_dir]) is None
+    assert "leakage.json is damaged" in caplog.text

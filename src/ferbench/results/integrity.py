@@ -77,6 +77,42 @@ def _not_numbers(frame: pd.DataFrame) -> str | None:
     return None
 
 
+def companion_problems(run_dir: Path) -> dict[str, str]:
+    """The files a complete run's reuse depends on beside ``metrics.csv`` (its config, its folds' indices, which
+    pair it with other runs, and its leakage figures) that exist but do not read: {file name: why}."""
+    import json
+    import zipfile
+
+    import numpy as np
+    import yaml
+
+    def config(path: Path) -> None:
+        if not isinstance(yaml.safe_load(path.read_text()), dict):
+            raise ValueError("not a mapping")
+
+    def folds(path: Path) -> None:
+        with np.load(path) as arrays:
+            if not arrays.files:
+                raise ValueError("no arrays")
+            for name in arrays.files:
+                arrays[name]  # noqa: B018  (reading each array is the check)
+
+    def leakage(path: Path) -> None:
+        if not isinstance(json.loads(path.read_text()), dict):
+            raise ValueError("not a mapping")
+
+    problems = {}
+    for name, check in (("config.yaml", config), ("folds.npz", folds), ("leakage.json", leakage)):
+        path = Path(run_dir) / name
+        if not path.is_file():
+            continue
+        try:
+            check(path)
+        except (OSError, ValueError, UnicodeDecodeError, EOFError, zipfile.BadZipFile, yaml.YAMLError) as exc:
+            problems[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]
+    return problems
+
+
 def set_aside(path: Path, reason: str, then: str = "the run is rebuilt") -> Path:
     """Rename a damaged file to ``<name>.corrupt-<time>`` beside it and say so in one line; returns the new path."""
     path = Path(path)
@@ -88,8 +124,11 @@ def set_aside(path: Path, reason: str, then: str = "the run is rebuilt") -> Path
 
 
 def set_aside_damaged_metrics(run_dir: Path) -> None:
-    """Before a run is rebuilt: a damaged metrics.csv moves aside (its fold records stay and are reused)."""
+    """Before a run is rebuilt: a damaged metrics.csv, config.yaml, folds.npz or leakage.json moves aside (its fold
+    records stay and are reused; the run's config and seeded split write the others again)."""
     path = Path(run_dir) / "metrics.csv"
     problem = metrics_problem(path) if path.is_file() else None
     if problem:
         set_aside(path, problem, "the run is rebuilt from its fold records (folds without one are trained)")
+    for name, why in companion_problems(run_dir).items():
+        set_aside(Path(run_dir) / name, why, "it is written again from the run's config and data")

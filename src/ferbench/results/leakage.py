@@ -8,6 +8,7 @@ data set (beside the preprocessed array), and reads the record back for renderin
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,8 @@ KEYS = ("test_images", "subject_overlap", "sequence_overlap", "exact_duplicates"
 _FIELDS = dict(
     zip(KEYS, ("n_test", "shared_subject", "shared_sequence", "exact_duplicate", "near_duplicate"), strict=True)
 )
+
+log = logging.getLogger("ferbench")
 
 
 def cached_hashes(images: np.ndarray, cache_path: Path | None) -> np.ndarray:
@@ -96,8 +99,8 @@ def read_leakage(run_dirs: Sequence[Path]) -> dict | None:
         if path.is_file():
             try:
                 records.append(json.loads(path.read_text()))
-            except ValueError:
-                continue
+            except (ValueError, UnicodeDecodeError) as exc:
+                log.warning("%s is damaged (%s): its figures are left out of the table's leakage note", path, exc)
     if not records:
         return None
     return {**summed(records), "runs": len(records), "of_runs": len(run_dirs), "split": records[0].get("split")}

@@ -124,11 +124,13 @@ def _read_optional(path: Path) -> pd.DataFrame:
 
 
 def is_complete(run_dir: Path) -> bool:
-    """A whole metrics.csv (every fold's row, every value): a cut or empty one does not count."""
-    from ferbench.results.integrity import metrics_problem
+    """A whole metrics.csv (every fold's row, every value), and the config, folds and leakage files beside it
+    readable: a cut or empty metrics.csv does not count, nor one whose companions are damaged (the run is then
+    rebuilt from its fold records, its companions written again)."""
+    from ferbench.results.integrity import companion_problems, metrics_problem
 
     metrics = Path(run_dir) / "metrics.csv"
-    return metrics.is_file() and metrics_problem(metrics) is None
+    return metrics.is_file() and metrics_problem(metrics) is None and not companion_problems(run_dir)
 
 
 def fold_dir(run_dir: Path, fold: int) -> Path:
