@@ -372,3 +372,30 @@ def test_a_pack_killed_mid_epoch_resumes_to_the_same_records(tmp_path, monkeypat
         assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
         assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]
         assert torch.equal(a.test_results["confusion"], b.test_results["confusion"])
+
+
+@pytest.mark.parametrize(
+    ("optim", "extra", "gap"),
+    [
+        ("adam", (), None),
+        ("sgd", (), None),
+        ("adam", ("+optim.amsgrad=false",), None),  # torch's default: the packed update is the same
+        ("adam", ("+optim.amsgrad=true",), "optim.amsgrad=True"),
+        ("adamw", ("+optim.maximize=true",), "optim.maximize=True"),
+        ("sgd", ("+optim.maximize=true",), "optim.maximize=True"),
+    ],
+)
+def test_an_optimiser_key_a_pack_cannot_honour_trains_solo_and_says_so(make_cfg, optim, extra, gap):
+    """``optim.amsgrad=true`` reached torch alone and was silently dropped in a pack: every key of the optimiser's
+    config now behaves the same packed and solo (honoured, or the run trains one model at a time, saying why)."""
+    from ferbench.training.packed import packed_optimizer_gap
+
+    cfg = make_cfg(*([f"optim={optim}"] if optim != "adamw" else ["optim=adam", "optim.name=adamw"]), *extra)
+    why = packed_optimizer_gap(cfg.optim)
+    if gap is None:
+        assert why is None
+        PackedOptimizer({"w": torch.zeros(2, 3, requires_grad=True)}, cfg.optim, 2, torch.device("cpu"))
+    else:
+        assert why and why.startswith(f"{gap} has no packed update")
+        with pytest.raises(ValueError, match="cannot honour"):
+            PackedOptimizer({"w": torch.zeros(2, 3, requires_grad=True)}, cfg.optim, 2, torch.device("cpu"))

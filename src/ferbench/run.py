@@ -52,6 +52,7 @@ from ferbench.training.packed import (
     PackNet,
     PackSettings,
     packable,
+    packed_optimizer_gap,
     probe_vmap,
 )
 from ferbench.training.resume import make_resumable, read_last
@@ -579,8 +580,8 @@ def _unpackable(cfg: DictConfig, net: PackNet) -> str | None:
     """Why this model cannot train in a pack (vmap cannot batch one of its ops, an unsupported option), or None."""
     if build_mixup(cfg.aug.get("mixup")) is not None:
         return "aug.mixup mixes batches in the Lightning training step, which packs do not run"
-    if str(cfg.optim.name) not in ("adam", "adamw", "sgd"):
-        return f"optim={cfg.optim.name} has no packed update"
+    if why := packed_optimizer_gap(cfg.optim):
+        return why
     if str(cfg.trainer.precision) not in ("32-true", "32", "bf16-mixed"):
         return f"trainer.precision={cfg.trainer.precision} (packs train in 32-true or bf16-mixed)"
     return probe_vmap(net, int(cfg.model.input_size), int(cfg.model.in_chans))

@@ -17,9 +17,13 @@ OPTIMIZERS.register("sgd")(torch.optim.SGD)
 _NOT_OPTIMIZER_KEYS = ("name", "scheduler", "step_size", "gamma")
 
 
+def optimizer_options(cfg: Any) -> dict[str, Any]:
+    """The ``optim`` config's keys that are the torch optimiser's arguments (the rest name it and its scheduler)."""
+    return {k: v for k, v in cfg.items() if k not in _NOT_OPTIMIZER_KEYS}
+
+
 def build_optimizer(cfg: Any, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    options = {k: v for k, v in cfg.items() if k not in _NOT_OPTIMIZER_KEYS}
-    return OPTIMIZERS.get(cfg.name)(params, **options)
+    return OPTIMIZERS.get(cfg.name)(params, **optimizer_options(cfg))
 
 
 def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, max_epochs: int):

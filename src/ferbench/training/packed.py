@@ -125,6 +125,36 @@ def packable(members: Sequence[Member], batch_size: int) -> tuple[list[Member], 
 # ------------------------------------------------------------------------------------------------ optimiser
 
 
+PACKED_OPTIMIZER_KEYS = {
+    "adam": ("lr", "weight_decay", "betas", "eps"),
+    "adamw": ("lr", "weight_decay", "betas", "eps"),
+    "sgd": ("lr", "weight_decay", "momentum", "nesterov", "dampening"),
+}
+"""The torch optimiser arguments ``PackedOptimizer`` implements, per optimiser; any other argument packs only at
+torch's default value (``amsgrad=false``), else the run trains one model at a time and its record says why."""
+
+
+def packed_optimizer_gap(cfg: Any) -> str | None:
+    """Why ``cfg`` (an ``optim`` config) cannot be honoured by a pack, or None: an optimiser without a packed
+    update, or an argument the packed update ignores set to other than torch's default."""
+    import inspect
+
+    from ferbench.training.optim import OPTIMIZERS, optimizer_options
+
+    name = str(cfg.name)
+    if name not in PACKED_OPTIMIZER_KEYS:
+        return f"optim={name} has no packed update"
+    defaults = {
+        k: p.default for k, p in inspect.signature(OPTIMIZERS.get(name).__init__).parameters.items() if k != "self"
+    }
+    honoured = PACKED_OPTIMIZER_KEYS[name]
+    for key, value in optimizer_options(cfg).items():
+        if key in honoured or (key in defaults and value == defaults[key]):
+            continue
+        return f"optim.{key}={value} has no packed update (packs implement {', '.join(honoured)})"
+    return None
+
+
 class PackedOptimizer:
     """Adam, AdamW and SGD (torch's update rules, elementwise) over stacked weights, with per-model masks.
 
@@ -134,8 +164,8 @@ class PackedOptimizer:
 
     def __init__(self, params: dict[str, torch.Tensor], cfg: Any, k: int, device: torch.device) -> None:
         self.params, self.name = params, str(cfg.name)
-        if self.name not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"packed training supports optim adam, adamw, sgd; got {self.name!r}")
+        if why := packed_optimizer_gap(cfg):
+            raise ValueError(f"packed training cannot honour this optimiser: {why}")
         self.weight_decay = float(cfg.get("weight_decay", 0.0) or 0.0)
         self.betas = tuple(cfg.get("betas", (0.9, 0.999)))
         self.eps = float(cfg.get("eps", 1e-8))
