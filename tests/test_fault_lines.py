@@ -304,3 +304,35 @@ def test_resume_says_which_fold_and_epoch(make_cfg, monkeypatch, caplog):
         run(cfg)
     assert "resumed fold 0 from epoch 2 of 3" in caplog.text
     assert not [w for w in caught if "exists and is not empty" in str(w.message)]
+
+
+# issue 23, items 10 and 13: table command input
+
+
+def test_seeds_that_are_not_integers_are_one_line_exit_2():
+    done = ferbench("table", "amdcnn/table6", "--render-only", "--seeds", "abc")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert error_lines(done.stderr) == [
+        "ferbench: error: --seeds takes comma-separated integers (e.g. 0,1,2), got 'abc'"
+    ]
+
+
+def test_one_broken_table_file_fails_only_the_commands_that_name_it(tmp_path, caplog):
+    from ferbench.results.spec import find_specs
+
+    good = {"paper": "p", "table": "good", "base": ["model=simplecnn"], "rows": [{"key": "r", "label": "R"}]}
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "good.yaml").write_text(yaml.safe_dump(good))
+    (tmp_path / "p" / "broken.yaml").write_text("rows: [unclosed\n")
+    assert [s.name for s in find_specs("p/good", tmp_path)] == ["p/good"]
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        assert [s.name for s in find_specs("all", tmp_path)] == ["p/good"]
+    assert "broken.yaml: not valid YAML" in caplog.text and "that table is left out" in caplog.text
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        find_specs("p/broken", tmp_path)
+    own = tmp_path / "elsewhere" / "mine.yaml"  # a user's own table, outside the experiments folder
+    own.parent.mkdir()
+    own.write_text(yaml.safe_dump({**good, "table": "mine"}))
+    assert [s.name for s in find_specs(str(own), tmp_path)] == ["p/mine"]
+    with pytest.raises(ConfigError, match="no table file at"):
+        find_specs(str(tmp_path / "nope.yaml"), tmp_path)

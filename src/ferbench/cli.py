@@ -231,7 +231,14 @@ def _table(argv: list[str]) -> None:
         prog="ferbench table",
         description="train the missing cells of paper tables and render them (results/tables/, results/report/)",
     )
-    parser.add_argument("targets", nargs="+", help="all | <paper> | <paper>/<table>, then profile=... and overrides")
+    parser.add_argument(
+        "targets",
+        nargs="+",
+        help="all | <paper> | <paper>/<table> | path/to/table.yaml, then profile=... and overrides. "
+        "profile=smoke (the default: a few epochs, synthetic where data is absent) | paper (the paper's settings) | "
+        "budget (the paper's recipe with fewer epochs, folds and seeds, where the table has one); "
+        "--render-only renders the profile named, so name the one the records were made with",
+    )
     parser.add_argument("--render-only", action="store_true", help="only render from existing run records")
     parser.add_argument(
         "--only",
@@ -247,6 +254,7 @@ def _table(argv: list[str]) -> None:
     specs = [spec for target in targets or ["all"] for spec in find_specs(target)]
     only = [k for k in args.only.split(",") if k]
     check_only(specs, only)
+    seeds = _seeds(args.seeds)
     for spec in specs:
         with table_progress(spec.name) as on_progress:
             outcome = build_table(
@@ -256,12 +264,20 @@ def _table(argv: list[str]) -> None:
                 render_only=args.render_only,
                 on_progress=on_progress,
                 only=only,
-                seeds=[int(k) for k in args.seeds.split(",") if k],
+                seeds=seeds,
             )
         print_table_outcome(outcome)
     from ferbench.results.report import write_reports
 
     write_reports({spec.paper for spec in specs}, extra)
+
+
+def _seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2``; anything else is a one-line error naming what was given."""
+    try:
+        return [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise FerbenchError(f"--seeds takes comma-separated integers (e.g. 0,1,2), got {text!r}") from None
 
 
 def _bench(argv: list[str]) -> None:

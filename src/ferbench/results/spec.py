@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -282,12 +283,29 @@ def all_specs(root: Path | None = None) -> list[TableSpec]:
 
 
 def find_specs(target: str, root: Path | None = None) -> list[TableSpec]:
-    """``all`` | ``<paper>`` | ``<paper>/<table>``; an unknown one lists what exists."""
-    specs = all_specs(root)
+    """``all`` | ``<paper>`` | ``<paper>/<table>`` | a table file's path (a user's own table, anywhere).
+
+    Only the files asked for are loaded: a broken table file fails the commands that name it; under ``all`` it is
+    a one-line warning and the other tables go on. An unknown name lists what exists.
+    """
+    root = Path(root or experiments_dir())
+    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
+        if not Path(target).is_file():
+            raise ConfigError(f"no table file at {target}")
+        return [load_spec(Path(target))]
+    files = sorted(root.glob("*/*.yaml"))
     if target == "all":
-        return specs
-    chosen = [s for s in specs if target in (s.paper, s.name)]
+        return [spec for spec in map(_loaded_or_warned, files) if spec is not None]
+    chosen = [p for p in files if target in (p.parent.name, f"{p.parent.name}/{p.stem}")]
     if not chosen:
-        names = ", ".join(s.name for s in specs)
-        raise ConfigError(f"unknown table '{target}'; choose from: all, a paper key, or one of {names}")
-    return chosen
+        names = ", ".join(f"{p.parent.name}/{p.stem}" for p in files)
+        raise ConfigError(f"unknown table '{target}'; choose from: all, a paper key, a table file, or one of {names}")
+    return [load_spec(p) for p in chosen]
+
+
+def _loaded_or_warned(path: Path) -> TableSpec | None:
+    try:
+        return load_spec(path)
+    except ConfigError as exc:
+        logging.getLogger("ferbench").warning("%s; that table is left out", exc)
+        return None
