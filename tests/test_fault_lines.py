@@ -336,3 +336,42 @@ def test_one_broken_table_file_fails_only_the_commands_that_name_it(tmp_path, ca
     assert [s.name for s in find_specs(str(own), tmp_path)] == ["p/mine"]
     with pytest.raises(ConfigError, match="no table file at"):
         find_specs(str(tmp_path / "nope.yaml"), tmp_path)
+
+
+# issue 23, items 6, 7 and 9: data that cannot be split is one line, and no run folder is left
+
+
+def _folder_set(root: Path, per_class: dict[str, int]) -> Path:
+    for name, n in per_class.items():
+        for i in range(n):
+            write(root / name / f"{i}.png", face(hash((name, i)) % 10_000))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("per_class", "split", "message"),
+    [
+        ({"happy": 8}, ["split=kfold", "split.k=2"], "the data set has one class (label 0, 8 images)"),
+        ({"happy": 6, "sad": 12}, ["split=kfold", "split.k=10"], "split.k=10 but class label 0 has only 6 images"),
+    ],
+)
+def test_data_that_cannot_be_split_is_one_line_and_leaves_no_run_folder(make_cfg, tmp_path, per_class, split, message):
+    root = _folder_set(tmp_path / "faces", per_class)
+    cfg = make_cfg("data=folder", f"data.root={root}", *split, "trainer.max_epochs=1", fast=False)
+    with pytest.raises((DataError, ConfigError), match=message.replace("(", r"\(").replace(")", r"\)")):
+        run(cfg)
+    assert not (Path(cfg.results_dir) / "runs").exists() or not list((Path(cfg.results_dir) / "runs").iterdir())
+
+
+def test_zero_synthetic_images_is_a_config_error(make_cfg):
+    with pytest.raises(ConfigError, match="data.options.n_train must be at least 1"):
+        run(make_cfg("data.options.n_train=0"))
+
+
+def test_leakage_with_more_folds_than_a_class_has_images_is_one_line_exit_2(tmp_path):
+    root = _folder_set(tmp_path / "faces", {"happy": 3, "sad": 3})
+    done = ferbench(
+        "leakage", "data=folder", f"data.root={root}", "split=kfold", "split.k=50", f"cache_dir={tmp_path / 'cache'}"
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert error_lines(done.stderr)[-1].startswith("ferbench: error: split.k=50 but class label 0 has only 3 images")

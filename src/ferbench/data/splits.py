@@ -104,5 +104,27 @@ def _grouped_val(train, labels, groups, val_ratio, seed) -> tuple[np.ndarray, np
     return np.sort(train[tr]), np.sort(train[va])
 
 
+def check_splittable(samples: pd.DataFrame, name: str, **params) -> None:
+    """What every split needs, said in one line before sklearn would say it in a traceback: images, two classes
+    or more, and for stratified k-fold at least ``k`` images of every class."""
+    counts = samples["label"].value_counts().sort_index()
+    if counts.empty:
+        raise DataError("the data set has no images: nothing to split")
+    if len(counts) < 2:
+        raise DataError(
+            f"the data set has one class (label {counts.index[0]}, {counts.iloc[0]} images): a classifier needs two "
+            "or more (a folder data set's layout is <root>/<class>/<image>, one folder per class)"
+        )
+    k = params.get("k")
+    if name == "kfold" and k and counts.min() < int(k):
+        raise ConfigError(
+            f"split.k={k} but class label {counts.idxmin()} has only {counts.min()} images: stratified k-fold needs "
+            f"at least k per class; use split.k={max(2, int(counts.min()))} or less"
+        )
+    if name == "holdout" and counts.min() < 2:
+        raise ConfigError(f"split=holdout: class label {counts.idxmin()} has one image; a stratified split needs two")
+
+
 def make_folds(samples: pd.DataFrame, name: str, seed: int, **params) -> list[Fold]:
+    check_splittable(samples, name, **params)
     return SPLITS.get(name)(samples, seed, **params)

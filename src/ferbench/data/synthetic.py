@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from ferbench.data.base import DATASETS, DataSource, sample_table
+from ferbench.errors import ConfigError
 
 CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 _SUPER = 4  # draw at 4x, then downsample: smooth edges at any output size
@@ -127,6 +128,9 @@ def load_synthetic(
     difficulty: float = 1.0,
 ) -> DataSource:
     """Train and test drawn from separate seeds, so the official split never shares a face."""
+    for key, n in (("n_train", n_train), ("n_test", n_test)):
+        if int(n) < 1:
+            raise ConfigError(f"data.options.{key} must be at least 1 (images of the synthetic set), got {n}")
     train_x, train_y = generate(n_train, image_size, seed * 2 + 1, difficulty)
     test_x, test_y = generate(n_test, image_size, seed * 2 + 2, difficulty)
     labels = np.concatenate([train_y, test_y])
