@@ -375,3 +375,31 @@ def test_leakage_with_more_folds_than_a_class_has_images_is_one_line_exit_2(tmp_
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert error_lines(done.stderr)[-1].startswith("ferbench: error: split.k=50 but class label 0 has only 3 images")
+
+
+# issue 23, items 12 and 14: Hydra's refusals are one prefixed line; a failed command leaves no empty folders
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["trainer.max_epoch=1"],
+            "ferbench: error: unknown config key trainer.max_epoch; did you mean trainer.max_epochs?",
+        ),
+        (["sead=1"], "ferbench: error: unknown config key sead; did you mean seed?"),
+        (["-m", "attn=cbam,nope"], "ferbench: error: unknown attn 'nope'; choose from: ca, cbam, csa, csa_channel,"),
+    ],
+)
+def test_hydra_refusals_are_one_line_with_the_prefix_and_the_nearest_key_or_choices(tmp_path, args, line):
+    done = ferbench("run", *args, f"results_dir={tmp_path}")
+    assert done.returncode == 2
+    (only,) = error_lines(done.stderr)
+    assert only.startswith(line)
+    assert not (tmp_path / "hydra").exists()
+
+
+def test_a_failed_run_leaves_no_empty_hydra_folder(tmp_path):
+    done = ferbench("run", "data.options.n_train=0", f"results_dir={tmp_path}")
+    assert done.returncode == 2 and "data.options.n_train must be at least 1" in done.stderr
+    assert not (tmp_path / "hydra").exists()

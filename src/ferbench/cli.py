@@ -152,6 +152,7 @@ def _run_task(cfg) -> float | None:
         return None
     except FerbenchError as exc:
         _fail(str(exc))
+        _remove_empty_output_dir()
         if multirun:
             raise SweepRunFailed(str(exc)) from None
         sys.exit(EXIT_RUN_FAILED if isinstance(exc, RunFailed) else EXIT_BAD_INPUT)
@@ -159,6 +160,19 @@ def _run_task(cfg) -> float | None:
         return None
     print_run_summary(record)
     return float(record.metrics["accuracy"].mean())
+
+
+def _remove_empty_output_dir() -> None:
+    """A run that failed before writing anything leaves no empty ``<results_dir>/hydra/<time>/`` behind (nor an
+    empty ``hydra/``): a failed command's only trace is its error line."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    for path in (folder, folder.parent):
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def _check_launcher(argv: list[str]) -> None:
@@ -195,10 +209,34 @@ def _check_results_dir(argv: list[str]) -> None:
     ensure_writable(Path(results_dir))
 
 
+SWEEP_SYNTAX = ("choice(", "range(", "interval(", "glob(", "sort(", "shuffle(", "tag(")
+
+
+def _check_overrides(argv: list[str]) -> None:
+    """Compose the config once before Hydra does, so that an unknown choice or key is one ``ferbench: error:``
+    line naming the choices or the nearest key (Hydra's own message is several lines without the prefix). A sweep
+    is checked with the first value of each comma list; sweep functions and ``hydra`` overrides are left to Hydra."""
+    from ferbench.config import compose_config
+
+    if any(a.split("=", 1)[0] in INFO_FLAGS for a in argv):
+        return
+    plain = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    if any(s in a for a in plain for s in SWEEP_SYNTAX):
+        return
+    sweep = "-m" in argv or "--multirun" in argv
+    values = [a.partition("=")[2].split(",") if sweep else [a.partition("=")[2]] for a in plain]
+    firsts = [f"{a.partition('=')[0]}={v[0]}" if "=" in a else a for a, v in zip(plain, values, strict=True)]
+    compose_config(firsts)
+    for i, arg in enumerate(plain):  # each other value of a swept override, beside the others' first values
+        for value in values[i][1:]:
+            compose_config([*firsts[:i], f"{arg.partition('=')[0]}={value}", *firsts[i + 1 :]])
+
+
 def _hydra_run(argv: list[str]) -> None:
     import hydra
 
     _check_launcher(argv)
+    _check_overrides(argv)
     _check_results_dir(argv)
     sys.argv = ["ferbench-run", *argv]
     main_fn = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_run_task)

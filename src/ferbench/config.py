@@ -46,10 +46,44 @@ def validate(cfg: DictConfig) -> None:
 
 
 def compose_config(overrides: Sequence[str]) -> DictConfig:
-    """The run config for ``overrides`` (as ``ferbench run`` composes it); a bad override is a ConfigError naming
-    Hydra's reason, not a traceback. Tables, reports and ``ferbench profile`` compose through it."""
+    """The run config for ``overrides`` (as ``ferbench run`` composes it); a bad override is a one-line ConfigError
+    (the choices, or the nearest key), not a traceback. Tables, reports and ``ferbench profile`` compose through it."""
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         try:
             return compose("config", overrides=list(overrides))
         except HydraException as exc:
-            raise ConfigError(f"{exc} (overrides: {' '.join(overrides)})") from exc
+            refusal = exc
+    raise ConfigError(hydra_error_line(str(refusal), overrides)) from refusal
+
+
+def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return [prefix] if prefix else []
+    keys = [prefix] if prefix else []
+    for key, value in node.items():
+        keys += _dotted_keys(value, f"{prefix}.{key}" if prefix else str(key))
+    return keys
+
+
+def hydra_error_line(message: str, overrides: Sequence[str] = ()) -> str:
+    """Hydra's several-line refusal as one line: an unknown group choice lists the choices; an unknown key names
+    the nearest existing one; anything else keeps Hydra's first line and the overrides."""
+    import difflib
+    import re
+
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    missing = re.search(r"Could not find '([^/']+)/([^']+)'", message)
+    if missing:
+        group, choice = missing.groups()
+        start = next((i + 1 for i, line in enumerate(lines) if line.startswith("Available options")), len(lines))
+        options = [line for line in lines[start:] if ":" not in line and "=" not in line]
+        return f"unknown {group} '{choice}'; choose from: {', '.join(options)}"
+    bad_key = re.search(r"Could not override '([^']+)'", message) or re.search(r"Key '([^']+)' is not in", message)
+    if bad_key:
+        key = bad_key.group(1)
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            base = OmegaConf.to_container(compose("config"), resolve=False)
+        near = difflib.get_close_matches(key, _dotted_keys(base), n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]}?" if near else f"; to add a new key write +{key}=..."
+        return f"unknown config key {key}{hint}"
+    return f"{lines[0] if lines else message} (overrides: {' '.join(overrides)})"
