@@ -403,3 +403,13 @@ def test_a_failed_run_leaves_no_empty_hydra_folder(tmp_path):
     done = ferbench("run", "data.options.n_train=0", f"results_dir={tmp_path}")
     assert done.returncode == 2 and "data.options.n_train must be at least 1" in done.stderr
     assert not (tmp_path / "hydra").exists()
+
+
+def test_a_run_logged_to_a_file_writes_one_line_per_epoch_not_a_progress_bar(tmp_path):
+    """issue 23, item 17: the bar's thousands of carriage returns in a log file become one line per epoch."""
+    done = ferbench("run", *SMALL, "trainer.max_epochs=2", "trainer.progress_bar=true", f"results_dir={tmp_path}")
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr
+    epochs = [line for line in done.stderr.splitlines() if line.startswith("ferbench: epoch ")]
+    assert [line.split()[2].rstrip(":") for line in epochs] == ["1/2", "2/2"]
+    assert "val_loss" in epochs[0]

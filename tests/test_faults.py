@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from ferbench.data.identity import run_id_of
 from ferbench.errors import FerbenchError, RunBusy, RunFailed
@@ -334,3 +335,24 @@ def test_render_says_when_a_leakage_file_is_damaged(tmp_path, caplog):
     (run_dir / "leakage.json").write_text("{cut")
     assert read_leakage([run_dir]) is None
     assert "leakage.json is damaged" in caplog.text
+
+
+def test_reidentify_gives_a_run_trained_under_an_older_fingerprint_todays_id(make_cfg, tmp_path):
+    """A record whose data fingerprint came from an earlier definition (file dates) gets today's id, its files
+    rewritten and a note saying from what; a record whose config does not give back its own id is refused."""
+    from ferbench.results.gallery import reidentify
+
+    done = run(make_cfg("trainer.max_epochs=1"))
+    old_id = rec.run_id(OmegaConf.load(done.run_dir / "config.yaml"), "data-0123456789ab")
+    old_dir = done.run_dir.with_name(old_id)
+    done.run_dir.rename(old_dir)
+    metrics = pd.read_csv(old_dir / "metrics.csv")
+    metrics.assign(run_id=old_id, data_fingerprint="data-0123456789ab").to_csv(old_dir / "metrics.csv", index=False)
+    assert reidentify(old_dir) == done.run_id
+    again = rec.RunRecord.load(done.run_dir)
+    assert again.metrics["run_id"].iloc[0] == done.run_id
+    assert json.loads((done.run_dir / "reidentified.json").read_text())["old_run_id"] == old_id
+    assert reidentify(done.run_dir) is None  # already today's
+    (done.run_dir / "metrics.csv").write_text(pd.read_csv(done.run_dir / "metrics.csv").assign(run_id="x").to_csv())
+    with pytest.raises(ValueError, match="does not give back its recorded id"):
+        reidentify(done.run_dir)

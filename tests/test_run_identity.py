@@ -43,6 +43,18 @@ def test_fingerprint_follows_the_data_not_its_location(tmp_path):
     assert fa == fm
     write(moved / "sad" / "0.png", face(5000, size=40))  # one image replaced
     assert data_fingerprint(load(moved), moved) != fa
+    copied = tmp_path / "copied" / "a"  # cp -r: new dates on every file, the same bytes (a fresh copy of the data)
+    shutil.copytree(a, copied, copy_function=shutil.copyfile)
+    assert {p.stat().st_mtime_ns for p in copied.rglob("*.png")}.isdisjoint(
+        {p.stat().st_mtime_ns for p in a.rglob("*.png")}
+    )
+    assert data_fingerprint(load(copied), copied) == fa
+    same_size = folder_set(tmp_path / "same_size", offset=0)  # one image's bytes changed, its size not
+    target = same_size / "happy" / "0.png"
+    data = bytearray(target.read_bytes())
+    data[-20] ^= 0xFF
+    target.write_bytes(bytes(data))
+    assert data_fingerprint(load(same_size), same_size) != fa
 
 
 def test_different_data_same_config_trains_twice_and_moved_data_reuses(make_cfg, tmp_path):

@@ -125,7 +125,27 @@ def print_table_outcome(outcome) -> None:
     )
     for run_id, reason in outcome.failures.items():
         console.print(f"  failed {run_id}: {reason}")
+    print_table_grid(outcome.paths.get("csv"), spec.title)
     print_claims(outcome.paths.get("claims"))
+
+
+def print_table_grid(path, title: str) -> None:
+    """The rendered table on the terminal, rows x columns of cell texts (ours (paper, delta)), as in the Markdown."""
+    import pandas as pd
+
+    if path is None or not path.is_file() or not path.stat().st_size:
+        return
+    cells = pd.read_csv(path, keep_default_na=False)
+    if not {"row_label", "column_label", "text"} <= set(cells.columns):
+        return
+    grid = cells.pivot_table(index="row_label", columns="column_label", values="text", aggfunc="first", sort=False)
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    for column in grid.columns:
+        table.add_column(str(column), overflow="fold")
+    for label, row in grid.iterrows():
+        table.add_row(str(label), *(str(v) for v in row))
+    console.print(table)
 
 
 def print_claims(path) -> None:
@@ -138,8 +158,15 @@ def print_claims(path) -> None:
     if claims.empty:
         return
     tally = ", ".join(f"{n} {v}" for v, n in claims["verdict"].value_counts().items())
-    console.print(f"claims ({tally}):", markup=False)
-    for text in claims["text"]:
+    judged = claims[claims["verdict"] != "not run"]
+    left = len(claims) - len(judged)
+    console.print(
+        f"claims ({tally})"
+        + (f"; the {left} not run are in the table's Markdown" if left and len(judged) else "")
+        + ":",
+        markup=False,
+    )
+    for text in (judged if len(judged) else claims)["text"]:
         console.print(f"  - {text.replace('**', '').replace('*', '')}", markup=False, highlight=False)
 
 

@@ -104,15 +104,62 @@ def require_dir(root: Path, layout: str) -> Path:
 
 
 def tree_fingerprint(paths: Sequence[Path]) -> str:
-    """Cheap change detector over files: each one's path (relative to the files' common folder, so a moved
-    copy matches), size and mtime."""
+    """What files hold: each one's path (relative to the files' common folder, so a moved copy matches) and a digest
+    of its bytes. Content, not dates: every copy of a data set (``cp -r``, a fresh checkout, another machine) has
+    new mtimes, and must keep its runs' ids; an image replaced by another of the same size must not. Each file is
+    read once per (size, mtime): ``file_digests`` keeps the digests on disk."""
     import hashlib
     import os
 
     absolute = sorted(os.path.abspath(p) for p in paths)
     base = os.path.commonpath([os.path.dirname(p) for p in absolute]) if absolute else ""
+    digests = file_digests(absolute, base)
     h = hashlib.sha1()
     for p in absolute:
-        st = os.stat(p)
-        h.update(f"{os.path.relpath(p, base)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(f"{os.path.relpath(p, base)}|{digests[p]}\n".encode())
     return h.hexdigest()[:16]
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+"""Per process: (path, size, mtime_ns) -> digest of the file's bytes."""
+
+
+def file_digests(paths: Sequence[str], base: str) -> dict[str, str]:
+    """blake2b digests of ``paths``' bytes, read only for files not seen at this size and mtime before (in this
+    process or, through ``<cache>/file-digests/``, an earlier one)."""
+    import hashlib
+    import json
+    import os
+
+    from ferbench.paths import default_cache_dir
+
+    store = default_cache_dir() / "file-digests" / f"{hashlib.sha1(base.encode()).hexdigest()[:16]}.json"
+    try:
+        saved = json.loads(store.read_text()) if store.is_file() else {}
+    except (OSError, ValueError):
+        saved = {}
+    out, changed = {}, False
+    for p in paths:
+        st = os.stat(p)
+        key = (p, st.st_size, st.st_mtime_ns)
+        known = _DIGESTS.get(key) or _saved_digest(saved.get(p), st)
+        if known is None:
+            with open(p, "rb") as f:
+                known = hashlib.blake2b(f.read(), digest_size=16).hexdigest()
+            saved[p], changed = [st.st_size, st.st_mtime_ns, known], True
+        _DIGESTS[key] = out[p] = known
+    if changed:
+        try:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            tmp = store.with_name(f".{store.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(saved))
+            os.replace(tmp, store)
+        except OSError:
+            pass  # a read-only cache only costs the reading again next time
+    return out
+
+
+def _saved_digest(entry, st) -> str | None:
+    if isinstance(entry, list) and len(entry) == 3 and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
+        return str(entry[2])
+    return None

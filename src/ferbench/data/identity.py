@@ -1,9 +1,9 @@
 """Which data a run saw, as a short hash that goes into its run id.
 
 Two runs with the same config on different data must never share a record; the same data moved or copied
-elsewhere (``mv``, ``cp -a``, ``rsync -a``: sizes and mtimes kept) must keep its ids. So the fingerprint
-covers the sample table with paths relative to the data root (labels, subjects, splits), the class names
-and the loader's file fingerprint (each file's relative path, size and mtime), never an absolute path.
+elsewhere (by any tool, to any machine) must keep its ids. So the fingerprint covers the sample table with
+paths relative to the data root (labels, subjects, splits), the class names and the loader's file fingerprint
+(each file's relative path and a digest of its bytes, read once per size and mtime), never an absolute path.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def relative_paths(paths: pd.Series, root: Path | None) -> pd.Series:
 
 
 def data_fingerprint(source: DataSource, root: Path | None) -> str:
-    """Pure and cheap (no image is read): changes with any file, label, split or class; not with the location."""
+    """Changes with any file's bytes, label, split or class; not with the location or the files' dates."""
     table = source.samples.assign(path=relative_paths(source.samples["path"], root))
     parts = {
         "name": source.name,

@@ -28,7 +28,7 @@ from ferbench.models.profile import frames_per_second
 from ferbench.models.yoloxnano_det import DetectionPipeline, postprocess
 from ferbench.training.metrics import ImageMean
 from ferbench.training.module import HistoryModule
-from ferbench.training.rules import nonfinite_loss
+from ferbench.training.rules import epoch_row, nonfinite_loss
 
 CENTER_RADIUS = 2.5
 IOU_COST_WEIGHT = 3.0
@@ -293,15 +293,14 @@ class DetectionModule(HistoryModule):
 
     def on_train_epoch_end(self) -> None:
         now = time.perf_counter()
-        row = {
-            "epoch": self.current_epoch + 1,
-            "epoch_seconds": now - getattr(self, "_epoch_mark", now),
-            "train_loss": float(self.train_loss.compute()),
-            "lr": float(self.trainer.optimizers[0].param_groups[0]["lr"]),
-        }
+        row = epoch_row(
+            self.current_epoch + 1,
+            now - getattr(self, "_epoch_mark", now),
+            self.train_loss.compute(),
+            self.trainer.optimizers[0].param_groups[0]["lr"],
+            val_loss=self.val_loss.compute() if self.val_loss.update_count else None,
+        )
         self._epoch_mark = now
-        if self.val_loss.update_count:
-            row["val_loss"] = float(self.val_loss.compute())
         if reason := nonfinite_loss(row):
             raise RunFailed(reason)
         self.history.append(row)

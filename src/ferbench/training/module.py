@@ -13,7 +13,7 @@ from ferbench.errors import RunFailed
 from ferbench.training.metrics import ImageMean, test_metrics
 from ferbench.training.mixup import MixUp, mix_batch, mixed_loss
 from ferbench.training.optim import lightning_optimizers
-from ferbench.training.rules import nonfinite_loss
+from ferbench.training.rules import epoch_row, nonfinite_loss
 
 LOSS_CHECK_EVERY = 50
 """Training steps between looks at the loss on an accelerator (each look waits for the device)."""
@@ -129,18 +129,18 @@ class FERModule(HistoryModule):
 
     def on_train_epoch_end(self) -> None:
         self._check_losses()
-        row = {
-            "epoch": self.current_epoch + 1,
+        validated = bool(self.val_loss.update_count)
+        row = epoch_row(
+            self.current_epoch + 1,
             # wall seconds of this epoch (training + validation): kept in the history, which checkpoints carry,
             # so a resumed run's total is still the sum over every epoch it ran
-            "epoch_seconds": self._seconds_since_last_epoch(),
-            "train_loss": float(self.train_loss.compute()),
-            "train_acc": float(self.train_acc.compute()),
-            "lr": float(self.trainer.optimizers[0].param_groups[0]["lr"]),
-        }
-        if self.val_loss.update_count:
-            row["val_loss"] = float(self.val_loss.compute())
-            row["val_acc"] = float(self.val_acc.compute())
+            self._seconds_since_last_epoch(),
+            self.train_loss.compute(),
+            self.trainer.optimizers[0].param_groups[0]["lr"],
+            train_acc=self.train_acc.compute(),
+            val_loss=self.val_loss.compute() if validated else None,
+            val_acc=self.val_acc.compute() if validated else None,
+        )
         if reason := nonfinite_loss(row):
             raise RunFailed(reason)
         self.history.append(row)

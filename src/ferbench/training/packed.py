@@ -41,7 +41,7 @@ from ferbench.results.atomic import write_atomic
 from ferbench.training.metrics import test_metrics
 from ferbench.training.optim import build_scheduler
 from ferbench.training.resume import epoch_seed
-from ferbench.training.rules import nonfinite_loss
+from ferbench.training.rules import epoch_row, nonfinite_loss
 
 IGNORE = -100
 """Label of a padding slot: ``cross_entropy`` (and AM-Softmax) leave it out of the batch mean."""
@@ -458,18 +458,18 @@ class PackedTrainer:
         for i in range(self.k):
             if not live[i] or self.results[i].failure:
                 continue
-            row = {
-                "epoch": self.epoch[i] + 1,
-                "epoch_seconds": seconds,
-                "train_loss": train_loss[i],
-                "train_acc": train_acc[i],
-                "lr": float(lr[i]),
-            }
-            if val is not None and len(self.members[i].fold.val):
-                row["val_loss"], row["val_acc"] = val[0][i], val[1][i]
-                improved[i] = self._watch_val(i, val[0][i])
-            else:
-                improved[i] = True  # no validation part: the last epoch is the one tested, as solo
+            validated = val is not None and len(self.members[i].fold.val) > 0
+            row = epoch_row(
+                self.epoch[i] + 1,
+                seconds,
+                train_loss[i],
+                lr[i],
+                train_acc=train_acc[i],
+                val_loss=val[0][i] if validated else None,
+                val_acc=val[1][i] if validated else None,
+            )
+            # no validation part: the last epoch is the one tested, as solo
+            improved[i] = self._watch_val(i, val[0][i]) if validated else True
             if reason := nonfinite_loss(row):
                 self._fail(i, reason)
                 continue

@@ -25,3 +25,25 @@ def nonfinite_loss(row: Mapping[str, float]) -> str | None:
         if value is not None and not math.isfinite(float(value)):
             return f"{key.replace('_', ' ')} became {float(value)} at epoch {int(row['epoch'])}"
     return None
+
+
+def epoch_row(
+    epoch: int,
+    seconds: float,
+    train_loss: float,
+    lr: float,
+    train_acc: float | None = None,
+    val_loss: float | None = None,
+    val_acc: float | None = None,
+) -> dict[str, float]:
+    """One epoch's row of ``history.csv``, the same columns whichever loop trained it (a detector has no
+    accuracies; a run without a validation part has no ``val_*``): absent values are left out, not blank."""
+    row: dict[str, float] = {"epoch": epoch, "epoch_seconds": seconds, "train_loss": float(train_loss)}
+    if train_acc is not None:
+        row["train_acc"] = float(train_acc)
+    row["lr"] = float(lr)
+    if val_loss is not None:
+        row["val_loss"] = float(val_loss)
+    if val_acc is not None:
+        row["val_acc"] = float(val_acc)
+    return row

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,37 @@ def set_matmul_precision(value: str) -> None:
     torch.backends.cudnn.allow_tf32 = value != "highest"
 
 
+class EpochLines(pl.Callback):
+    """Where stderr is not a terminal: one ``ferbench: epoch N/M ...`` line per epoch (losses, accuracy, seconds).
+
+    The module writes its history row in its own epoch-end hook, which Lightning calls after the callbacks' one:
+    each row is printed when the next epoch starts, or when training ends."""
+
+    def __init__(self) -> None:
+        self.printed = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.printed = len(getattr(pl_module, "history", []))  # a resumed fold's earlier epochs were printed then
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._print_new(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._print_new(trainer, pl_module)
+
+    def _print_new(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        history = getattr(pl_module, "history", [])
+        for row in history[self.printed :]:
+            shown = ", ".join(
+                f"{k} {row[k]:.4g}" for k in ("train_loss", "train_acc", "val_loss", "val_acc") if k in row
+            )
+            seconds = row.get("epoch_seconds", 0.0)
+            print(
+                f"ferbench: epoch {int(row['epoch'])}/{trainer.max_epochs}: {shown} ({seconds:.1f} s)", file=sys.stderr
+            )
+        self.printed = len(history)
+
+
 def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: Any) -> pl.Trainer:
     """Early stopping and best-checkpoint choice watch ``val_loss``: the validation part, never test.
 
@@ -197,8 +229,11 @@ def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: 
         )
     if has_val and t.early_stopping_patience > 0:
         callbacks.append(EarlyStopping("val_loss", patience=t.early_stopping_patience, mode="min"))
-    if t.progress_bar:
+    bar = bool(t.progress_bar) and sys.stderr.isatty()
+    if bar:
         callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH, leave=False))
+    elif t.progress_bar:  # a log file or a pipe: one line per epoch, not thousands of carriage returns
+        callbacks.append(EpochLines())
     options: dict[str, Any] = dict(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
@@ -211,7 +246,7 @@ def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: 
         callbacks=callbacks,
         logger=False,
         enable_checkpointing=checkpoint_dir is not None,
-        enable_progress_bar=bool(t.progress_bar),
+        enable_progress_bar=bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=str(checkpoint_dir) if checkpoint_dir is not None else None,
