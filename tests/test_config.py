@@ -48,7 +48,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_unknown_choice_lists_available_options():
     result = _cli("run", "model=nosuchnet")
     assert result.returncode != 0
-    assert "Available options in 'model'" in result.stderr and "simplecnn" in result.stderr
+    assert result.stderr.startswith("ferbench: error: unknown model 'nosuchnet'; choose from: amdcnn,")
+    assert "simplecnn" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_cli_unknown_key_is_named():

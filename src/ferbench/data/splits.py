@@ -116,10 +116,11 @@ def check_splittable(samples: pd.DataFrame, name: str, **params) -> None:
             "or more (a folder data set's layout is <root>/<class>/<image>, one folder per class)"
         )
     k = params.get("k")
-    if name == "kfold" and k and counts.min() < int(k):
+    if name == "kfold" and k and (len(samples) < int(k) or counts.max() < int(k)):
+        # sklearn's own rule (a class with fewer than k images only draws its warning): said in one line
         raise ConfigError(
-            f"split.k={k} but class label {counts.idxmin()} has only {counts.min()} images: stratified k-fold needs "
-            f"at least k per class; use split.k={max(2, int(counts.min()))} or less"
+            f"split.k={k} but no class has {k} images (the most: {counts.max()}, {len(samples)} in all): "
+            f"stratified k-fold needs at least k in some class; use split.k={max(2, int(counts.max()))} or less"
         )
     if name == "holdout" and counts.min() < 2:
         raise ConfigError(f"split=holdout: class label {counts.idxmin()} has one image; a stratified split needs two")
