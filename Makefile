@@ -70,7 +70,7 @@ gallery: $(STAMP) ## the results gallery (profile=budget, real data in GALLERY_D
 		FERBENCH_DATA=$(GALLERY_DATA) $(BIN)/ferbench table $${t%%:*} profile=budget --only $${t#*:} \
 			data_dirs.ckplus=$(GALLERY_DATA)/ckplus48 results_dir=$(GALLERY_RUNS) trainer.progress_bar=false || exit $$?; \
 	done
-	$(BIN)/python -m ferbench.results.gallery $(GALLERY_RUNS) results/gallery
+	FERBENCH_DATA=$(GALLERY_DATA) $(BIN)/python -m ferbench.results.gallery $(GALLERY_RUNS) results/gallery --reidentify
 	@for t in $(GALLERY_TABLES); do \
 		FERBENCH_DATA=$(GALLERY_DATA) $(BIN)/ferbench table $${t%%:*} profile=budget --render-only \
 			data_dirs.ckplus=$(GALLERY_DATA)/ckplus48 results_dir=results/gallery || exit $$?; \

@@ -413,3 +413,10 @@ def test_a_run_logged_to_a_file_writes_one_line_per_epoch_not_a_progress_bar(tmp
     epochs = [line for line in done.stderr.splitlines() if line.startswith("ferbench: epoch ")]
     assert [line.split()[2].rstrip(":") for line in epochs] == ["1/2", "2/2"]
     assert "val_loss" in epochs[0]
+
+
+def test_leakage_checks_its_output_path_before_the_work(tmp_path):
+    """issue 23, item 11: an unwritable --out failed with a traceback after the whole scan."""
+    done = ferbench("leakage", "--out", "/proc/nope/x.json", f"results_dir={tmp_path}", "data.options.n_train=70")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert error_lines(done.stderr) == ["ferbench: error: cannot write /proc/nope/x.json: No such file or directory"]

@@ -506,6 +506,18 @@ def _profile(argv: list[str]) -> None:
     print_profile(cfg, profile_report(model, size, chans, args.device), layers, args.device)
 
 
+def _check_writable_file(path: Path) -> None:
+    """An output file's folder can be made and written, or a one-line error naming it."""
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".{Path(path).name}.probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise FerbenchError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def _leakage(argv: list[str]) -> None:
     """``ferbench leakage data=ckplus split=holdout``: overlap figures, examples as an image grid, ``--out`` JSON."""
     import json
@@ -525,8 +537,11 @@ def _leakage(argv: list[str]) -> None:
     parser.add_argument("--examples", type=int, default=8, help="leaking test images shown in the grid")
     args = parser.parse_args(argv)
     cfg = compose_config(args.overrides)
-    found = scan(cfg)
     grid = args.grid or Path(cfg.results_dir) / "leakage" / f"{data_choice(cfg)}-{cfg.split.name}-s{cfg.seed}.png"
+    for target in (args.out, grid):  # before the work, not after it
+        if target is not None:
+            _check_writable_file(target)
+    found = scan(cfg)
     drawn = draw_grid(found, examples(found, args.examples), grid)
     if args.out:
         write_text(args.out, json.dumps(found.figures, indent=1))
