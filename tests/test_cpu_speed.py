@@ -56,3 +56,20 @@ def test_compile_is_skipped_with_the_reason_where_no_compiler_is_present(monkeyp
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     chosen, skipped = available_options(["fp32", "compile"])
     assert chosen == ["fp32"] and "no C++ compiler" in skipped["compile"]
+
+
+def test_options_table_prints(tmp_path, capsys):
+    """The --options rows have no device columns: the printer titles them by what they measured (it crashed)."""
+    import pandas as pd
+
+    from ferbench.cli import _print_bench
+
+    table = pd.DataFrame(
+        [dict(case="amdcnn", option="fp32", images_per_s=27.8, speedup=1.0, threads=1, batch_size=8, busy=0, note="")]
+    )
+    _print_bench(
+        table,
+        ["case", "option", "images_per_s", "speedup", "threads", "batch_size", "busy", "note"],
+        tmp_path / "o.csv",
+    )
+    assert "ferbench bench --options" in capsys.readouterr().out

@@ -459,18 +459,26 @@ def _bench_options(args: argparse.Namespace, cases: list[str], out: Path):
     return table
 
 
-def _print_bench(table, columns: list[str], out: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    first = table.iloc[0]
-    title = (
+def _bench_title(first) -> str:
+    return (
         f"ferbench bench — {first['device_name']} ({first['device']}), torch {first['torch_version']}, "
         f"{first['threads']} threads, {first['precision']}"
         f"{', channels_last' if first['channels_last'] else ''}{', compile' if first['compile'] else ''}"
         f"{', gpu_augment' if first['gpu_augment'] else ''}  (images/s; memory MiB, {first.get('peak_mem_kind', '')})"
     )
+
+
+def _print_bench(table, columns: list[str], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    first = table.iloc[0]
+    if "device_name" not in table.columns:  # --options: its rows say what each measured
+        title = f"ferbench bench --options — {first['threads']} threads, batch {first['batch_size']} (images/s)"
+    else:
+        title = _bench_title(first)
     view = Table(title=title, title_justify="left")
+
     for column in columns:
         view.add_column(column.replace("_ips", " img/s").replace("_", " "), justify="right")
     for _, row in table.iterrows():
