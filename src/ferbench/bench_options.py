@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ferbench.bench import synchronizer
 from ferbench.factory import build_net
 
-OPTIONS = ("fp32", "channels_last", "bf16", "bf16+channels_last", "compile")  # = cli.OPTION_NAMES
+OPTIONS = ("fp32", "channels_last", "bf16", "bf16+channels_last", "compile")
 """What each option sets: ``fp32`` is eager float32 (``trainer=default``); ``bf16`` is ``trainer.precision=
 bf16-mixed`` (autocast); ``compile`` is ``trainer.compile=true`` in fp32, timed only where a compiler is present."""
 
@@ -106,7 +107,7 @@ def bench_options(
     chosen, skipped = available_options(options)
     if "fp32" not in chosen:
         chosen = ["fp32", *chosen]
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = synchronizer(device)
     batch = int(cfg.trainer.batch_size)
     steppers = {}
     for option in chosen:

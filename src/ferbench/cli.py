@@ -27,9 +27,6 @@ from hydra.errors import CompactHydraException  # noqa: E402
 from ferbench.errors import FerbenchError, Interrupted, RunFailed  # noqa: E402
 from ferbench.paths import config_dir  # noqa: E402
 
-OPTION_NAMES = ("fp32", "channels_last", "bf16", "bf16+channels_last", "compile")
-"""``ferbench bench --options``: the speed options timed (``ferbench.bench_options.OPTIONS``)."""
-
 USAGE = """usage: ferbench <command> [args]
 
 commands:
@@ -322,6 +319,7 @@ def _bench(argv: list[str]) -> None:
     from datetime import datetime
 
     from ferbench import bench
+    from ferbench.bench_options import OPTIONS
 
     parser = argparse.ArgumentParser(
         prog="ferbench bench",
@@ -343,9 +341,9 @@ def _bench(argv: list[str]) -> None:
     parser.add_argument(
         "--options",
         nargs="?",
-        const=",".join(OPTION_NAMES),
+        const=",".join(OPTIONS),
         default=None,
-        help=f"time speed options against fp32 eager per case (default all: {','.join(OPTION_NAMES)})",
+        help=f"time speed options against fp32 eager per case (default all: {','.join(OPTIONS)})",
     )
     parser.add_argument(
         "--busy", type=int, default=0, help="with --options: that many CPU-bound processes run beside the timing"
@@ -429,13 +427,14 @@ def _bench_options(args: argparse.Namespace, cases: list[str], out: Path):
     import pandas as pd
 
     from ferbench import bench, bench_options
+    from ferbench.bench_options import OPTIONS
     from ferbench.training.trainer import configure_cpu
 
     device = bench.resolve_device(args.device)
     options = [o for o in args.options.split(",") if o]
-    unknown = sorted(set(options) - set(OPTION_NAMES))
+    unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
-        raise FerbenchError(f"--options: unknown {unknown}; choose from {', '.join(OPTION_NAMES)}")
+        raise FerbenchError(f"--options: unknown {unknown}; choose from {', '.join(OPTIONS)}")
     frames = []
     with bench_options.busy_processes(args.busy):
         for case in cases:
