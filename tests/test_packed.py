@@ -27,11 +27,13 @@ from ferbench.training.packed import (
     PackNet,
     PackSettings,
     lr_at_epoch,
+    probe_stochastic,
     probe_vmap,
 )
 
 AMDCNN = ["model=amdcnn", "attn=mcbam", "loss=am_softmax", "model.n_aux=3", "split=kfold", "split.k=4"]
 SMALL = ["trainer.max_epochs=2", "trainer.batch_size=16", "data.options.n_train=96", "data.options.n_test=32"]
+NO_DROPOUT = ["model.drop_rate=0"]  # a model with dropout trains solo (probe_stochastic); these tests pack
 TIMING_COLUMNS = {"packed", "train_seconds", "fit_seconds_this_process", "test_seconds", "train_images_per_s"}
 TIMING_COLUMNS |= {"test_images_per_s", "timestamp", "epoch_seconds", "git_commit"}
 
@@ -246,6 +248,19 @@ def test_probe_names_what_vmap_cannot_batch():
     assert probe_vmap(PackNet(Tiny(), CrossEntropy()), 8, 1) is None
 
 
+def test_probe_finds_a_random_training_step():
+    assert probe_stochastic(PackNet(TinyWithDropout(), CrossEntropy()), 8, 1) is not None
+    assert probe_stochastic(PackNet(Tiny(), CrossEntropy()), 8, 1) is None
+
+
+def test_model_with_dropout_trains_alone_so_packed_equals_solo(make_cfg, capsys):
+    """simplecnn's dropout under vmap would draw from the pack's stream: the runs train solo and say why."""
+    record = run(make_cfg("split=kfold", "split.k=2", "trainer.pack=2", "trainer.progress_bar=true"))
+    assert set(record.metrics["packed"]) == {1}
+    assert all("dropout" in note for note in record.metrics["pack_note"])
+    assert "trains one model at a time" in capsys.readouterr().out
+
+
 def test_unbatchable_model_trains_alone_and_says_so(make_cfg, monkeypatch, capsys):
     monkeypatch.setattr("ferbench.run.probe_vmap", lambda *a: "RuntimeError: .item() under vmap")
     cfg = make_cfg("split=kfold", "split.k=2", "trainer.pack=2", "trainer.progress_bar=true")
@@ -258,7 +273,7 @@ def test_unbatchable_model_trains_alone_and_says_so(make_cfg, monkeypatch, capsy
 def test_killed_packed_run_resumes_in_run(make_cfg, monkeypatch):
     """A packed run killed mid-way: a rerun resumes its folds from packed_last.pt, even with pack=off."""
     monkeypatch.setattr(packed_mod, "CHECKPOINT_EVERY_S", 0.0)
-    cfg = make_cfg("split=kfold", "split.k=2", "trainer.pack=2", "trainer.max_epochs=2")
+    cfg = make_cfg(*NO_DROPOUT, "split=kfold", "split.k=2", "trainer.pack=2", "trainer.max_epochs=2")
     real = PackedTrainer._end_epoch
     calls = {"n": 0}
 
@@ -272,7 +287,7 @@ def test_killed_packed_run_resumes_in_run(make_cfg, monkeypatch):
     with pytest.raises(Interrupted, match="epoch 2 of 2 of a pack of 2 models"):
         run(cfg)
     monkeypatch.setattr(PackedTrainer, "_end_epoch", real)
-    record = run(make_cfg("split=kfold", "split.k=2", "trainer.pack=off", "trainer.max_epochs=2"))
+    record = run(make_cfg(*NO_DROPOUT, "split=kfold", "split.k=2", "trainer.pack=off", "trainer.max_epochs=2"))
     assert set(record.metrics["resumed"]) == {True} and set(record.metrics["epochs_run"]) == {2}
     assert not list(record.run_dir.rglob(packed_mod.PACKED_LAST))
     assert json.loads(record.metrics["classes"].iloc[0])
@@ -282,7 +297,7 @@ def test_run_many_packs_seeds_and_writes_each_record(make_cfg, capsys):
     """Runs differing only in seed train as one pack; each gets the record its own run would have."""
     from ferbench.run import run_many
 
-    extra = ["split=kfold", "split.k=2", "trainer.pack=8", "trainer.progress_bar=true"]
+    extra = [*NO_DROPOUT, "split=kfold", "split.k=2", "trainer.pack=8", "trainer.progress_bar=true"]
     cfgs = [make_cfg(*extra, f"seed={s}") for s in (0, 1)] + [make_cfg(*extra, "seed=0", "optim.lr=0.01")]
     outcomes = run_many(cfgs)
     assert all(isinstance(o, rec.RunRecord) for o in outcomes)
@@ -303,7 +318,7 @@ def test_a_pack_out_of_device_memory_splits_in_two(make_cfg, monkeypatch, capsys
         return real(self)
 
     monkeypatch.setattr(PackedTrainer, "train", small_device)
-    record = run(make_cfg("split=kfold", "split.k=4", "trainer.pack=4", "trainer.progress_bar=true"))
+    record = run(make_cfg(*NO_DROPOUT, "split=kfold", "split.k=4", "trainer.pack=4", "trainer.progress_bar=true"))
     assert set(record.metrics["packed"]) == {2} and len(record.metrics) == 4
     assert "ran out of device memory: training it as 2 + 2" in capsys.readouterr().out
 

@@ -53,6 +53,7 @@ from ferbench.training.packed import (
     PackSettings,
     packable,
     packed_optimizer_gap,
+    probe_stochastic,
     probe_vmap,
 )
 from ferbench.training.resume import make_resumable, read_last
@@ -584,7 +585,10 @@ def _unpackable(cfg: DictConfig, net: PackNet) -> str | None:
         return why
     if str(cfg.trainer.precision) not in ("32-true", "32", "bf16-mixed"):
         return f"trainer.precision={cfg.trainer.precision} (packs train in 32-true or bf16-mixed)"
-    return probe_vmap(net, int(cfg.model.input_size), int(cfg.model.in_chans))
+    if bool(cfg.trainer.get("gpu_augment", False)) and cfg.aug.get("train"):
+        return "trainer.gpu_augment draws the augmentation from one stream shared by the pack, not each run's own"
+    size, chans = int(cfg.model.input_size), int(cfg.model.in_chans)
+    return probe_stochastic(net, size, chans) or probe_vmap(net, size, chans)
 
 
 def _train_pack(jobs: list[_Job], data: RunData) -> dict[str, str]:

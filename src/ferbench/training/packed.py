@@ -9,9 +9,11 @@ draws (its own ``BatchSeededSampler`` per epoch, re-seeded from ``(seed, fold, e
 branches in the traced step: a stopped, finished or failed model's weights, optimiser state and BatchNorm
 statistics stay frozen while the others go on.
 
-What differs from a solo run, by design (README, "Packed training"):
-- dropout masks and on-device (``gpu_augment``) augmentation draw from one stream shared by the pack: the same
-  distributions, not the same values as the solo run;
+A model that draws random numbers in its training step (dropout, stochastic depth) and on-device (``gpu_augment``)
+augmentation would draw them from one stream shared by the pack, not from its solo run's: a packed run would then be
+another experiment under the same run id, so such runs train one model at a time (``probe_stochastic``; the record
+says why). What still differs from a solo run, by design (README, "Packed training"):
+- float summation order (a grouped convolution over K models against K convolutions);
 - a model whose epoch has fewer batches than another's (folds of unequal size) sits out the extra steps;
 - a model whose training part is no larger than one batch is not packed (a solo run trains it on one partial
   batch per epoch).
@@ -654,6 +656,26 @@ def restore_random_streams(streams: dict[str, Any]) -> None:
 def _on_device(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """The whole uint8 data set on the training device, where batches are gathered by index."""
     return torch.from_numpy(np.ascontiguousarray(images)).to(device)
+
+
+def probe_stochastic(net: PackNet, input_size: int, in_chans: int) -> str | None:
+    """Why ``net``'s training step is random (two seeds give two losses on one batch: dropout, stochastic depth), or
+    None. Under vmap such draws come from the pack's shared stream, never from each run's own, so packing it would
+    change the experiment behind the run id."""
+    probe = copy.deepcopy(net).train()
+    x = torch.randn(2, in_chans, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    y = torch.zeros(2, dtype=torch.long)
+    losses = []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        for seed in (0, 1):
+            torch.manual_seed(seed)
+            losses.append(probe(x, y, train=True)[0])
+    if torch.equal(losses[0], losses[1]):
+        return None
+    return (
+        "the model draws random numbers in training (dropout): in a pack they would come from one stream shared by "
+        "its models, not each run's own"
+    )
 
 
 def probe_vmap(net: PackNet, input_size: int, in_chans: int) -> str | None:
