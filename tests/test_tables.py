@@ -481,6 +481,20 @@ def test_a_capped_profile_caps_folds_after_the_columns_and_sets_its_seeds(tmp_pa
     assert [(c.split.k, c.seed) for c in k10_cli.configs] == [(4, 1), (4, 2)]
 
 
+def test_a_profile_can_override_one_column_after_its_own_overrides(tmp_path):
+    """A budget's fewer epochs on the one large data set: the other columns keep the profile's."""
+    from ferbench.tables import plan
+
+    budget = {**CAPPED_TABLE["profiles"]["budget"], "columns": {"hold": ["trainer.max_epochs=2"]}}
+    spec = _spec(tmp_path, {**CAPPED_TABLE, "profiles": {**CAPPED_TABLE["profiles"], "budget": budget}})
+    k10, hold = plan(spec, "budget", [f"results_dir={tmp_path}"])
+    assert k10.configs[0].trainer.max_epochs == 4 and hold.configs[0].trainer.max_epochs == 2
+    assert plan(spec, "paper", [f"results_dir={tmp_path}"])[1].configs[0].trainer.max_epochs == 300
+    wrong = {**budget, "columns": {"hld": ["trainer.max_epochs=2"]}}
+    with pytest.raises(ConfigError, match="profile 'budget' names column 'hld', which the table lacks"):
+        _spec(tmp_path, {**CAPPED_TABLE, "profiles": {"budget": wrong}})
+
+
 def test_a_capped_profile_with_bad_keys_names_the_file_and_profile(tmp_path):
     bad = {**CAPPED_TABLE, "profiles": {"budget": {"overrides": [], "max_fold": 3}}}
     with pytest.raises(ConfigError, match=r"t1.yaml: profile 'budget': unknown key\(s\) \['max_fold'\]"):

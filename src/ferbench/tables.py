@@ -149,6 +149,7 @@ def plan_cell(
         *spec.profile_overrides(profile),
         *spec.overrides,
         *(column.overrides if column else ()),
+        *(spec.caps(profile).columns.get(column.key, ()) if column else ()),
         *row.overrides,
     ]
     overrides = [*drop_superseded(table_overrides, extra), *extra]

@@ -151,9 +151,11 @@ class ProfileCaps:
 
     max_folds: int | None = None
     seeds: tuple[int, ...] = ()
+    columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Overrides for one column only, after the column's own (a budget's fewer epochs on a large data set)."""
 
 
-PROFILE_KEYS = {"overrides", "max_folds", "seeds"}
+PROFILE_KEYS = {"overrides", "max_folds", "seeds", "columns"}
 
 
 def _profile(path: Path, name: str, value: Any) -> tuple[tuple[str, ...], ProfileCaps | None]:
@@ -165,7 +167,11 @@ def _profile(path: Path, name: str, value: Any) -> tuple[tuple[str, ...], Profil
     if max_folds is not None and (not isinstance(max_folds, int) or max_folds < 2):
         raise ConfigError(f"{path}: profile '{name}': max_folds must be an integer >= 2, got {max_folds!r}")
     seeds = tuple(int(s) for s in value.get("seeds") or ())
-    return _strings(value.get("overrides")), ProfileCaps(max_folds, seeds)
+    columns = value.get("columns") or {}
+    if not isinstance(columns, dict):
+        raise ConfigError(f"{path}: profile '{name}': columns must map a column key to overrides, got {columns!r}")
+    per_column = {str(k): _strings(v) for k, v in columns.items()}
+    return _strings(value.get("overrides")), ProfileCaps(max_folds, seeds, per_column)
 
 
 def _check_keys(where: str, data: dict, allowed: set[str]) -> None:
@@ -199,6 +205,10 @@ def load_spec(path: Path) -> TableSpec:
             if key not in {r.key for r in rows}:
                 raise ConfigError(f"{path}: stats test '{test.name}' names row '{key}', which the table lacks")
     profiles = {str(k): _profile(path, str(k), v) for k, v in (data.get("profiles") or {}).items()}
+    for name, (_, caps) in profiles.items():
+        for key in sorted(set(caps.columns) - {c.key for c in columns} if caps else ()):
+            choices = ", ".join(c.key for c in columns)
+            raise ConfigError(f"{path}: profile '{name}' names column '{key}', which the table lacks ({choices})")
     return TableSpec(
         paper=str(data.get("paper") or path.parent.name),
         table=str(data.get("table") or path.stem),
