@@ -319,7 +319,7 @@ def test_a_complete_run_with_a_damaged_companion_file_is_rebuilt_not_reused(make
     before = path.read_bytes()
     path.write_text(damage)
     assert not rec.is_complete(first.run_dir)
-    monkeypatch.setattr("ferbench.run.train_fold", lambda *a, **k: pytest.fail("a finished fold was retrained"))
+    monkeypatch.setattr("ferbench.run.train_solo", lambda *a, **k: pytest.fail("a finished fold was retrained"))
     again = run(cfg)
     assert path.read_bytes() == before if name != "leakage.json" else json.loads(path.read_text())
     assert len(list(first.run_dir.glob(f"{name}.corrupt-*"))) == 1

@@ -16,20 +16,12 @@ from ferbench.data.identity import run_id_of
 from ferbench.data.splits import Fold
 from ferbench.errors import Interrupted
 from ferbench.results import record as rec
-from ferbench.run import pack_limit, run
+from ferbench.run import run
 from ferbench.training import packed as packed_mod
 from ferbench.training.losses import AMSoftmax, CrossEntropy
-from ferbench.training.packed import (
-    IGNORE,
-    Member,
-    PackedOptimizer,
-    PackedTrainer,
-    PackNet,
-    PackSettings,
-    lr_at_epoch,
-    probe_stochastic,
-    probe_vmap,
-)
+from ferbench.training.optim import PackedOptimizer, lr_at_epoch
+from ferbench.training.packed import IGNORE, Member, PackedTrainer, PackNet, PackSettings
+from ferbench.training.packing import pack_limit, probe_stochastic, probe_vmap
 
 AMDCNN = ["model=amdcnn", "attn=mcbam", "loss=am_softmax", "model.n_aux=3", "split=kfold", "split.k=4"]
 SMALL = ["trainer.max_epochs=2", "trainer.batch_size=16", "data.options.n_train=96", "data.options.n_test=32"]
@@ -262,7 +254,7 @@ def test_model_with_dropout_trains_alone_so_packed_equals_solo(make_cfg, capsys)
 
 
 def test_unbatchable_model_trains_alone_and_says_so(make_cfg, monkeypatch, capsys):
-    monkeypatch.setattr("ferbench.run.probe_vmap", lambda *a: "RuntimeError: .item() under vmap")
+    monkeypatch.setattr("ferbench.training.packing.probe_vmap", lambda *a: "RuntimeError: .item() under vmap")
     cfg = make_cfg("split=kfold", "split.k=2", "trainer.pack=2", "trainer.progress_bar=true")
     record = run(cfg)
     assert set(record.metrics["packed"]) == {1}
@@ -405,7 +397,7 @@ def test_a_pack_killed_mid_epoch_resumes_to_the_same_records(tmp_path, monkeypat
 def test_an_optimiser_key_a_pack_cannot_honour_trains_solo_and_says_so(make_cfg, optim, extra, gap):
     """``optim.amsgrad=true`` reached torch alone and was silently dropped in a pack: every key of the optimiser's
     config now behaves the same packed and solo (honoured, or the run trains one model at a time, saying why)."""
-    from ferbench.training.packed import packed_optimizer_gap
+    from ferbench.training.optim import packed_optimizer_gap
 
     cfg = make_cfg(*([f"optim={optim}"] if optim != "adamw" else ["optim=adam", "optim.name=adamw"]), *extra)
     why = packed_optimizer_gap(cfg.optim)

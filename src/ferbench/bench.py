@@ -820,8 +820,8 @@ def device_peak_tflops(device: torch.device, cfg: DictConfig) -> float | None:
 def packed_path(s: Setting, k: int) -> dict:
     """``k`` models of the case (seeds 0..k-1) trained as one pack: images/s over all of them."""
     from ferbench.factory import build_net
-    from ferbench.run import pack_settings
     from ferbench.training.packed import Member, PackedTrainer
+    from ferbench.training.packing import pack_settings
 
     cfg = s.cfg
     rows = np.arange(len(s.images))

@@ -17,12 +17,11 @@ from omegaconf import DictConfig
 
 from ferbench.data.identity import load_source
 from ferbench.data.leakage import nearest_distance
-from ferbench.data.splits import Fold
+from ferbench.data.splits import Fold, run_folds
 from ferbench.factory import prepare
 from ferbench.results.atomic import write_atomic
 from ferbench.results.leakage import cached_hashes, leakage_figures, seen_side
 from ferbench.results.record import data_choice
-from ferbench.run import run_folds
 
 
 @dataclass

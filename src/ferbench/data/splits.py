@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from omegaconf import DictConfig, OmegaConf
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from ferbench.errors import ConfigError, DataError
@@ -104,13 +105,13 @@ def _grouped_val(train, labels, groups, val_ratio, seed) -> tuple[np.ndarray, np
     return np.sort(train[tr]), np.sort(train[va])
 
 
-def check_splittable(samples: pd.DataFrame, name: str, **params) -> None:
+def check_splittable(samples: pd.DataFrame, name: str, min_classes: int = 2, **params) -> None:
     """What every split needs, said in one line before sklearn would say it in a traceback: images, two classes
-    or more, and for stratified k-fold at least ``k`` images of every class."""
+    or more (a classifier's; a detector of one class needs one), and for stratified k-fold ``k`` images of a class."""
     counts = samples["label"].value_counts().sort_index()
     if counts.empty:
         raise DataError("the data set has no images: nothing to split")
-    if len(counts) < 2:
+    if len(counts) < min_classes:
         raise DataError(
             f"the data set has one class (label {counts.index[0]}, {counts.iloc[0]} images): a classifier needs two "
             "or more (a folder data set's layout is <root>/<class>/<image>, one folder per class)"
@@ -126,6 +127,33 @@ def check_splittable(samples: pd.DataFrame, name: str, **params) -> None:
         raise ConfigError(f"split=holdout: class label {counts.idxmin()} has one image; a stratified split needs two")
 
 
-def make_folds(samples: pd.DataFrame, name: str, seed: int, **params) -> list[Fold]:
-    check_splittable(samples, name, **params)
+def make_folds(samples: pd.DataFrame, name: str, seed: int, min_classes: int = 2, **params) -> list[Fold]:
+    check_splittable(samples, name, min_classes, **params)
     return SPLITS.get(name)(samples, seed, **params)
+
+
+def protocol_folds(folds: list[Fold], protocol: str) -> list[Fold]:
+    """``select_on_test`` reproduces papers that chose checkpoints on test: validation *is* the test split."""
+    if protocol != "select_on_test":
+        return folds
+    return [Fold(f.index, np.sort(np.concatenate([f.train, f.val])), f.test, f.test) for f in folds]
+
+
+def subset_train(fold: Fold, labels: np.ndarray, fraction: float, seed: int) -> Fold:
+    """Smoke runs train on a stratified, seeded fraction of the training part; val and test unchanged."""
+    if fraction >= 1:
+        return fold
+    _, kept = carve_val(fold.train, labels, fraction, seed)
+    return Fold(fold.index, kept, fold.val, fold.test)
+
+
+def run_folds(cfg: DictConfig, samples: pd.DataFrame, labels: np.ndarray) -> list[Fold]:
+    """The split protocol's folds for this run's seed (and ``protocol``)."""
+    split_params = {k: v for k, v in _plain(cfg.split).items() if k != "name"}
+    min_classes = 1 if cfg.model.get("task") == "detection" else 2  # a face detector may know one expression
+    folds = make_folds(samples, cfg.split.name, cfg.seed, min_classes, **split_params)
+    return protocol_folds(folds, cfg.protocol)
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)

@@ -380,7 +380,7 @@ def detection_targets(cfg: Any, source: Any, keep: Any, labels: Any) -> tuple[li
 def detection_parts(
     cfg: Any, model: nn.Module, fold: Any, images: Any, targets: list, num_classes: int, pin_memory: bool
 ) -> tuple[DetectionModule, Any]:
-    """The LightningModule and data module ``run.train_fold`` fits for a detector."""
+    """The LightningModule and data module ``training.solo.train_solo`` fits for a detector."""
     from ferbench.data.detection_transforms import DetectionDataModule, MosaicMixup, build_box_augmentation
 
     module = DetectionModule(

@@ -22,8 +22,6 @@ says why). What still differs from a solo run, by design (README, "Packed traini
 from __future__ import annotations
 
 import copy
-import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,9 +39,9 @@ from ferbench.data.splits import Fold
 from ferbench.data.transforms import BatchAugment, normalize_batch
 from ferbench.results.atomic import write_atomic
 from ferbench.training.metrics import test_metrics
-from ferbench.training.optim import build_scheduler
-from ferbench.training.resume import epoch_seed
-from ferbench.training.rules import epoch_row, nonfinite_loss
+from ferbench.training.optim import PackedOptimizer, lr_at_epoch, masked_assign
+from ferbench.training.resume import epoch_seed, random_streams, restore_random_streams
+from ferbench.training.rules import StoppingRule, epoch_row, nonfinite_loss
 
 IGNORE = -100
 """Label of a padding slot: ``cross_entropy`` (and AM-Softmax) leave it out of the batch mean."""
@@ -124,141 +122,6 @@ def packable(members: Sequence[Member], batch_size: int) -> tuple[list[Member], 
     return pack, [m for m in members if len(m.fold.train) <= batch_size]
 
 
-# ------------------------------------------------------------------------------------------------ optimiser
-
-
-PACKED_OPTIMIZER_KEYS = {
-    "adam": ("lr", "weight_decay", "betas", "eps"),
-    "adamw": ("lr", "weight_decay", "betas", "eps"),
-    "sgd": ("lr", "weight_decay", "momentum", "nesterov", "dampening"),
-}
-"""The torch optimiser arguments ``PackedOptimizer`` implements, per optimiser; any other argument packs only at
-torch's default value (``amsgrad=false``), else the run trains one model at a time and its record says why."""
-
-
-def packed_optimizer_gap(cfg: Any) -> str | None:
-    """Why ``cfg`` (an ``optim`` config) cannot be honoured by a pack, or None: an optimiser without a packed
-    update, or an argument the packed update ignores set to other than torch's default."""
-    import inspect
-
-    from ferbench.training.optim import OPTIMIZERS, optimizer_options
-
-    name = str(cfg.name)
-    if name not in PACKED_OPTIMIZER_KEYS:
-        return f"optim={name} has no packed update"
-    defaults = {
-        k: p.default for k, p in inspect.signature(OPTIMIZERS.get(name).__init__).parameters.items() if k != "self"
-    }
-    honoured = PACKED_OPTIMIZER_KEYS[name]
-    for key, value in optimizer_options(cfg).items():
-        if key in honoured or (key in defaults and value == defaults[key]):
-            continue
-        return f"optim.{key}={value} has no packed update (packs implement {', '.join(honoured)})"
-    return None
-
-
-class PackedOptimizer:
-    """Adam, AdamW and SGD (torch's update rules, elementwise) over stacked weights, with per-model masks.
-
-    Each model has its own step count (Adam's bias correction) and learning rate, and a masked-out model's
-    weights and state do not move: Adam with a zero gradient would still move it.
-    """
-
-    def __init__(self, params: dict[str, torch.Tensor], cfg: Any, k: int, device: torch.device) -> None:
-        self.params, self.name = params, str(cfg.name)
-        if why := packed_optimizer_gap(cfg):
-            raise ValueError(f"packed training cannot honour this optimiser: {why}")
-        self.weight_decay = float(cfg.get("weight_decay", 0.0) or 0.0)
-        self.betas = tuple(cfg.get("betas", (0.9, 0.999)))
-        self.eps = float(cfg.get("eps", 1e-8))
-        self.momentum = float(cfg.get("momentum", 0.0) or 0.0)
-        self.nesterov = bool(cfg.get("nesterov", False))
-        self.dampening = float(cfg.get("dampening", 0.0) or 0.0)
-        if self.name == "adamw" and "weight_decay" not in cfg:
-            self.weight_decay = 1e-2
-        self.steps = torch.zeros(k, device=device)
-        self.state: dict[str, dict[str, torch.Tensor]] = {
-            n: {s: torch.zeros_like(p) for s in self._state_names()} for n, p in params.items()
-        }
-        self._momentum_started = torch.zeros(k, dtype=torch.bool, device=device)
-
-    def _state_names(self) -> tuple[str, ...]:
-        if self.name == "sgd":
-            return ("momentum",) if self.momentum else ()
-        return ("exp_avg", "exp_avg_sq")
-
-    @torch.no_grad()
-    def step(self, lr: torch.Tensor, active: torch.Tensor | None) -> None:
-        """One update of every model with ``active`` (None: all); ``lr`` is per model, shape [K]."""
-        self.steps += 1 if active is None else active.to(self.steps.dtype)
-        for name, p in self.params.items():
-            if p.grad is None:
-                continue
-            update = self._adam if self.name != "sgd" else self._sgd
-            update(p, p.grad, self.state[name], lr.view(-1, *[1] * (p.dim() - 1)), active)
-        if self.name == "sgd" and self.momentum:
-            self._momentum_started |= True if active is None else active
-
-    def _adam(self, p, g, state, lr, active) -> None:
-        beta1, beta2 = self.betas
-        t = self.steps.view_as(lr)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        new_p = p * (1 - lr * self.weight_decay) if self.name == "adamw" and self.weight_decay else p
-        if self.name == "adam" and self.weight_decay:
-            g = g + self.weight_decay * p
-        new_m = m + (1 - beta1) * (g - m)
-        new_v = beta2 * v + (1 - beta2) * g * g
-        bias1 = 1 - beta1**t
-        bias2 = 1 - beta2**t
-        denom = new_v.sqrt() / bias2.sqrt() + self.eps
-        new_p = new_p - (lr / bias1) * new_m / denom
-        _assign(m, new_m, active)
-        _assign(v, new_v, active)
-        _assign(p, new_p, active)
-
-    def _sgd(self, p, g, state, lr, active) -> None:
-        if self.weight_decay:
-            g = g + self.weight_decay * p
-        if self.momentum:
-            buf = state["momentum"]
-            started = self._momentum_started.view(-1, *[1] * (p.dim() - 1))
-            new_buf = torch.where(started, self.momentum * buf + (1 - self.dampening) * g, g)
-            _assign(buf, new_buf, active)
-            g = g + self.momentum * new_buf if self.nesterov else new_buf
-        _assign(p, p - lr * g, active)
-
-    def state_of(self, k: int) -> dict[str, Any]:
-        return {
-            "steps": float(self.steps[k]),
-            "momentum_started": bool(self._momentum_started[k]),
-            "state": {n: {s: t[k].clone() for s, t in st.items()} for n, st in self.state.items()},
-        }
-
-    def load_state_of(self, k: int, saved: dict[str, Any]) -> None:
-        self.steps[k] = saved["steps"]
-        self._momentum_started[k] = saved["momentum_started"]
-        for n, st in saved["state"].items():
-            for s, t in st.items():
-                self.state[n][s][k].copy_(t)
-
-
-def _assign(target: torch.Tensor, value: torch.Tensor, active: torch.Tensor | None) -> None:
-    if active is None:
-        target.copy_(value)
-    else:
-        target.copy_(torch.where(active.view(-1, *[1] * (target.dim() - 1)), value, target))
-
-
-def lr_at_epoch(cfg: Any, max_epochs: int, epoch: int) -> float:
-    """The learning rate of ``epoch`` (0-based) as the solo run's torch scheduler gives it (stepped per epoch)."""
-    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=float(cfg.lr))
-    scheduler = build_scheduler(cfg, probe, max_epochs)
-    for _ in range(epoch if scheduler is not None else 0):
-        probe.step()
-        scheduler.step()
-    return float(probe.param_groups[0]["lr"])
-
-
 # ---------------------------------------------------------------------------------------------- the trainer
 
 
@@ -284,8 +147,7 @@ class PackedTrainer:
         self.epoch = [0] * self.k
         self.done = [False] * self.k
         self.results = [MemberResult() for _ in self.members]
-        self.best_val = [math.inf] * self.k
-        self.wait = [0] * self.k
+        self.stopping = [StoppingRule(s.patience) for _ in range(self.k)]
         self.best_params = {n: p.detach().clone() for n, p in self.params.items()}
         self.best_buffers = {n: b.clone() for n, b in self.buffers.items()}
         self._train_step = vmap(self._member_train, randomness="different")
@@ -491,19 +353,13 @@ class PackedTrainer:
         self._checkpoint(force=newly_done)
 
     def _watch_val(self, i: int, val_loss: float) -> bool:
-        """ModelCheckpoint (keep the lowest val_loss) and EarlyStopping (patience, stop on non-finite) as Lightning
-        does them; True when this epoch is the new best."""
-        if not math.isfinite(val_loss):
-            self.done[i] = True
-            return False
-        if val_loss < self.best_val[i]:
-            self.best_val[i], self.wait[i] = val_loss, 0
+        """The shared stopping rule for model ``i``; True when this epoch is its new best."""
+        rule = self.stopping[i]
+        improved = rule.observe(val_loss)
+        if improved:
             self.results[i].best_epoch = self.epoch[i] + 1
-            return True
-        self.wait[i] += 1
-        if self.s.patience > 0 and self.wait[i] >= self.s.patience:
-            self.done[i] = True
-        return False
+        self.done[i] = self.done[i] or rule.stopped
+        return improved
 
     @torch.no_grad()
     def _keep_best(self, improved: list[bool]) -> None:
@@ -511,9 +367,9 @@ class PackedTrainer:
             return
         mask = torch.tensor(improved, device=self.s.device)
         for n, p in self.params.items():
-            _assign(self.best_params[n], p.detach(), mask)
+            masked_assign(self.best_params[n], p.detach(), mask)
         for n, b in self.buffers.items():
-            _assign(self.best_buffers[n], b, mask)
+            masked_assign(self.best_buffers[n], b, mask)
 
     @torch.no_grad()
     def _evaluate(self, part: str, params=None, buffers=None, keep_probs: bool = False):
@@ -568,8 +424,8 @@ class PackedTrainer:
             "optimizer": self.optimizer.state_of(i),
             "epoch": self.epoch[i],
             "done": self.done[i],
-            "best_val": self.best_val[i],
-            "wait": self.wait[i],
+            "best_val": self.stopping[i].best,
+            "wait": self.stopping[i].wait,
             "history": list(self.results[i].history),
             "best_epoch": self.results[i].best_epoch,
             "failure": self.results[i].failure,
@@ -611,7 +467,7 @@ class PackedTrainer:
                 self.best_buffers[n][i].copy_(t)
             self.optimizer.load_state_of(i, saved["optimizer"])
             self.epoch[i], self.done[i] = saved["epoch"], saved["done"]
-            self.best_val[i], self.wait[i] = saved["best_val"], saved["wait"]
+            self.stopping[i].best, self.stopping[i].wait = saved["best_val"], saved["wait"]
             result = self.results[i]
             result.history, result.best_epoch = list(saved["history"]), saved["best_epoch"]
             result.failure, result.failed_epoch = saved["failure"], saved["failed_epoch"]
@@ -635,63 +491,6 @@ class PackedTrainer:
         write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
-def random_streams() -> dict[str, Any]:
-    """The process's random states that a pack's steps draw from (dropout under ``vmap``, on-device augmentation)."""
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-
-
-def restore_random_streams(streams: dict[str, Any]) -> None:
-    torch.set_rng_state(streams["torch"])
-    if streams.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(streams["cuda"])
-    np.random.set_state(streams["numpy"])
-    random.setstate(streams["python"])
-
-
 def _on_device(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """The whole uint8 data set on the training device, where batches are gathered by index."""
     return torch.from_numpy(np.ascontiguousarray(images)).to(device)
-
-
-def probe_stochastic(net: PackNet, input_size: int, in_chans: int) -> str | None:
-    """Why ``net``'s training step is random (two seeds give two losses on one batch: dropout, stochastic depth), or
-    None. Under vmap such draws come from the pack's shared stream, never from each run's own, so packing it would
-    change the experiment behind the run id."""
-    probe = copy.deepcopy(net).train()
-    x = torch.randn(2, in_chans, input_size, input_size, generator=torch.Generator().manual_seed(0))
-    y = torch.zeros(2, dtype=torch.long)
-    losses = []
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        for seed in (0, 1):
-            torch.manual_seed(seed)
-            losses.append(probe(x, y, train=True)[0])
-    if torch.equal(losses[0], losses[1]):
-        return None
-    return (
-        "the model draws random numbers in training (dropout): in a pack they would come from one stream shared by "
-        "its models, not each run's own"
-    )
-
-
-def probe_vmap(net: PackNet, input_size: int, in_chans: int) -> str | None:
-    """None if two copies of ``net`` train under vmap (a forward and backward on a tiny batch), else why not."""
-    try:
-        nets = [copy.deepcopy(net), copy.deepcopy(net)]
-        params, buffers = stack_module_state(nets)
-        base = copy.deepcopy(net).to("meta")
-        x = torch.randn(2, 2, in_chans, input_size, input_size)
-        y = torch.zeros(2, 2, dtype=torch.long)
-
-        def one(p, b, xx, yy):
-            return functional_call(base, (p, b), (xx, yy), {"train": True})
-
-        losses, _ = vmap(one, randomness="different")(params, buffers, x, y)
-        losses.sum().backward()
-        return None
-    except Exception as exc:  # any op vmap cannot batch, whatever its error type
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]

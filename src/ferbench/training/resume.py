@@ -8,7 +8,9 @@ file), and RNG state that does not depend on whether the process was restarted (
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -111,3 +113,21 @@ def read_last(last: Path) -> dict | None:
         reason = f"cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
         set_aside(last, reason, "this fold starts again from epoch 1")
         return None
+
+
+def random_streams() -> dict[str, Any]:
+    """The process's random states that a pack's steps draw from (dropout under ``vmap``, on-device augmentation)."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def restore_random_streams(streams: dict[str, Any]) -> None:
+    torch.set_rng_state(streams["torch"])
+    if streams.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(streams["cuda"])
+    np.random.set_state(streams["numpy"])
+    random.setstate(streams["python"])

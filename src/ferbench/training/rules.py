@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 WATCHED_LOSSES = ("train_loss", "val_loss")
 """The epoch means a history row carries whose non-finite value ends the run as failed."""
@@ -47,3 +48,42 @@ def epoch_row(
     if val_acc is not None:
         row["val_acc"] = float(val_acc)
     return row
+
+
+@dataclass
+class StoppingRule:
+    """Early stopping and the best checkpoint, for one model: the lowest validation loss is the best epoch (its
+    weights are the ones tested); ``patience`` epochs without a lower one, or a non-finite one, stop training.
+
+    Lightning's ``EarlyStopping`` + ``ModelCheckpoint(mode="min")`` semantics (strict improvement, no min_delta),
+    kept in one place for the three loops: the Lightning ones through ``ValLossStopping``, the packed one per model.
+    """
+
+    patience: int  # 0: never stop early (the best epoch is still chosen)
+    best: float = math.inf
+    wait: int = 0
+    stopped: bool = False
+
+    def observe(self, val_loss: float) -> bool:
+        """One epoch's validation loss; True when it is the new best."""
+        if not math.isfinite(val_loss):
+            self.stopped = True
+            return False
+        if val_loss < self.best:
+            self.best, self.wait = val_loss, 0
+            return True
+        self.wait += 1
+        if self.patience > 0 and self.wait >= self.patience:
+            self.stopped = True
+        return False
+
+
+STOPPING_STATE_KEYS = ("ValLossStopping", "EarlyStopping")
+"""Checkpoint callback-state keys of the stopping rule: ours, and Lightning's in checkpoints written before it."""
+
+
+def stopped_early(checkpoint: Mapping) -> bool:
+    """Had the run already stopped when ``checkpoint`` was saved? Fitting from it again would train one epoch too
+    many (a fold killed between early stopping and its record)."""
+    states = checkpoint.get("callbacks", {})
+    return any(k.startswith(STOPPING_STATE_KEYS) and v.get("stopped_epoch", 0) > 0 for k, v in states.items())

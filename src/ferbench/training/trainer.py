@@ -12,9 +12,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from ferbench.errors import ConfigError
+from ferbench.training.rules import StoppingRule
 
 PROGRESS_REFRESH = 20
 """Batches between progress-bar redraws: a redraw every batch costs more than a small model's step on a GPU."""
@@ -205,6 +206,38 @@ class EpochLines(pl.Callback):
         self.printed = len(history)
 
 
+class ValLossStopping(pl.Callback):
+    """Early stopping for the Lightning loops by the shared ``StoppingRule`` (the packed loop uses it per model).
+
+    Checked at the training epoch's end, after that epoch's validation, as Lightning's ``EarlyStopping`` does; its
+    state (best, wait, the epoch it stopped) goes into ``last.ckpt`` so a resumed fold stops where it would have."""
+
+    def __init__(self, patience: int) -> None:
+        self.rule = StoppingRule(patience)
+        self.stopped_epoch = 0
+
+    @property
+    def state_key(self) -> str:
+        return "ValLossStopping"
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        val_loss = trainer.callback_metrics.get("val_loss")
+        if val_loss is None or trainer.sanity_checking:
+            return
+        self.rule.observe(float(val_loss))
+        if self.rule.stopped:
+            trainer.should_stop = True
+            self.stopped_epoch = trainer.current_epoch + 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.rule.best, "wait": self.rule.wait, "stopped_epoch": self.stopped_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rule.best, self.rule.wait = float(state["best"]), int(state["wait"])
+        self.stopped_epoch = int(state.get("stopped_epoch", 0))
+        self.rule.stopped = self.stopped_epoch > 0
+
+
 def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: Any) -> pl.Trainer:
     """Early stopping and best-checkpoint choice watch ``val_loss``: the validation part, never test.
 
@@ -228,7 +261,7 @@ def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: 
             )
         )
     if has_val and t.early_stopping_patience > 0:
-        callbacks.append(EarlyStopping("val_loss", patience=t.early_stopping_patience, mode="min"))
+        callbacks.append(ValLossStopping(int(t.early_stopping_patience)))
     bar = bool(t.progress_bar) and sys.stderr.isatty()
     if bar:
         callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH, leave=False))

@@ -1,0 +1,153 @@
+"""The seam between the runner and its trainers: what a fold trains on, and the one result every trainer returns.
+
+Three trainers fit a fold: Lightning for a classifier or a detector (``training/solo.py``) and the packed trainer
+(``training/packing.py``). Each takes a ``FoldData`` and a fold and returns a ``FoldResult`` (history, test results,
+timings, or the failure); ``write_fold_result`` alone turns a result into the fold's record, so a record's columns
+cannot depend on which trainer made it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from ferbench.data.splits import Fold
+from ferbench.results import record as rec
+
+
+@dataclass
+class FoldData:
+    """What every fold of a run trains on: the decoded images, their labels, class names, a detector's boxes."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    targets: list[np.ndarray] | None = None
+    """A detector's face boxes with their labels, per image (``model.task=detection``); None to classify."""
+
+
+@dataclass
+class RunWork:
+    """A run's folds still to train, and where its record goes."""
+
+    cfg: DictConfig
+    run_id: str
+    run_dir: Path
+    n_folds: int
+    pending: list[Fold]
+    failure: str | None = None
+
+    def checkpoint_dir(self, fold: Fold) -> Path:
+        return rec.fold_dir(self.run_dir, fold.index) / "checkpoints"
+
+    def name(self, fold: Fold) -> str:
+        return f"{self.run_id} fold {fold.index}"
+
+
+@dataclass
+class FoldResult:
+    """One trained and tested fold, whichever trainer fitted it; ``failure`` set when its loss diverged."""
+
+    fold: Fold  # as trained: a smoke run's subset of the training part
+    history: pd.DataFrame
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    confusion: torch.Tensor | None = None
+    resumed: bool = False
+    processes: int = 1  # training processes (DDP ranks); batch_size is per process
+    packed: int = 1  # models trained together as one stacked model (1: alone)
+    pack_note: str = ""  # why a model that could have been packed was not
+    params: int = 0
+    macs: int = 0
+    train_seconds: float = 0.0
+    fit_seconds: float = 0.0
+    test_seconds: float = 0.0
+    speed: dict = field(default_factory=dict)
+    failure: str | None = None
+    failed_epoch: int | None = None
+    resume_file: Path | None = None
+    """The trainer's resume state (``last.ckpt``, ``packed_last.pt``): deleted once the record is written, not
+    before, so a kill in between resumes from it."""
+
+
+def write_fold_result(work: RunWork, result: FoldResult, data: FoldData, skipped: dict, fingerprint: str) -> str | None:
+    """The fold's record (``metrics.csv`` row, history, confusion), or its ``failed.json`` and then the line a user
+    reads about it."""
+    fold = result.fold
+    if result.failure:
+        rec.write_failure(work.run_dir, result.failure, fold.index, result.failed_epoch)
+        return failure_line(work.cfg, work.run_id, fold.index, result.failure, work.run_dir / "failed.json")
+    row = fold_row(work, result, data.classes, skipped, fingerprint)
+    confusion = pd.DataFrame(result.confusion.numpy(), columns=data.classes)
+    confusion.insert(0, "true", data.classes)
+    confusion.insert(0, "fold", fold.index)
+    rec.write_fold(work.run_dir, fold.index, row, result.history, confusion)
+    if result.resume_file is not None:
+        result.resume_file.unlink(missing_ok=True)
+    return None
+
+
+def fold_row(work: RunWork, result: FoldResult, classes: list[str], skipped: dict, fingerprint: str) -> dict:
+    """A fold's row of ``metrics.csv``: the same columns whether its model trained alone or in a pack."""
+    cfg, fold, history = work.cfg, result.fold, result.history
+    epochs_run = len(history)
+    row = {"run_id": work.run_id, **rec.axis_choices(cfg)}
+    row.update(
+        seed=cfg.seed,
+        fold=fold.index,
+        n_folds=work.n_folds,
+        protocol=cfg.protocol,
+        n_train=len(fold.train),
+        n_val=len(fold.val),
+        n_test=len(fold.test),
+        input_size=cfg.model.input_size,
+        in_chans=cfg.model.in_chans,
+        max_epochs=cfg.trainer.max_epochs,
+        batch_size=cfg.trainer.batch_size,
+        lr=cfg.optim.lr,
+        data_fingerprint=fingerprint,
+    )
+    row.update(result.test_metrics)
+    row.update(
+        status="completed",
+        epochs_run=epochs_run,
+        best_epoch=best_epoch(history),
+        stopped_early=epochs_run < cfg.trainer.max_epochs,
+        resumed=result.resumed,
+        processes=result.processes,
+        packed=result.packed,
+        pack_note=result.pack_note,
+        params=result.params,
+        macs=result.macs,
+        train_seconds=round(result.train_seconds, 2),
+        fit_seconds_this_process=round(result.fit_seconds, 2),
+        test_seconds=round(result.test_seconds, 2),
+        train_images_per_s=round(len(fold.train) * epochs_run / max(result.train_seconds, 1e-9), 1),
+        test_images_per_s=round(len(fold.test) / max(result.test_seconds, 1e-9), 1),
+        **result.speed,
+        classes=json.dumps(classes),
+        skipped=json.dumps(skipped),
+        tag=cfg.get("tag", ""),
+        **rec.provenance(),
+    )
+    return row
+
+
+def best_epoch(history: pd.DataFrame) -> int:
+    """The epoch whose weights were tested: the lowest validation loss, else the last."""
+    if "val_loss" not in history or history["val_loss"].isna().all():
+        return int(history["epoch"].max())
+    return int(history.loc[history["val_loss"].idxmin(), "epoch"])
+
+
+def failure_line(cfg: DictConfig, run_id: str, fold: int, reason: str, failed: Path) -> str:
+    """What a user reads when a run's loss went NaN: where, the record, and what to try."""
+    return (
+        f"run {run_id}, fold {fold}: {reason}; recorded in {failed}; try a lower optim.lr (now {cfg.optim.lr}) "
+        "or loss/optimiser settings, then run the same command again"
+    )

@@ -1,0 +1,124 @@
+"""One fold, one model, through Lightning: a classifier (``FERModule``) or a detector (``DetectionModule``).
+
+Resumes from ``last.ckpt`` when a killed run left one, tests the best checkpoint, and returns a ``FoldResult``;
+the runner writes the record from it (``training/fold.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from ferbench.data.splits import Fold, subset_train
+from ferbench.errors import Interrupted, RunFailed
+from ferbench.factory import build_datamodule, build_module, seeded_model_and_loss
+from ferbench.models.profile import count_macs, inference_speed
+from ferbench.training.detection import detection_parts
+from ferbench.training.fold import FoldData, FoldResult, RunWork
+from ferbench.training.metrics import flatten
+from ferbench.training.module import FERModule
+from ferbench.training.resume import make_resumable, read_last
+from ferbench.training.rules import stopped_early
+from ferbench.training.trainer import build_trainer
+
+log = logging.getLogger("ferbench")
+
+
+def train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str = "") -> FoldResult | None:
+    """Fit, test the best checkpoint, return the result (None on a DDP rank other than 0: rank 0 records).
+
+    A diverged loss returns a result with ``failure`` set; a signal raises ``Interrupted`` saying where."""
+    cfg = work.cfg
+    fold = subset_train(fold, data.labels, cfg.trainer.limit_train_fraction, cfg.seed)
+    num_classes = len(data.classes)
+    model, loss = seeded_model_and_loss(cfg, num_classes, data.labels[fold.train])
+    macs = count_macs(model, cfg.model.input_size, cfg.model.in_chans)  # on the fresh model: one eval forward
+    if data.targets is not None:  # a detector (model.task=detection): boxes as targets, its own module and data
+        pin = cfg.trainer.pin_memory
+        pin_memory = torch.cuda.is_available() if pin == "auto" else bool(pin)
+        module, datamodule = detection_parts(cfg, model, fold, data.images, data.targets, num_classes, pin_memory)
+    else:
+        module = build_module(cfg, model, loss, num_classes)
+        datamodule = build_datamodule(cfg, data.images, data.labels, fold)
+    checkpoint_dir = work.checkpoint_dir(fold)
+    has_val = len(fold.val) > 0
+    last = checkpoint_dir / "last.ckpt"
+    trainer = make_resumable(build_trainer(cfg, checkpoint_dir, has_val=has_val), last, cfg.seed, fold.index)
+    state = read_last(last)  # None when absent; one that cannot be read is set aside and the fold starts again
+    resumed = state is not None
+    if resumed:
+        log.info(
+            "resumed fold %d from epoch %d of %d (%s)", fold.index, state["epoch"] + 2, cfg.trainer.max_epochs, last
+        )
+    started = time.perf_counter()
+    try:
+        if resumed and stopped_early(state):  # killed between early stopping and the fold's record
+            module.history = list(state["ferbench_history"])
+        else:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumed else None)
+    except RunFailed as exc:
+        history = pd.DataFrame(module.history)
+        return FoldResult(fold, history, failure=str(exc), failed_epoch=len(module.history) + 1)
+    except (SystemExit, Interrupted) as exc:  # ours, or Lightning's way out on SIGTERM and Ctrl-C
+        where = f"epoch {len(module.history) + 1} of {cfg.trainer.max_epochs}, fold {fold.index} of run {work.run_id}"
+        raise _interrupted(exc, trainer, where) from None
+    fit_seconds = time.perf_counter() - started
+    history = pd.DataFrame(module.history).assign(fold=fold.index)
+    train_seconds = float(history["epoch_seconds"].sum()) if "epoch_seconds" in history else fit_seconds
+    best = checkpoint_dir / "best.ckpt"
+    world_size = trainer.world_size
+    if world_size > 1:
+        if rank_zero_only.rank != 0:
+            return None
+        trainer = _solo_tester(cfg, module, checkpoint_dir, has_val)
+    started = time.perf_counter()
+    trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best.exists() else None, verbose=False)
+    test_seconds = time.perf_counter() - started
+    return FoldResult(
+        fold,
+        history,
+        test_metrics=module.test_row(data.classes)
+        if data.targets is not None
+        else flatten(module.test_results, data.classes),
+        confusion=module.test_results["confusion"],
+        resumed=resumed,
+        processes=world_size,
+        pack_note=pack_note,
+        params=sum(p.numel() for p in model.parameters()),
+        macs=macs,
+        train_seconds=train_seconds,
+        fit_seconds=fit_seconds,
+        test_seconds=test_seconds,
+        # the best checkpoint's weights, batch 1, on the run's device, warm-up excluded (not the test call's time)
+        speed=inference_speed(module.model, cfg.model.input_size, cfg.model.in_chans, trainer.strategy.root_device),
+        resume_file=last,
+    )
+
+
+def _interrupted(exc: BaseException, trainer: pl.Trainer, where: str) -> BaseException:
+    """The signal that ended a fit, said with where it stopped; any other SystemExit as it was."""
+    if isinstance(exc, Interrupted):
+        return Interrupted(exc.signum, where)
+    if trainer.received_sigterm:  # Lightning's SIGTERMException (exit code None: "success")
+        return Interrupted(signal.SIGTERM, where)
+    if trainer.interrupted:  # Lightning turned Ctrl-C into sys.exit(1)
+        return Interrupted(signal.SIGINT, where)
+    return exc
+
+
+def _solo_tester(cfg: DictConfig, module: FERModule, checkpoint_dir, has_val: bool) -> pl.Trainer:
+    """Under DDP, rank 0 tests alone on one device: a DistributedSampler would pad the test split with repeats.
+
+    The test metrics must then not wait for the other ranks to sync (they have moved on).
+    """
+    single = OmegaConf.merge(cfg, {"trainer": {"devices": 1, "strategy": "auto", "progress_bar": False}})
+    for metric in module.test_metrics.values():
+        metric.distributed_available_fn = lambda: False
+    return build_trainer(single, checkpoint_dir, has_val=has_val)
