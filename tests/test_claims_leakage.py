@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -21,6 +20,7 @@ from ferbench.results.spec import load_spec
 from ferbench.run import run
 from ferbench.tables import CellPlan
 from fixtures_data import ck48
+from fixtures_records import write_record
 
 TABLE = {
     "paper": "paperx",
@@ -66,30 +66,10 @@ def test_claims_parse_and_bad_ones_name_the_file(tmp_path):
 
 def _record(results: Path, run_id: str, accuracies: list[float], seed: int, leakage: dict | None = None) -> None:
     """A complete run on disk: metrics.csv per fold, folds.npz (the same test images per fold for every run)."""
-    d = results / "runs" / run_id
-    d.mkdir(parents=True)
-    rows = [
-        dict(
-            run_id=run_id,
-            seed=seed,
-            fold=k,
-            n_folds=len(accuracies),
-            split="official",
-            protocol="standard",
-            data="synthetic",
-            accuracy=a,
-            n_train=80,
-            n_val=10,
-            n_test=30,
-            epochs_run=3,
-            max_epochs=3,
-        )
-        for k, a in enumerate(accuracies)
-    ]
-    pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
-    np.savez(d / "folds.npz", **{f"test_{k}": np.arange(30) + k for k in range(len(accuracies))})
-    if leakage is not None:
-        (d / LEAKAGE_FILE).write_text(json.dumps(leakage))
+    write_record(
+        results, run_id, accuracies, seed, split="official", epochs=3, max_epochs=3, n_test=30, history=False,
+        folds=True, leakage=leakage,
+    )  # fmt: skip
 
 
 def test_verdicts_and_leakage_render_under_the_table_and_in_the_reports(tmp_path, capsys):
@@ -171,3 +151,33 @@ def test_only_takes_a_row_column_cell(tmp_path, monkeypatch):
     )
     tables.build_table(spec, "smoke", [f"results_dir={tmp_path / 'r'}"], only=["new:d"])
     assert trained == [("new", "d")]
+
+
+def test_leakage_note_says_subjects_unknown_in_words():
+    """A data set without subjects read '12 test images: unknown share a subject with the training side'."""
+    from ferbench.results.leakage import describe
+
+    figures = {"test_images": 12, "near_duplicates": 2, "exact_duplicates": 1}
+    unknown = describe({**figures, "subject_overlap": None, "sequence_overlap": None})
+    assert unknown == "12 test images: subjects unknown, sequences unknown, 2 have a near-duplicate there (1 exact)"
+    known = describe({**figures, "subject_overlap": 3, "sequence_overlap": 0})
+    assert known.startswith("12 test images: 3 share a subject with the training side, 0 a sequence, 2 have")
+
+
+def test_leakage_note_once_for_metric_columns_over_the_same_runs():
+    """Table 6's accuracy, params and fps columns read the same runs: one leakage line, not three."""
+    from types import SimpleNamespace
+
+    from ferbench.results.render import leakage_notes
+
+    figures = {"test_images": 5, "subject_overlap": 5, "sequence_overlap": 1, "near_duplicates": 0,
+               "exact_duplicates": 0}  # fmt: skip
+    cells = [
+        SimpleNamespace(leakage=figures, column_label=column, row_label=row)
+        for column in ("accuracy", "params", "fps")
+        for row in ("base", "ours")
+    ]
+    (note,) = leakage_notes(cells)
+    assert note.startswith("leakage, accuracy, params, fps: 5 test images: 5 share a subject")
+    other = [*cells, SimpleNamespace(leakage={**figures, "subject_overlap": 0}, column_label="subject", row_label="x")]
+    assert len(leakage_notes(other)) == 2

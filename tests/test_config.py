@@ -10,6 +10,7 @@ import pytest
 from ferbench.config import validate
 from ferbench.errors import ConfigError
 from ferbench.factory import build_model
+from ferbench.paths import config_dir
 
 
 @pytest.mark.parametrize(
@@ -32,8 +33,23 @@ def test_split_ratio_outside_unit_interval(make_cfg):
         validate(make_cfg("split=holdout", "split.ratio=1.5"))
 
 
-def test_every_default_config_is_valid(make_cfg):
-    validate(make_cfg(fast=False))
+def test_the_default_run_is_the_laptop_run(make_cfg):
+    """``ferbench run`` with no arguments: the small CNN on the embedded synthetic faces, a valid config."""
+    cfg = make_cfg(fast=False)
+    validate(cfg)
+    assert (cfg.model.name, cfg.data.name, cfg.split.name) == ("simplecnn", "synthetic", "official")
+
+
+@pytest.mark.parametrize("group", ["model", "attn", "data", "split", "optim", "loss", "aug", "trainer"])
+def test_every_choice_of_a_group_composes_and_validates(make_cfg, group):
+    """Each file of ``conf/<group>/`` on top of the defaults: a choice that no longer fits the schema fails here,
+    not in a user's run."""
+    choices = sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+    assert len(choices) >= 2
+    for choice in choices:
+        cfg = make_cfg(f"{group}={choice}", fast=False)
+        validate(cfg)
+        assert cfg[group] is not None, choice
 
 
 def test_unknown_model_name_lists_choices(make_cfg):

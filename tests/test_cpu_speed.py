@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ferbench.bench import compose_case
-from ferbench.bench_options import available_options, bench_options, results_frame
+from ferbench.bench.options import available_options, bench_options, results_frame
 from ferbench.errors import ConfigError
 from ferbench.training import trainer as trainer_mod
 from ferbench.training.trainer import resolve_threads
@@ -52,7 +52,7 @@ def test_options_bench_times_every_option_against_fp32(monkeypatch):
 
 
 def test_compile_is_skipped_with_the_reason_where_no_compiler_is_present(monkeypatch):
-    monkeypatch.setattr("ferbench.bench_options.shutil.which", lambda name: None)
+    monkeypatch.setattr("ferbench.bench.options.shutil.which", lambda name: None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     chosen, skipped = available_options(["fp32", "compile"])
     assert chosen == ["fp32"] and "no C++ compiler" in skipped["compile"]
@@ -62,14 +62,25 @@ def test_options_table_prints(tmp_path, capsys):
     """The --options rows have no device columns: the printer titles them by what they measured (it crashed)."""
     import pandas as pd
 
-    from ferbench.cli import _print_bench
+    from ferbench.bench.cli import print_bench_table
 
     table = pd.DataFrame(
         [dict(case="amdcnn", option="fp32", images_per_s=27.8, speedup=1.0, threads=1, batch_size=8, busy=0, note="")]
     )
-    _print_bench(
+    print_bench_table(
         table,
         ["case", "option", "images_per_s", "speedup", "threads", "batch_size", "busy", "note"],
         tmp_path / "o.csv",
     )
     assert "ferbench bench --options" in capsys.readouterr().out
+
+
+def test_pin_memory_auto_follows_the_training_device_not_the_host(make_cfg, monkeypatch):
+    """A CPU run on a GPU host pins nothing; the classifier's and the detector's loaders read the one answer."""
+    from ferbench.training.trainer import pin_memory_for
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert pin_memory_for(make_cfg("trainer.accelerator=cpu")) is False
+    assert pin_memory_for(make_cfg("trainer.accelerator=gpu")) is True
+    assert pin_memory_for(make_cfg("trainer.accelerator=auto")) is True
+    assert pin_memory_for(make_cfg("trainer.accelerator=gpu", "trainer.pin_memory=false")) is False

@@ -108,6 +108,22 @@ def test_empty_class_folder(tmp_path):
         DATASETS.get("fer2013")(tmp_path)
 
 
+def test_looping_and_dangling_links_are_counted_not_a_crash(tmp_path):
+    """``ln -s b a; ln -s a b`` in a class folder (and the same with image names, and a class folder that is a
+    dangling link): OSError 'Too many levels of symbolic links' before; now counted as broken links."""
+    for name in ("happy", "sad"):
+        for i in range(3):
+            write(tmp_path / name / f"{i}.png", face(i))
+    (tmp_path / "happy" / "a").symlink_to("b")
+    (tmp_path / "happy" / "b").symlink_to("a")
+    (tmp_path / "sad" / "c.png").symlink_to("d.png")
+    (tmp_path / "sad" / "d.png").symlink_to("c.png")
+    (tmp_path / "angry").symlink_to(tmp_path / "nowhere")
+    source = DATASETS.get("folder")(tmp_path)
+    assert len(source.samples) == 6 and source.classes == ["happy", "sad"]
+    assert source.skipped["broken_links"] == 5
+
+
 def test_unknown_class_folder(tmp_path):
     ck48(tmp_path)
     write(tmp_path / "CK+48" / "joy" / "S001_001_00000001.png", face(0))

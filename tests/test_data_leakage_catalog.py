@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ferbench.data import DATASETS
 from ferbench.data.catalog import class_table, dataset_status, status_table
@@ -39,7 +40,8 @@ def test_leakage_report_counts_overlaps(tmp_path):
     assert all(leakage_report(source, f, images).shared_subject == 0 for f in folds)
     order = np.random.default_rng(0).permutation(len(source))
     fold = Fold(0, np.sort(order[4:]), np.array([], int), np.sort(order[:4]))
-    assert leakage_report(source, fold, images).as_dict()["shared_sequence_fraction"] is not None
+    shared = np.isin(seq[fold.test], seq[fold.train]).sum()  # test frames whose sequence has a training frame
+    assert leakage_report(source, fold, images).as_dict()["shared_sequence_fraction"] == pytest.approx(shared / 4)
 
 
 def test_leakage_without_subjects(tmp_path):

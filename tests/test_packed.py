@@ -177,7 +177,13 @@ def test_a_nan_fails_its_own_model_only(tmp_path):
     results = PackedTrainer(members, images, labels, _settings()).train()
     assert results[1].failure and "nan" in results[1].failure.lower()
     assert results[0].failure is None and results[2].failure is None
-    assert len(results[0].history) == 3 and float(results[0].test_results["accuracy"]) >= 0
+    alone, images, labels = _members(tmp_path / "alone")
+    (solo,) = PackedTrainer(alone[:1], images, labels, _settings()).train()  # model 0 in a pack of its own
+    assert len(results[0].history) == 3
+    np.testing.assert_allclose(
+        [h["train_loss"] for h in results[0].history], [h["train_loss"] for h in solo.history], rtol=1e-5
+    )
+    assert torch.equal(results[0].test_results["confusion"], solo.test_results["confusion"])
 
 
 def test_early_stopping_freezes_a_model_while_others_train(tmp_path):
@@ -185,11 +191,22 @@ def test_early_stopping_freezes_a_model_while_others_train(tmp_path):
     trainer = PackedTrainer(members, images, labels, _settings(epochs=4, patience=1))
     real_watch = trainer._watch_val
     trainer._watch_val = lambda i, loss: real_watch(i, 1.0 if i == 0 else -len(trainer.results[i].history))
+    real_end = trainer._end_epoch
+    frozen: dict[str, torch.Tensor] = {}
+
+    def end_epoch(*args):
+        real_end(*args)
+        if trainer.done[0] and not frozen:  # model 0's weights the moment it stopped
+            frozen.update({n: p[0].detach().clone() for n, p in trainer.params.items()})
+
+    trainer._end_epoch = end_epoch
     trainer.train()
     # model 0's val loss never improves after epoch 1: it stops after epoch 2, the others run all 4
     assert [len(r.history) for r in trainer.results] == [2, 4, 4]
-    # and stays frozen: its state after the pack is what it had when it stopped
+    # and stays frozen while the others train: its weights after the pack are those it had when it stopped
     assert trainer.results[0].best_epoch == 1
+    assert frozen and all(torch.equal(trainer.params[n][0], w) for n, w in frozen.items())
+    assert not all(torch.equal(trainer.params[n][1], frozen[n]) for n in frozen)
 
 
 def test_killed_pack_resumes_to_the_same_result(tmp_path, monkeypatch):
@@ -358,7 +375,7 @@ def test_a_pack_killed_mid_epoch_resumes_to_the_same_records(tmp_path, monkeypat
     torch.manual_seed(123)
     fresh, images, labels = _dropout_members(tmp_path / "killed")
     trainer = PackedTrainer(fresh, images, labels, _settings(epochs=4))
-    real_step, steps = trainer._step, {"n": 0}
+    real_step, steps = trainer.step, {"n": 0}
 
     def killed_mid_epoch_three(*args):
         steps["n"] += 1
@@ -366,7 +383,7 @@ def test_a_pack_killed_mid_epoch_resumes_to_the_same_records(tmp_path, monkeypat
             raise KeyboardInterrupt
         return real_step(*args)
 
-    trainer._step = killed_mid_epoch_three
+    trainer.step = killed_mid_epoch_three
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     torch.manual_seed(999)  # another process: its own stream, which the resume must replace

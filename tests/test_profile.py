@@ -148,8 +148,23 @@ def test_frame_rate_excludes_warm_up_and_runs_many_iterations(monkeypatch) -> No
     assert 5 + 100 <= model.calls <= 5 + 101 and model.training  # warm-up, then 0.2 s of 2 ms passes; mode restored
 
 
-def test_inference_speed_names_its_device_and_leaves_the_model_where_it_was() -> None:
-    model = tiny()
-    speed = inference_speed(model, 4, 1, "cpu", seconds=0.05)
-    assert speed["fps_batch1"] > 0 and str(speed["fps_device"]).startswith("cpu (")
+def test_inference_speed_names_its_device_and_leaves_the_model_where_it_was(monkeypatch) -> None:
+    import time
+
+    clock = Clock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    model = SlowStart(clock)
+    speed = inference_speed(model, 4, 1, "cpu", seconds=0.2)
+    assert speed["fps_batch1"] == pytest.approx(500)  # 2 ms a warm pass on the fake clock
+    assert str(speed["fps_device"]).startswith("cpu (")
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_profile_layers_flag_adds_the_per_layer_table_for_any_model(capsys):
+    from ferbench.cli import main
+
+    main(["profile", "model=amdcnn", "--device", "cpu"])
+    plain = capsys.readouterr().out
+    main(["profile", "model=amdcnn", "--device", "cpu", "--layers"])
+    layered = capsys.readouterr().out
+    assert "Operator" not in plain and "Operator" in layered

@@ -39,3 +39,29 @@ def test_am_softmax_margin_raises_loss_and_keeps_argmax():
     learnable = AMSoftmax(scale=10)
     learnable(cos, target).backward()
     assert learnable.log_scale.grad is not None
+
+
+def test_run_summary_fits_an_80_column_terminal(tmp_path, monkeypatch):
+    """12 columns cut mean ± sd to '0.1430±0.00…' in 80 columns: the table shows the headline metrics only."""
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    from ferbench import report
+    from ferbench.results.record import RunRecord
+    from ferbench.training.metrics import SCALAR_METRICS
+
+    folds = [
+        {"fold": k, "epochs_run": 30, "max_epochs": 300, "n_test": 1000, "train_seconds": 12345.6, "model": "amdcnn",
+         "attn": "mcbam", "data": "ckplus", "split": "subject_kfold", "seed": 0, "protocol": "standard",
+         **{m: 0.1234 + 0.01 * k for m in SCALAR_METRICS}}
+        for k in range(10)
+    ]  # fmt: skip
+    out = io.StringIO()
+    monkeypatch.setattr(report, "console", Console(file=out, width=80))
+    record = RunRecord("amdcnn-mcbam-ckplus-subject_kfold-s0-0123456789", tmp_path, pd.DataFrame(folds), None, None)
+    report.print_run_summary(record)
+    text = out.getvalue()
+    assert "…" not in text and "0.168±0.030" in text and "split subject_kfold, seed 0" in text
+    assert "also in metrics.csv: precision" in text

@@ -249,7 +249,8 @@ def test_keep_freed_memory_applies_on_glibc_and_training_still_matches():
     torch.testing.assert_close(model(x), before)
 
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, NO_CUDA])]
 
 
 @pytest.mark.slow

@@ -17,36 +17,11 @@ from ferbench.results.render import cell_text
 from ferbench.results.spec import Column, Row, StatTest, load_spec
 from ferbench.tables import CellPlan, build_table
 from fixtures_data import ck48
+from fixtures_records import write_record
 
 
 def _write_run(results: Path, run_id: str, accuracies: list[float], seed: int = 0, epochs: int = 5) -> None:
-    d = results / "runs" / run_id
-    d.mkdir(parents=True)
-    rows = [
-        dict(
-            run_id=run_id,
-            seed=seed,
-            fold=k,
-            n_folds=len(accuracies),
-            split="kfold",
-            protocol="standard",
-            data="synthetic",
-            accuracy=a,
-            params=1000,
-            n_test=10,
-            test_seconds=0.5,
-            epochs_run=epochs,
-            max_epochs=10,
-        )
-        for k, a in enumerate(accuracies)
-    ]
-    pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
-    history = [
-        dict(fold=k, epoch=e, train_acc=0.1 * e + 0.01 * k)
-        for k in range(len(accuracies))
-        for e in range(1, epochs + 1)
-    ]
-    pd.DataFrame(history).to_csv(d / "history.csv", index=False)
+    write_record(results, run_id, accuracies, seed, epochs=epochs)
 
 
 def _spec(tmp_path: Path, body: dict) -> object:
@@ -223,7 +198,7 @@ def test_paper_profile_patience_is_the_tables_stated_one(spec):
             assert cfg.trainer.early_stopping_patience == spec.paper_patience, (spec.name, row.key, column.key)
 
 
-def test_figures_gradcam_and_curves(tmp_path):
+def test_figures_gradcam_and_curves(tmp_path, monkeypatch):
     body = dict(
         TABLE,
         columns=TABLE["columns"][:1],
@@ -238,7 +213,22 @@ def test_figures_gradcam_and_curves(tmp_path):
     )
     spec = _spec(tmp_path, body)
     extra = [f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=2"]
+    from ferbench.results import figures
+
+    texts: dict[str, list[str]] = {}
+    real_save = figures._save
+
+    def save(fig, path):  # what the figure says, read before it becomes pixels
+        titles = [ax.get_title() for ax in fig.axes] + [ax.get_xlabel() for ax in fig.axes]
+        texts[path.name] = [fig._suptitle.get_text() if fig._suptitle else "", *titles]
+        return real_save(fig, path)
+
+    monkeypatch.setattr(figures, "_save", save)
     outcome = build_table(spec, "smoke", extra)
+    gradcam = texts["t1_gradcam_syn.png"]
+    assert "Grad-CAM" in gradcam[0] and "SYNTHETIC" in gradcam[0]  # the title says the faces are synthetic
+    assert sum(t.startswith("true: ") for t in gradcam) == 3  # the input row: each face's class
+    assert sum(t.startswith("pred: ") for t in gradcam) == 6  # each run's prediction under each map
     pngs = sorted(p.name for p in (tmp_path / "results" / "figures" / "paperx").glob("*.png"))
     assert pngs == ["t1_curves.png", "t1_gradcam_syn.png"]  # the first preferred column with trained runs
     for name in pngs:

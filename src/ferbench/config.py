@@ -32,7 +32,10 @@ CHECKS: list[Check] = [
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError with a one-line message for the first invalid value."""
+    """Raise ConfigError with a one-line message for the first invalid value (or a logger's missing package)."""
+    from ferbench.training.loggers import check_logger
+
+    check_logger(cfg)
     for key, ok, expected in CHECKS:
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:

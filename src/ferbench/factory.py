@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -24,6 +23,7 @@ from ferbench.training.losses import build_loss
 from ferbench.training.mixup import build_mixup
 from ferbench.training.module import FERModule
 from ferbench.training.packed import PackNet
+from ferbench.training.trainer import pin_memory_for
 
 MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans", "task", "revision")
 """Model config keys that are not builder switches; ``revision`` marks a changed network so its run ids change."""
@@ -79,11 +79,10 @@ def build_datamodule(
     cfg: DictConfig, images: np.ndarray, labels: np.ndarray, fold: Fold, batch_size: int | None = None, **options
 ) -> FERDataModule:
     """The fold's data module with ``aug.train`` on its training part; ``options`` override the trainer keys."""
-    pin = cfg.trainer.pin_memory
     settings = dict(
         batch_size=batch_size or cfg.trainer.batch_size,
         num_workers=cfg.trainer.num_workers,
-        pin_memory=torch.cuda.is_available() if pin == "auto" else bool(pin),
+        pin_memory=pin_memory_for(cfg),
         seed=cfg.seed,
     )
     settings.update(options)

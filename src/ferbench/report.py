@@ -17,18 +17,22 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 DETECTION_METRICS = ("map50", "map50_95", "fps")
+SUMMARY_METRICS = ("accuracy", "f1", *DETECTION_METRICS)
+"""What the end-of-run table shows, so that it fits an 80-column terminal; every metric is in ``metrics.csv``."""
 
 
 def print_run_summary(record: RunRecord) -> None:
     """One row per fold, then mean ± std when there are several; says when nothing was trained."""
     m = record.metrics
     first = m.iloc[0]
-    title = (
+    console.print(
         f"{record.run_id}  [{first['model']} + {first['attn']} on {first['data']}, split {first['split']}, "
-        f"seed {first['seed']}, protocol {first['protocol']}]"
+        f"seed {first['seed']}, protocol {first['protocol']}]",
+        highlight=False,
+        markup=False,  # the brackets are text: as rich markup they vanished from the title
     )
-    table = Table(title=title, title_justify="left")
-    shown = [k for k in (*SCALAR_METRICS, *DETECTION_METRICS) if k in m]  # a detector's record has no class "map"
+    table = Table()
+    shown = [k for k in SUMMARY_METRICS if k in m]  # a detector's record has no accuracy
     for column in ("fold", "epochs", "n_test", *shown, "train s"):
         table.add_column(column, justify="right")
     for _, row in m.iterrows():
@@ -40,12 +44,16 @@ def print_run_summary(record: RunRecord) -> None:
             f"{row['train_seconds']:.1f}",
         )
     if len(m) > 1:
-        stats = [f"{m[k].mean():.4f}±{m[k].std(ddof=1):.4f}" for k in shown]
+        stats = [f"{m[k].mean():.3f}±{m[k].std(ddof=1):.3f}" for k in shown]
         table.add_row("mean±sd", "", "", *stats, f"{m['train_seconds'].sum():.1f}")
     console.print(table)
+    others = [k for k in (*SCALAR_METRICS, *DETECTION_METRICS) if k in m and k not in shown]
+    if others:
+        console.print(f"also in metrics.csv: {', '.join(others)}")
     skipped = {k: v for k, v in json.loads(first.get("skipped", "{}") or "{}").items() if v}
     if skipped:
-        console.print(f"while reading (left out, or no_face_kept_whole): {skipped}")
+        counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in skipped.items())
+        console.print(f"ferbench: while reading the data (left out, or kept whole): {counts}", markup=False)
     state = "reused existing record (nothing trained)" if record.reused else "record written"
     console.print(f"{state}: {record.run_dir}")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ferbench.errors import DataError
+from ferbench.errors import ConfigError, DataError
 from ferbench.registry import Registry
 
 SAMPLE_COLUMNS = ("path", "label", "subject", "sequence", "official_split")
@@ -101,6 +101,32 @@ def require_dir(root: Path, layout: str) -> Path:
     if not root.is_dir():
         raise DataError(f"data folder not found: {root.resolve()} (expected layout: {layout})")
     return root
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One published layout of a data set: its name (``data.options.layout``), the path under the root whose
+    presence picks it under ``auto`` (None: the fallback), and the layout as errors describe it."""
+
+    name: str
+    marker: str | None
+    description: str
+
+
+def pick_layout(title: str, key: str, root: Path, layout: str, layouts: Sequence[Layout]) -> str:
+    """``layout`` by name, or under ``auto`` the first layout whose marker exists under ``root``; a data set in no
+    layout is a DataError naming every layout, an unknown name a ConfigError naming the choices."""
+    names = [candidate.name for candidate in layouts]
+    if layout == "auto":
+        for candidate in layouts:
+            if candidate.marker is None or (root / candidate.marker).exists():
+                return candidate.name
+        expected = ", or ".join(candidate.description for candidate in layouts)
+        raise DataError(f"{title} not found in {root.resolve()} (expected layout: {expected})")
+    if layout not in names:
+        choices = f"auto, {', '.join(names[:-1])} or {names[-1]}"
+        raise ConfigError(f"data.options.layout={layout!r} for {key}; expected {choices}")
+    return layout
 
 
 def tree_fingerprint(paths: Sequence[Path]) -> str:

@@ -16,7 +16,15 @@ from typing import Literal
 
 import pandas as pd
 
-from ferbench.data.base import DATASETS, DataSource, require_dir, sample_table, tree_fingerprint
+from ferbench.data.base import (
+    DATASETS,
+    DataSource,
+    Layout,
+    pick_layout,
+    require_dir,
+    sample_table,
+    tree_fingerprint,
+)
 from ferbench.data.folder import scan_class_tree
 from ferbench.errors import ConfigError, DataError
 
@@ -110,6 +118,9 @@ def load_ck48(root: Path, n_peak: int) -> DataSource:
     )
 
 
+LAYOUTS = (Layout("original", "cohn-kanade-images", ORIGINAL_LAYOUT), Layout("ck48", None, CK48_LAYOUT))
+
+
 @DATASETS.register("ckplus")
 def load_ckplus(
     root: Path,
@@ -121,17 +132,13 @@ def load_ckplus(
     root = require_dir(root, f"{ORIGINAL_LAYOUT}, or {CK48_LAYOUT}")
     if n_peak < 1:
         raise ConfigError(f"data.options.n_peak={n_peak}; expected at least 1")
-    if layout == "auto":
-        layout = "original" if (root / "cohn-kanade-images").is_dir() else "ck48"
-    if layout == "original":
+    if pick_layout("CK+", "ckplus", root, layout, LAYOUTS) == "original":
         return load_original(root, n_peak, first_frame_neutral)
-    if layout == "ck48":
-        if first_frame_neutral:
-            raise ConfigError(
-                "data.options.first_frame_neutral needs the original CK+ layout; CK+48 holds only peak frames"
-            )
-        folder = root / "CK+48" if (root / "CK+48").is_dir() else root
-        if not any(p.is_dir() and p.name in CLASSES for p in folder.iterdir()):
-            raise DataError(f"CK+ not found in {root.resolve()} (expected layout: {ORIGINAL_LAYOUT}, or {CK48_LAYOUT})")
-        return load_ck48(folder, n_peak)
-    raise ConfigError(f"data.options.layout={layout!r} for ckplus; expected auto, original or ck48")
+    if first_frame_neutral:
+        raise ConfigError(
+            "data.options.first_frame_neutral needs the original CK+ layout; CK+48 holds only peak frames"
+        )
+    folder = root / "CK+48" if (root / "CK+48").is_dir() else root
+    if not any(p.is_dir() and p.name in CLASSES for p in folder.iterdir()):
+        raise DataError(f"CK+ not found in {root.resolve()} (expected layout: {ORIGINAL_LAYOUT}, or {CK48_LAYOUT})")
+    return load_ck48(folder, n_peak)

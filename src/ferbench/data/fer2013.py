@@ -16,9 +16,17 @@ from typing import Literal
 
 import numpy as np
 
-from ferbench.data.base import DATASETS, DataSource, require_dir, sample_table, tree_fingerprint
+from ferbench.data.base import (
+    DATASETS,
+    DataSource,
+    Layout,
+    pick_layout,
+    require_dir,
+    sample_table,
+    tree_fingerprint,
+)
 from ferbench.data.folder import scan_class_tree
-from ferbench.errors import ConfigError, DataError
+from ferbench.errors import DataError
 
 CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 """Sorted, as the folder layout (and ``synthetic``) has them; both layouts give the same label numbers."""
@@ -134,21 +142,12 @@ def load_fer2013_folders(root: Path) -> DataSource:
     )
 
 
+LAYOUTS = (Layout("csv", "fer2013.csv", CSV_LAYOUT), Layout("folders", "train", FOLDER_LAYOUT))
+
+
 @DATASETS.register("fer2013")
 def load_fer2013(root: Path, layout: Literal["auto", "csv", "folders"] = "auto") -> DataSource:
     """``layout=auto``: the csv when ``<root>/fer2013.csv`` exists, else the folders."""
     root = Path(root)
-    if layout == "auto":
-        if (root / "fer2013.csv").is_file():
-            layout = "csv"
-        elif (root / "train").is_dir():
-            layout = "folders"
-        else:
-            raise DataError(
-                f"FER2013 not found in {root.resolve()} (expected layout: {CSV_LAYOUT}, or {FOLDER_LAYOUT})"
-            )
-    if layout == "csv":
-        return load_fer2013_csv(root)
-    if layout == "folders":
-        return load_fer2013_folders(root)
-    raise ConfigError(f"data.options.layout={layout!r} for fer2013; expected auto, csv or folders")
+    chosen = pick_layout("FER2013", "fer2013", root, layout, LAYOUTS)
+    return load_fer2013_csv(root) if chosen == "csv" else load_fer2013_folders(root)

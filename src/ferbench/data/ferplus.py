@@ -25,7 +25,15 @@ from typing import Literal
 
 import numpy as np
 
-from ferbench.data.base import DATASETS, DataSource, require_dir, sample_table, tree_fingerprint
+from ferbench.data.base import (
+    DATASETS,
+    DataSource,
+    Layout,
+    pick_layout,
+    require_dir,
+    sample_table,
+    tree_fingerprint,
+)
 from ferbench.data.fer2013 import read_fer2013_csv
 from ferbench.data.folder import is_image
 from ferbench.errors import ConfigError, DataError
@@ -199,6 +207,9 @@ def load_ferplus_folders(root: Path, rule: VoteRule) -> DataSource:
     )
 
 
+LAYOUTS = (Layout("folders", "FER2013Train", FOLDER_LAYOUT), Layout("csv", "fer2013new.csv", CSV_LAYOUT))
+
+
 @DATASETS.register("ferplus")
 def load_ferplus(
     root: Path,
@@ -208,17 +219,6 @@ def load_ferplus(
 ) -> DataSource:
     """``layout=auto``: the folders when ``FER2013Train/`` exists, else the csv pair."""
     root = Path(root)
-    if layout == "auto":
-        if (root / "FER2013Train").is_dir():
-            layout = "folders"
-        elif (root / "fer2013new.csv").is_file():
-            layout = "csv"
-        else:
-            raise DataError(
-                f"FERPlus not found in {root.resolve()} (expected layout: {FOLDER_LAYOUT}, or {CSV_LAYOUT})"
-            )
-    if layout == "csv":
-        return load_ferplus_csv(root, vote, Path(fer2013_csv) if fer2013_csv else None)
-    if layout == "folders":
+    if pick_layout("FERPlus", "ferplus", root, layout, LAYOUTS) == "folders":
         return load_ferplus_folders(root, vote)
-    raise ConfigError(f"data.options.layout={layout!r} for ferplus; expected auto, csv or folders")
+    return load_ferplus_csv(root, vote, Path(fer2013_csv) if fer2013_csv else None)

@@ -39,11 +39,19 @@ def is_image(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _resolves(entry: os.DirEntry) -> bool:
+    """False for a link that leads nowhere (dangling, or a loop: ``ln -s b a; ln -s a b``): counted, not a crash."""
+    return not entry.is_symlink() or os.path.exists(entry.path)
+
+
 def scan_class_tree(root: Path, classes: Sequence[str] | None = None, *, allow_empty: bool = False) -> ClassTree:
     """Files of every ``root/<class>/``; an unknown class folder (when ``classes`` is given) or an empty one
     raises DataError naming it; non-image files and stray files at the top are counted, never hidden."""
     tree = ClassTree()
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if not _resolves(entry):
+            tree.skipped["broken_links"] += 1
+            continue
         if not entry.is_dir():
             if not entry.name.startswith("."):
                 tree.skipped["files_outside_class_folders"] += 1
@@ -54,7 +62,9 @@ def scan_class_tree(root: Path, classes: Sequence[str] | None = None, *, allow_e
             raise DataError(f"unknown class folder {entry.path}: expected one of {list(classes)}")
         n_before = len(tree.files)
         for item in sorted(os.scandir(entry.path), key=lambda e: e.name):
-            if item.is_dir():
+            if not _resolves(item):
+                tree.skipped["broken_links"] += 1
+            elif item.is_dir():
                 tree.skipped["subfolders_in_class_folders"] += 1
             elif is_image(item.name):
                 tree.files.append((Path(item.path), entry.name))

@@ -81,31 +81,46 @@ def gradcam_maps(model: nn.Module, batch: torch.Tensor, targets: Sequence[int]) 
         return cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(t)) for t in targets])
 
 
-def gradcam_figure(rows: Sequence[tuple[str, Path]], n_images: int, path: Path) -> Path:
-    """One row per trained run (same test faces for every row), heat maps over the input."""
+def gradcam_figure(rows: Sequence[tuple[str, Path]], n_images: int, path: Path, title: str = "") -> Path:
+    """One row per trained run (same test faces for every row), heat maps over the input; each face says its true
+    class, each map the class that run predicted (green when right), and the title which faces these are."""
     from ferbench.data.transforms import to_tensor
 
     plt = _pyplot()
     first_model, cfg = load_trained_model(rows[0][1])
+    classes = run_classes(rows[0][1])
     images, labels = test_images(rows[0][1], cfg, n_images)
     fig, axes = plt.subplots(
-        len(rows) + 1, len(images), figsize=(1.6 * len(images), 1.7 * (len(rows) + 1)), squeeze=False
+        len(rows) + 1, len(images), figsize=(1.6 * len(images), 1.8 * (len(rows) + 1) + 0.4), squeeze=False
     )
     for j, image in enumerate(images):
         axes[0, j].imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
+        axes[0, j].set_title(f"true: {classes[labels[j]]}", fontsize=7)
     axes[0, 0].set_ylabel("input", fontsize=8)
     for i, (label, run_dir) in enumerate(rows, start=1):
         model, _ = load_trained_model(run_dir) if i > 1 else (first_model, cfg)
-        maps = gradcam_maps(model, to_tensor(images), labels)
+        batch = to_tensor(images)
+        with torch.no_grad():
+            predicted = model(batch).argmax(dim=1).tolist()
+        maps = gradcam_maps(model, batch, labels)
         for j, image in enumerate(images):
             axes[i, j].imshow(image.squeeze(), cmap="gray")
             axes[i, j].imshow(maps[j], cmap="jet", alpha=0.45)
+            right = predicted[j] == labels[j]
+            axes[i, j].set_xlabel(f"pred: {classes[predicted[j]]}", fontsize=7, color="green" if right else "red")
         axes[i, 0].set_ylabel(label, fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    data = str(cfg.data.get("variant") or cfg.data.name)
+    fig.suptitle(title or f"Grad-CAM (last convolution) on {data} test faces, fold 0", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def run_classes(run_dir: Path) -> list[str]:
+    """The class names a run was trained on, as its record lists them."""
+    return json.loads(pd.read_csv(run_dir / "metrics.csv")["classes"].iloc[0])
 
 
 def curves_figure(cells: Sequence[CellResult], results_dir: Path, metric: str, path: Path) -> Path:
@@ -148,8 +163,21 @@ def render_figures(spec, cells: Sequence[CellResult], results_dir: Path) -> list
             column, rows = _gradcam_rows(figure, by_key, Path(results_dir))
             if rows:
                 named = path.with_name(f"{path.stem}_{column}{path.suffix}") if column else path
-                written.append(gradcam_figure(rows, int(figure.get("n_images", 6)), named))
+                title = _gradcam_title(spec, column, by_key, rows[0][1])
+                written.append(gradcam_figure(rows, int(figure.get("n_images", 6)), named, title))
     return written
+
+
+def _gradcam_title(spec, column: str, by_key: dict, run_dir: Path) -> str:
+    """Which faces the figure shows; synthetic stand-ins (a smoke run without the column's data) said so."""
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    data = str(cfg.data.get("variant") or cfg.data.name)
+    label = next((c.column_label for (_, col), c in by_key.items() if col == column), column)
+    stand_in = next((c.substituted for (_, col), c in by_key.items() if col == column and c.substituted), None)
+    faces = f"SYNTHETIC faces standing in for {stand_in}" if stand_in else f"{data} test faces"
+    if data == "synthetic" and not stand_in:
+        faces = "SYNTHETIC test faces"
+    return f"{spec.paper} {spec.table}, {label}: Grad-CAM (last convolution) on {faces}, fold 0"
 
 
 def _gradcam_rows(figure: dict, by_key: dict, results_dir: Path) -> tuple[str, list[tuple[str, Path]]]:

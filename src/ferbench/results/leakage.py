@@ -109,11 +109,12 @@ def read_leakage(run_dirs: Sequence[Path]) -> dict | None:
 def describe(figures: dict) -> str:
     """'981 test images: 981 share a subject with training, 975 a sequence, 120 near-duplicates (3 exact)'."""
 
-    def count(key: str) -> str:
-        return "unknown" if figures.get(key) is None else str(figures[key])
+    def shared(key: str, text: str, unknown: str) -> str:  # a data set without subjects (or sequences) cannot say
+        return unknown if figures.get(key) is None else f"{figures[key]} {text}"
 
+    subject = shared("subject_overlap", "share a subject with the training side", "subjects unknown")
+    sequence = shared("sequence_overlap", "a sequence", "sequences unknown")
     return (
-        f"{figures['test_images']} test images: {count('subject_overlap')} share a subject with the training side, "
-        f"{count('sequence_overlap')} a sequence, {count('near_duplicates')} have a near-duplicate there "
-        f"({count('exact_duplicates')} exact)"
+        f"{figures['test_images']} test images: {subject}, {sequence}, {figures['near_duplicates']} have a "
+        f"near-duplicate there ({figures['exact_duplicates']} exact)"
     )

@@ -58,6 +58,7 @@ IDENTITY_EXCLUDED = (
     "trainer.threads",
     "trainer.keep_freed_memory",
     "trainer.pack",
+    "logger",
 )
 """Keys that say where things are or how they look, not what the experiment is: not in the run id."""
 

@@ -117,7 +117,7 @@ def table_notes(
             f"{protocol}; seeds {seeds}; epochs actually run {', '.join(epochs)} of max {maxes}; "
             f"values per cell (seeds × folds): {n}; ± is the sample sd."
         )
-    substituted = sorted({(c.substituted, c.note) for c in cells if c.substituted})
+    substituted = sorted({(c.substituted, c.note) for c in cells if c.substituted and len(c.values)})  # trained ones
     for name, path in substituted:
         notes.append(
             f"{SYNTHETIC_MARK} `{name}` is absent (looked in {path}): smoke trained on `synthetic` in its place; "
@@ -164,10 +164,13 @@ def leakage_notes(cells: Sequence[CellResult]) -> list[str]:
             key = (cell.column_label, describe(cell.leakage))
             seen.setdefault(key, []).append(cell.row_label)
     per_column = Counter(column for column, _ in seen)
-    notes = []
+    columns_of: dict[tuple[str, str], list[str]] = {}  # metric columns over the same runs share one line
     for (column, text), rows in seen.items():
         which = f" ({', '.join(rows)})" if per_column[column] > 1 else ""  # rows only where they differ
-        notes.append(f"leakage, {column}{which}: {text}, summed over folds and runs.")
+        columns_of.setdefault((which, text), []).append(column)
+    notes = []
+    for (which, text), columns in columns_of.items():
+        notes.append(f"leakage, {', '.join(columns)}{which}: {text}, summed over folds and runs.")
     return notes
 
 

@@ -11,8 +11,9 @@ from ferbench.results.atomic import write_text
 from ferbench.results.spec import TableSpec, all_specs
 
 
-def write_reports(papers: Iterable[str], extra: Sequence[str] = ()) -> list[Path]:
-    """``<results_dir>/report/<paper>.md`` from whatever ``results/tables/<paper>/`` holds now."""
+def write_reports(papers: Iterable[str], extra: Sequence[str] = (), profile: str = "smoke") -> list[Path]:
+    """``<results_dir>/report/<paper>.md`` from whatever ``results/tables/<paper>/`` holds now; a table not built
+    yet says the command that builds it, with this report's profile and results folder."""
     from ferbench.config import compose_config
 
     results_dir = Path(compose_config(list(extra)).results_dir)
@@ -26,7 +27,8 @@ def write_reports(papers: Iterable[str], extra: Sequence[str] = ()) -> list[Path
                 text = md.read_text().replace("](", f"](../tables/{paper}/")
                 parts += [text, ""]
             else:
-                parts += [f"### {spec.paper} — {spec.title}", "", f"_not built yet: `ferbench table {spec.name}`_", ""]
+                build = f"ferbench table {spec.name} profile={profile} results_dir={results_dir}"
+                parts += [f"### {spec.paper} — {spec.title}", "", f"_not built yet: `{build}`_", ""]
         parts += claims_section(results_dir, paper, [s.table for s in specs])
         figures = sorted((results_dir / "figures" / paper).glob("*.png"))
         if figures:

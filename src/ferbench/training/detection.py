@@ -26,6 +26,7 @@ from torchvision.ops import box_convert, box_iou
 from ferbench.errors import ConfigError, RunFailed
 from ferbench.models.profile import frames_per_second
 from ferbench.models.yoloxnano_det import DetectionPipeline, postprocess
+from ferbench.training.loggers import log_epoch
 from ferbench.training.metrics import ImageMean
 from ferbench.training.module import HistoryModule
 from ferbench.training.rules import epoch_row, nonfinite_loss
@@ -286,7 +287,7 @@ class DetectionModule(HistoryModule):
 
     def on_validation_epoch_end(self) -> None:
         if self.val_loss.update_count:
-            self.log("val_loss", self.val_loss.compute(), prog_bar=True, sync_dist=False)
+            self.log("val_loss", self.val_loss.compute(), prog_bar=True, sync_dist=False, logger=False)
 
     def on_fit_start(self) -> None:
         self._epoch_mark = time.perf_counter()
@@ -304,7 +305,8 @@ class DetectionModule(HistoryModule):
         if reason := nonfinite_loss(row):
             raise RunFailed(reason)
         self.history.append(row)
-        self.log("train_loss", row["train_loss"], prog_bar=True)
+        log_epoch(self.loggers, row)
+        self.log("train_loss", row["train_loss"], prog_bar=True, logger=False)
         for metric in (self.train_loss, self.val_loss):
             metric.reset()
 

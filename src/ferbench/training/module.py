@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ferbench.errors import RunFailed
+from ferbench.training.loggers import log_epoch
 from ferbench.training.metrics import ImageMean, test_metrics
 from ferbench.training.mixup import MixUp, mix_batch, mixed_loss
 from ferbench.training.optim import lightning_optimizers
@@ -121,8 +122,8 @@ class FERModule(HistoryModule):
 
     def on_validation_epoch_end(self) -> None:
         if self.val_loss.update_count:
-            self.log("val_loss", self.val_loss.compute(), prog_bar=True, sync_dist=False)
-            self.log("val_acc", self.val_acc.compute(), prog_bar=True, sync_dist=False)
+            self.log("val_loss", self.val_loss.compute(), prog_bar=True, sync_dist=False, logger=False)
+            self.log("val_acc", self.val_acc.compute(), prog_bar=True, sync_dist=False, logger=False)
 
     def on_fit_start(self) -> None:
         self._epoch_mark = time.perf_counter()
@@ -144,7 +145,8 @@ class FERModule(HistoryModule):
         if reason := nonfinite_loss(row):
             raise RunFailed(reason)
         self.history.append(row)
-        self.log("train_acc", row["train_acc"], prog_bar=True)
+        log_epoch(self.loggers, row)
+        self.log("train_acc", row["train_acc"], prog_bar=True, logger=False)
         for metric in (self.train_loss, self.train_acc, self.val_loss, self.val_acc):
             metric.reset()
 

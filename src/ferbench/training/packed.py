@@ -38,6 +38,7 @@ from ferbench.data.datamodule import BatchSeededSampler, ImageArrayDataset
 from ferbench.data.splits import Fold
 from ferbench.data.transforms import BatchAugment, normalize_batch
 from ferbench.results.atomic import write_atomic
+from ferbench.training.loggers import log_epoch
 from ferbench.training.metrics import test_metrics
 from ferbench.training.optim import PackedOptimizer, lr_at_epoch, masked_assign
 from ferbench.training.resume import epoch_seed, random_streams, restore_random_streams
@@ -86,6 +87,7 @@ class Member:
     net: PackNet  # freshly built after seeding with ``seed``
     augment: A.Compose | None  # its own instance: albumentations is re-seeded per batch
     checkpoint_dir: Path
+    logger: Any = None  # its fold's live view (``logger`` config group), or None
 
 
 @dataclass
@@ -170,7 +172,7 @@ class PackedTrainer:
         return torch.autocast(self.s.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     # ----------------------------------------------------------------------------------------- data
-    def _epoch_batches(self, i: int) -> list[list[tuple[int, int]]]:
+    def epoch_batches(self, i: int) -> list[list[tuple[int, int]]]:
         """Model ``i``'s batches of its current epoch: the solo run's sampler, seeded as ``EpochSeed`` seeds it."""
         member, n, b = self.members[i], len(self.members[i].fold.train), self.s.batch_size
         generator = torch.Generator().manual_seed(epoch_seed(member.seed, member.fold.index, self.epoch[i]))
@@ -246,7 +248,7 @@ class PackedTrainer:
     def _train_epoch(self) -> None:
         started = time.perf_counter()
         live = self.live()
-        batches = [self._epoch_batches(i) if live[i] else [] for i in range(self.k)]
+        batches = [self.epoch_batches(i) if live[i] else [] for i in range(self.k)]
         steps = max(len(b) for b in batches)
         lr = torch.tensor([lr_at_epoch(self.s.optim, self.s.max_epochs, e) for e in self.epoch], device=self.s.device)
         loss_sum = torch.zeros(self.k, device=self.s.device)
@@ -257,7 +259,7 @@ class PackedTrainer:
         for step in range(steps):
             step_batches = [b[step] if step < len(b) else None for b in batches]
             active_list = [batch is not None for batch in step_batches]
-            losses, correct = self._step(step_batches, active_list, lr)
+            losses, correct = self.step(step_batches, active_list, lr)
             for i, a in enumerate(active_list):
                 images[i] += self.s.batch_size if a else 0
             active = torch.tensor(active_list, device=self.s.device)
@@ -270,7 +272,9 @@ class PackedTrainer:
         self._check_losses(pending)
         self._end_epoch(live, loss_sum, correct_sum, images, lr, time.perf_counter() - started)
 
-    def _step(self, batches, active_list: list[bool], lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, batches, active_list: list[bool], lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step of the models ``active_list`` marks, each on its own batch (the unit ``ferbench
+        bench --pack`` times); per-model losses and correct counts."""
         x, y = self._train_batch(batches)
         everyone = all(active_list)
         active = None if everyone else torch.tensor(active_list, device=self.s.device)
@@ -338,6 +342,7 @@ class PackedTrainer:
                 self._fail(i, reason)
                 continue
             self.results[i].history.append(row)
+            log_epoch([self.members[i].logger], row)
             self.epoch[i] += 1
             if self.epoch[i] >= self.s.max_epochs:
                 self.done[i] = True

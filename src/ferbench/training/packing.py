@@ -25,6 +25,7 @@ from ferbench.factory import build_net
 from ferbench.models.profile import count_macs, inference_speed
 from ferbench.training.detection import is_detection
 from ferbench.training.fold import FoldData, FoldResult, RunWork
+from ferbench.training.loggers import build_logger
 from ferbench.training.metrics import flatten
 from ferbench.training.mixup import build_mixup
 from ferbench.training.optim import packed_optimizer_gap
@@ -38,20 +39,13 @@ from ferbench.training.packed import (
     packable,
 )
 from ferbench.training.solo import train_solo
+from ferbench.training.trainer import training_device
 
 AUTO_PACK_MAX = 64
 """``trainer.pack=auto`` on an accelerator: up to this many models per pack."""
 
 Recorder = Callable[[RunWork, FoldResult], "str | None"]
 """Writes a fold's record from its result; returns the failure line when the fold diverged."""
-
-
-def training_device(cfg: DictConfig) -> torch.device:
-    """The device a run trains on, as Lightning's ``accelerator`` choice resolves it."""
-    accelerator = str(cfg.trainer.accelerator)
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def pack_limit(cfg: DictConfig) -> int:
@@ -93,7 +87,9 @@ def _jobs(works: list[RunWork], data: FoldData) -> list[_Job]:
         for fold in work.pending:
             trained = subset_train(fold, data.labels, cfg.trainer.limit_train_fraction, cfg.seed)
             net = build_net(cfg, len(data.classes), data.labels[trained.train])  # the solo run's initial weights
-            member = Member(work.name(fold), cfg.seed, trained, net, None, work.checkpoint_dir(fold))
+            checkpoints = work.checkpoint_dir(fold)
+            member = Member(work.name(fold), cfg.seed, trained, net, None, checkpoints)
+            member.logger = build_logger(cfg, work.run_id, fold.index, checkpoints.parent)
             member.augment = build_augmentation(cfg.aug.train)
             jobs.append(_Job(work, fold, member))
     return jobs
@@ -183,6 +179,9 @@ def _train_pack(jobs: list[_Job], data: FoldData, record: Recorder) -> dict[str,
         torch.cuda.empty_cache()
         return {**_train_pack(jobs[:half], data, record), **_train_pack(jobs[half:], data, record)}
     fit_seconds = time.perf_counter() - started
+    for member in members:
+        if member.logger is not None:
+            member.logger.finalize("success")
     speed = _pack_inference_speed(trainer, cfg)
     failures = {}
     for job, member_result in zip(jobs, results, strict=True):

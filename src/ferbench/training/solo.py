@@ -12,7 +12,6 @@ import time
 
 import pandas as pd
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -22,11 +21,12 @@ from ferbench.factory import build_datamodule, build_module, seeded_model_and_lo
 from ferbench.models.profile import count_macs, inference_speed
 from ferbench.training.detection import detection_parts
 from ferbench.training.fold import FoldData, FoldResult, RunWork
+from ferbench.training.loggers import build_logger
 from ferbench.training.metrics import flatten
 from ferbench.training.module import FERModule
 from ferbench.training.resume import make_resumable, read_last
 from ferbench.training.rules import stopped_early
-from ferbench.training.trainer import build_trainer
+from ferbench.training.trainer import build_trainer, pin_memory_for
 
 log = logging.getLogger("ferbench")
 
@@ -41,16 +41,18 @@ def train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str = "") -
     model, loss = seeded_model_and_loss(cfg, num_classes, data.labels[fold.train])
     macs = count_macs(model, cfg.model.input_size, cfg.model.in_chans)  # on the fresh model: one eval forward
     if data.targets is not None:  # a detector (model.task=detection): boxes as targets, its own module and data
-        pin = cfg.trainer.pin_memory
-        pin_memory = torch.cuda.is_available() if pin == "auto" else bool(pin)
-        module, datamodule = detection_parts(cfg, model, fold, data.images, data.targets, num_classes, pin_memory)
+        module, datamodule = detection_parts(
+            cfg, model, fold, data.images, data.targets, num_classes, pin_memory_for(cfg)
+        )
     else:
         module = build_module(cfg, model, loss, num_classes)
         datamodule = build_datamodule(cfg, data.images, data.labels, fold)
     checkpoint_dir = work.checkpoint_dir(fold)
     has_val = len(fold.val) > 0
     last = checkpoint_dir / "last.ckpt"
-    trainer = make_resumable(build_trainer(cfg, checkpoint_dir, has_val=has_val), last, cfg.seed, fold.index)
+    fold_logger = build_logger(cfg, work.run_id, fold.index, checkpoint_dir.parent) or False
+    built = build_trainer(cfg, checkpoint_dir, has_val=has_val, logger=fold_logger)
+    trainer = make_resumable(built, last, cfg.seed, fold.index)
     state = read_last(last)  # None when absent; one that cannot be read is set aside and the fold starts again
     resumed = state is not None
     if resumed:

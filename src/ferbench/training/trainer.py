@@ -286,3 +286,19 @@ def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: 
     )
     options.update(overrides)
     return pl.Trainer(**options)
+
+
+def training_device(cfg: Any) -> torch.device:
+    """The device a run trains on, as Lightning's ``accelerator`` choice resolves it."""
+    accelerator = str(cfg.trainer.accelerator)
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pin_memory_for(cfg) -> bool:
+    """``trainer.pin_memory``, ``auto`` resolved once for every loader: pinned when the run trains on a GPU (not
+    merely where one is present: a CPU run on a GPU host pins nothing)."""
+    from ferbench.data.datamodule import resolve_pin_memory
+
+    return resolve_pin_memory(cfg.trainer.pin_memory, training_device(cfg).type == "cuda")

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ferbench.bench import synchronizer
+from ferbench.bench.measure import synchronizer
 from ferbench.factory import build_net
 
 OPTIONS = ("fp32", "channels_last", "bf16", "bf16+channels_last", "compile")

@@ -1,0 +1,62 @@
+"""Live views of a run's epochs (``logger`` config group): TensorBoard, MLflow or W&B beside ferbench's own CSVs.
+
+Every training loop writes the same epoch row (``rules.epoch_row``) to ``history.csv``; ``log_epoch`` sends that row
+to the fold's logger too, so the solo, detection and packed paths show the same curves. The logger is where results
+are watched, not what the experiment is: ``logger`` is not part of the run id. The packages are optional: a missing
+one is a one-line error naming it, before any training.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ferbench.errors import ConfigError
+
+PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",), "wandb": ("wandb",)}
+"""The packages each logger needs (any one of them), beyond ferbench's own dependencies."""
+
+
+def check_logger(cfg: Any) -> None:
+    """A logger whose package is absent fails here, in one line, before a run's folder exists."""
+    name = logger_name(cfg)
+    needs = PACKAGES.get(name, ())
+    if needs and not any(importlib.util.find_spec(package) for package in needs):
+        raise ConfigError(f"logger={name} needs the {' or '.join(needs)} package: pip install {needs[0]}")
+
+
+def logger_name(cfg: Any) -> str:
+    node = cfg.get("logger") if hasattr(cfg, "get") else None
+    return str(node.name) if node is not None else "csv"
+
+
+def build_logger(cfg: Any, run_id: str, fold: int, fold_dir: Path):
+    """The fold's Lightning logger, or None for ``logger=csv`` (ferbench's records are the CSVs)."""
+    name = logger_name(cfg)
+    if name == "csv":
+        return None
+    check_logger(cfg)
+    from pytorch_lightning import loggers
+
+    run_name = f"{run_id}-fold{fold}"
+    if name == "tensorboard":
+        return loggers.TensorBoardLogger(save_dir=str(fold_dir), name="logs", version="", default_hp_metric=False)
+    if name == "mlflow":
+        return loggers.MLFlowLogger(
+            experiment_name=str(cfg.logger.experiment), run_name=run_name, tracking_uri=str(cfg.logger.tracking_uri)
+        )
+    if name == "wandb":
+        return loggers.WandbLogger(
+            name=run_name, project=str(cfg.logger.project), offline=bool(cfg.logger.offline), save_dir=str(fold_dir)
+        )
+    raise ConfigError(f"logger={name}: choose from csv, {', '.join(PACKAGES)}")
+
+
+def log_epoch(loggers: Iterable[Any], row: Mapping[str, float]) -> None:
+    """One epoch's history row to each logger, at step = the epoch number."""
+    metrics = {k: float(v) for k, v in row.items() if k != "epoch"}
+    for logger in loggers:
+        if logger is not None:
+            logger.log_metrics(metrics, step=int(row["epoch"]))
