@@ -7,6 +7,7 @@ from ferbench.data import (  # noqa: F401  (each module registers its loader)
     ferplus,
     folder,
     jaffe,
+    pasted,
     rafd,
     rafdb,
     synthetic,

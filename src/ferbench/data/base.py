@@ -35,6 +35,9 @@ class DataSource:
     """Changes whenever the underlying files change (sizes and mtimes); part of the cache key."""
     whole_frames: bool = False
     """The images are camera frames, not face crops (CK+'s original layout): they are always face-cropped."""
+    boxes: list[np.ndarray] | None = None
+    """Per sample, its faces' (K, 4) boxes x1, y1, x2, y2 as fractions of the image, where the loader knows them
+    exactly (``data=pasted_*``); a detector then needs no box CSV and no face finder."""
 
     def __post_init__(self) -> None:
         missing = [c for c in SAMPLE_COLUMNS if c not in self.samples.columns]
@@ -92,7 +95,9 @@ def select_classes(source: DataSource, drop: Sequence[str] = ()) -> DataSource:
     pixels = source.pixels[keep_rows] if source.pixels is not None else None
     skipped = dict(source.skipped)
     skipped["dropped_classes"] = int((~keep_rows).sum())
-    return DataSource(source.name, kept, samples, pixels, skipped, source.fingerprint + f"-drop{sorted(drop)}")
+    boxes = [b for b, keep in zip(source.boxes, keep_rows, strict=True) if keep] if source.boxes is not None else None
+    fingerprint = source.fingerprint + f"-drop{sorted(drop)}"
+    return DataSource(source.name, kept, samples, pixels, skipped, fingerprint, source.whole_frames, boxes)
 
 
 def require_dir(root: Path, layout: str) -> Path:
