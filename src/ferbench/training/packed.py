@@ -9,14 +9,12 @@ draws (its own ``BatchSeededSampler`` per epoch, re-seeded from ``(seed, fold, e
 branches in the traced step: a stopped, finished or failed model's weights, optimiser state and BatchNorm
 statistics stay frozen while the others go on.
 
-A model that draws random numbers in its training step (dropout, stochastic depth) and on-device (``gpu_augment``)
-augmentation would draw them from one stream shared by the pack, not from its solo run's: a packed run would then be
-another experiment under the same run id, so such runs train one model at a time (``probe_stochastic``; the record
-says why). What still differs from a solo run, by design (README, "Packed training"):
+Random draws in a training step (dropout, ``gpu_augment``) would come from one stream shared by the pack, not each
+solo run's, making a packed run another experiment under the same id: such runs train one model at a time
+(``training/packing.py``; the record says why). What still differs from a solo run (README, "Packed training"):
 - float summation order (a grouped convolution over K models against K convolutions);
 - a model whose epoch has fewer batches than another's (folds of unequal size) sits out the extra steps;
-- a model whose training part is no larger than one batch is not packed (a solo run trains it on one partial
-  batch per epoch).
+- a model whose training part fits in one batch is not packed (a solo run trains it on one partial batch).
 """
 
 from __future__ import annotations
