@@ -11,7 +11,6 @@ import yaml
 
 from ferbench.cli import main
 from ferbench.errors import ConfigError
-from ferbench.report import print_claims
 from ferbench.results.cells import aggregate_cell
 from ferbench.results.leakage import KEYS, LEAKAGE_FILE
 from ferbench.results.render import write_table
@@ -19,6 +18,7 @@ from ferbench.results.report import claims_section, write_claims_page
 from ferbench.results.spec import load_spec
 from ferbench.run import run
 from ferbench.tables import CellPlan
+from ferbench.terminal import print_claims
 from fixtures_data import ck48
 from fixtures_records import write_record
 

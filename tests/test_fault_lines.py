@@ -19,9 +19,9 @@ from ferbench.data.base import DataSource, sample_table
 from ferbench.data.identity import run_id_of
 from ferbench.data.preprocess import prepare_images
 from ferbench.errors import ConfigError, DataError, RunFailed
-from ferbench.results import record as rec
+from ferbench.records import record as rec
+from ferbench.records.integrity import metrics_problem
 from ferbench.results.aggregate import collect_records
-from ferbench.results.integrity import metrics_problem
 from ferbench.run import run
 from fixtures_data import face, write
 

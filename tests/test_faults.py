@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from ferbench.data.identity import run_id_of
 from ferbench.errors import FerbenchError, RunBusy, RunFailed
-from ferbench.results import record as rec
+from ferbench.records import record as rec
 from ferbench.results.aggregate import collect_records
 from ferbench.run import run
 from ferbench.training.module import FERModule
@@ -259,7 +259,7 @@ def test_written_files_get_the_umasks_mode_not_a_private_one(make_cfg, tmp_path)
     collaborators on a shared disk. Every file a run writes gets what a plain open() gives under the umask."""
     import stat
 
-    from ferbench.results.atomic import write_text
+    from ferbench.records.atomic import write_text
 
     old = os.umask(0o022)
     try:

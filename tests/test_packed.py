@@ -15,7 +15,7 @@ from torch import nn
 from ferbench.data.identity import run_id_of
 from ferbench.data.splits import Fold
 from ferbench.errors import Interrupted
-from ferbench.results import record as rec
+from ferbench.records import record as rec
 from ferbench.run import run
 from ferbench.training import packed as packed_mod
 from ferbench.training.losses import AMSoftmax, CrossEntropy

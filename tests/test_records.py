@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ferbench.results.atomic import write_atomic, write_text
+from ferbench.records.atomic import write_atomic, write_text
 from ferbench.training.losses import AMSoftmax, balanced_class_weights
 
 
@@ -48,8 +48,8 @@ def test_run_summary_fits_an_80_column_terminal(tmp_path, monkeypatch):
     import pandas as pd
     from rich.console import Console
 
-    from ferbench import report
-    from ferbench.results.record import RunRecord
+    from ferbench import terminal as report
+    from ferbench.records.record import RunRecord
     from ferbench.training.metrics import SCALAR_METRICS
 
     folds = [

@@ -9,7 +9,7 @@ import pytest
 
 from ferbench.data.identity import run_id_of
 from ferbench.paths import config_dir
-from ferbench.results import record as rec
+from ferbench.records import record as rec
 from ferbench.run import run
 
 

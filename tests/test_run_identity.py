@@ -9,7 +9,7 @@ import pandas as pd
 
 from ferbench.data import DATASETS
 from ferbench.data.identity import data_fingerprint
-from ferbench.results import record as rec
+from ferbench.records import record as rec
 from ferbench.run import run
 from fixtures_data import face, write
 

@@ -321,7 +321,7 @@ STATES_TABLE = {
 
 def _fake_records(results: Path, run_ids: dict[str, str]) -> None:
     """One record per state, written as ferbench writes them (failed.json, a held lock, a fold row, a cut csv)."""
-    from ferbench.results.record import write_failure
+    from ferbench.records.record import write_failure
 
     _write_run(results, run_ids["complete"], [0.5, 0.7])
     for state in ("failed", "running", "incomplete", "corrupt"):
@@ -333,7 +333,7 @@ def _fake_records(results: Path, run_ids: dict[str, str]) -> None:
 
 def test_render_only_reads_every_cells_state_from_its_records(tmp_path):
     """A failed, running, half-done or corrupt run shows as such under --render-only (not as 'not run')."""
-    from ferbench.results.record import run_lock
+    from ferbench.records.record import run_lock
 
     spec = _spec(tmp_path, STATES_TABLE)
     extra = [f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}"]
@@ -364,7 +364,7 @@ def test_render_only_reads_every_cells_state_from_its_records(tmp_path):
 
 
 def test_runs_another_process_holds_are_not_counted_as_trained(tmp_path):
-    from ferbench.results.record import run_lock
+    from ferbench.records.record import run_lock
 
     spec = _spec(tmp_path, {**STATES_TABLE, "rows": STATES_TABLE["rows"][:2]})
     extra = [f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "trainer.progress_bar=false"]
@@ -397,7 +397,7 @@ def _confusion_run(results: Path, run_id: str, classes: list[str]) -> None:
 
 def test_confusion_table_renders_smokes_synthetic_classes_and_names_a_real_mismatch(tmp_path):
     """mnv3simam Table 5 (RaFD's 8 classes) at smoke trains on synthetic's 7: `make smoke-tables` crashed there."""
-    from ferbench.results import kinds
+    from ferbench.results import render_kinds as kinds
 
     spec = _spec(tmp_path, CONFUSION_TABLE)
     results = tmp_path / "results"

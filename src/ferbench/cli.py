@@ -134,8 +134,8 @@ def _run_task(cfg) -> float | None:
     from hydra.types import RunMode
 
     from ferbench.errors import RunBusy
-    from ferbench.report import print_run_summary
     from ferbench.run import is_primary, run
+    from ferbench.terminal import print_run_summary
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if HydraConfig.initialized():
@@ -246,7 +246,7 @@ def _hydra_run(argv: list[str]) -> None:
 
 
 def _datasets(argv: list[str]) -> None:
-    from ferbench.report import print_datasets
+    from ferbench.terminal import print_datasets
 
     parser = argparse.ArgumentParser(prog="ferbench datasets", description="list every data set ferbench knows")
     parser.add_argument(
@@ -258,9 +258,9 @@ def _datasets(argv: list[str]) -> None:
 
 
 def _table(argv: list[str]) -> None:
-    from ferbench.report import print_table_outcome, table_progress
     from ferbench.results.spec import find_specs
     from ferbench.tables import build_table, check_only
+    from ferbench.terminal import print_table_outcome, table_progress
 
     parser = argparse.ArgumentParser(
         prog="ferbench table",
@@ -328,7 +328,7 @@ def _profile(argv: list[str]) -> None:
     from ferbench.config import compose_config
     from ferbench.factory import build_model
     from ferbench.models.profile import layer_table, profile_report
-    from ferbench.report import print_profile
+    from ferbench.terminal import print_profile
 
     parser = argparse.ArgumentParser(prog="ferbench profile", description="profile one model as configured")
     parser.add_argument("overrides", nargs="*", help="config overrides: model=shufflecsp attn=cbam ...")
@@ -362,10 +362,10 @@ def _leakage(argv: list[str]) -> None:
     import json
 
     from ferbench.config import compose_config
-    from ferbench.leakage import draw_grid, examples, scan
-    from ferbench.report import print_leakage
-    from ferbench.results.atomic import write_text
-    from ferbench.results.record import data_choice
+    from ferbench.leakage_scan import draw_grid, examples, scan
+    from ferbench.records.atomic import write_text
+    from ferbench.records.record import data_choice
+    from ferbench.terminal import print_leakage
 
     parser = argparse.ArgumentParser(prog="ferbench leakage", description="train/test overlap of a split")
     parser.add_argument("overrides", nargs="*", help="config overrides: data=ckplus split=holdout split.ratio=0.1")

@@ -24,9 +24,9 @@ from ferbench.data.identity import data_fingerprint, data_root, load_source
 from ferbench.data.splits import Fold, run_folds
 from ferbench.errors import FerbenchError, RunFailed
 from ferbench.factory import build_model, prepare
-from ferbench.results import record as rec
-from ferbench.results.atomic import write_atomic, write_csv, write_text
-from ferbench.results.integrity import set_aside_damaged_metrics
+from ferbench.records import record as rec
+from ferbench.records.atomic import write_atomic, write_csv, write_text
+from ferbench.records.integrity import set_aside_damaged_metrics
 from ferbench.results.leakage import write_run_leakage
 from ferbench.training.detection import detection_targets, is_detection
 from ferbench.training.fold import FoldData, FoldResult, RunWork, failure_line, write_fold_result

@@ -17,7 +17,7 @@ from ferbench.config import compose_config
 from ferbench.data.identity import fingerprint_of
 from ferbench.errors import ConfigError, FerbenchError, RunBusy
 from ferbench.paths import config_dir
-from ferbench.results import record as rec
+from ferbench.records import record as rec
 from ferbench.results.spec import Column, Row, TableSpec
 
 SMOKE_DATA = [
@@ -277,7 +277,7 @@ def build_table(
     """Plan, train what is missing (unless ``render_only``), aggregate and render one table."""
     import time
 
-    from ferbench.results import kinds
+    from ferbench.results import render_kinds as kinds
     from ferbench.results.cells import aggregate_cell
     from ferbench.results.figures import render_figures
     from ferbench.results.render import write_table

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ferbench.data.base import DATASETS, DataSource, select_classes
 from ferbench.errors import ConfigError
-from ferbench.results.record import run_id
+from ferbench.records.record import run_id
 
 FINGERPRINT_LENGTH = 12
 

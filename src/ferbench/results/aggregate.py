@@ -15,8 +15,8 @@ from typing import Literal
 
 import pandas as pd
 
-from ferbench.results import record as rec
-from ferbench.results.integrity import REQUIRED_COLUMNS, metrics_problem
+from ferbench.records import record as rec
+from ferbench.records.integrity import REQUIRED_COLUMNS, metrics_problem
 
 ProblemKind = Literal["incomplete", "running", "failed", "corrupt"]
 

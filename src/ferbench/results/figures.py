@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from ferbench.results.atomic import write_atomic
+from ferbench.records.atomic import write_atomic
 from ferbench.results.cells import CellResult
 
 

@@ -11,7 +11,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from ferbench.results import record as rec
+from ferbench.records import record as rec
 
 RECORD_FILES = (
     "metrics.csv",
@@ -67,7 +67,7 @@ def reidentify(run_dir: Path) -> str | None:
     from omegaconf import OmegaConf
 
     from ferbench.data.identity import fingerprint_of
-    from ferbench.results.atomic import write_csv, write_text
+    from ferbench.records.atomic import write_csv, write_text
 
     metrics = pd.read_csv(run_dir / "metrics.csv")
     cfg = OmegaConf.load(run_dir / "config.yaml")

@@ -18,8 +18,8 @@ import pandas as pd
 from ferbench.data.base import DataSource
 from ferbench.data.leakage import image_hashes, leakage_report
 from ferbench.data.splits import Fold
-from ferbench.results.atomic import write_atomic, write_text
-from ferbench.results.record import data_choice
+from ferbench.records.atomic import write_atomic, write_text
+from ferbench.records.record import data_choice
 
 LEAKAGE_FILE = "leakage.json"
 KEYS = ("test_images", "subject_overlap", "sequence_overlap", "exact_duplicates", "near_duplicates")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ferbench.results.atomic import write_csv, write_text
+from ferbench.records.atomic import write_csv, write_text
 from ferbench.results.cells import CellResult, is_fraction, t_test
 from ferbench.results.claims import CLAIM_COLUMNS, claim_lines, claims_frame_rows, judge_claims
 from ferbench.results.leakage import describe

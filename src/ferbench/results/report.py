@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ferbench.results.atomic import write_text
+from ferbench.records.atomic import write_text
 from ferbench.results.spec import TableSpec, all_specs
 
 

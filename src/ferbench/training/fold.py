@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from ferbench.data.splits import Fold
-from ferbench.results import record as rec
+from ferbench.records import record as rec
 
 
 @dataclass

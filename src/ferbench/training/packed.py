@@ -35,7 +35,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from ferbench.data.datamodule import BatchSeededSampler, ImageArrayDataset
 from ferbench.data.splits import Fold
 from ferbench.data.transforms import BatchAugment, normalize_batch
-from ferbench.results.atomic import write_atomic
+from ferbench.records.atomic import write_atomic
 from ferbench.training.loggers import log_epoch
 from ferbench.training.metrics import test_metrics
 from ferbench.training.optim import PackedOptimizer, lr_at_epoch, masked_assign

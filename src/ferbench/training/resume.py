@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
-from ferbench.results.integrity import set_aside
+from ferbench.records.integrity import set_aside
 
 
 def epoch_seed(seed: int, fold: int, epoch: int) -> int:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.table import Table
 
-from ferbench.results.record import RunRecord
+from ferbench.records.record import RunRecord
 from ferbench.training.metrics import SCALAR_METRICS
 
 console = Console(width=None if sys.stdout.isatty() else 160)

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from ferbench import __version__
 from ferbench.errors import RunBusy
 from ferbench.paths import PACKAGE_DIR
-from ferbench.results.atomic import write_csv, write_text
+from ferbench.records.atomic import write_csv, write_text
 
 AXES = ("model", "attn", "data", "split", "optim", "loss", "aug", "trainer")
 """The config groups; each record names the choice made on every one."""
@@ -128,7 +128,7 @@ def is_complete(run_dir: Path) -> bool:
     """A whole metrics.csv (every fold's row, every value), and the config, folds and leakage files beside it
     readable: a cut or empty metrics.csv does not count, nor one whose companions are damaged (the run is then
     rebuilt from its fold records, its companions written again)."""
-    from ferbench.results.integrity import companion_problems, metrics_problem
+    from ferbench.records.integrity import companion_problems, metrics_problem
 
     metrics = Path(run_dir) / "metrics.csv"
     return metrics.is_file() and metrics_problem(metrics) is None and not companion_problems(run_dir)

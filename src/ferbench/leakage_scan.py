@@ -19,9 +19,9 @@ from ferbench.data.identity import load_source
 from ferbench.data.leakage import nearest_distance
 from ferbench.data.splits import Fold, run_folds
 from ferbench.factory import prepare
-from ferbench.results.atomic import write_atomic
+from ferbench.records.atomic import write_atomic
+from ferbench.records.record import data_choice
 from ferbench.results.leakage import cached_hashes, leakage_figures, seen_side
-from ferbench.results.record import data_choice
 
 
 @dataclass

@@ -11,9 +11,9 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from ferbench.errors import ConfigError
-from ferbench.results.atomic import write_atomic, write_csv, write_text
+from ferbench.records.atomic import write_atomic, write_csv, write_text
+from ferbench.records.record import data_choice
 from ferbench.results.cells import CellResult
-from ferbench.results.record import data_choice
 from ferbench.results.render import SMOKE_NOTE, deviation_note
 from ferbench.results.spec import TableSpec
 
