@@ -64,7 +64,8 @@ tables: $(STAMP) ## only render every table from existing run records (trains no
 
 GALLERY_RUNS ?= results/gallery-runs
 GALLERY_DATA ?= ../shared/data
-GALLERY_TABLES ?= amdcnn/table8:ckplus,ckplus_subject
+GALLERY_TABLES ?= amdcnn/table8:ckplus,ckplus_subject,baseline:fer2013,mcbam_3ac:fer2013 \
+	lightvgg/table3:base:ckplus,csa:ckplus shufflecsp/table2:base:fer2013,sa_base_g4_ca:fer2013 shufflecsp/table3:ours:fer2013
 gallery: $(STAMP) ## the results gallery (profile=budget, real data in GALLERY_DATA): train, copy records, render
 	@for t in $(GALLERY_TABLES); do \
 		FERBENCH_DATA=$(GALLERY_DATA) $(BIN)/ferbench table $${t%%:*} profile=budget --only $${t#*:} \
