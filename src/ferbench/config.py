@@ -31,6 +31,11 @@ CHECKS: list[Check] = [
 ]
 
 
+def plain_dict(node: Any) -> dict:
+    """A config node (or a mapping, or None) as a plain dict with interpolations resolved: keyword arguments."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError with a one-line message for the first invalid value (or a logger's missing package)."""
     from ferbench.training.loggers import check_logger

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from ferbench.attention import attention_factory
+from ferbench.config import plain_dict
 from ferbench.data import DataSource
 from ferbench.data.datamodule import FERDataModule
 from ferbench.data.preprocess import PreparedImages, prepare_images
@@ -29,14 +30,10 @@ MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans", "task", "revision")
 """Model config keys that are not builder switches; ``revision`` marks a changed network so its run ids change."""
 
 
-def _plain(node) -> dict:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-
-
 def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
     """Model + its attention block + the head its loss needs, composed from three config groups."""
-    switches = {k: v for k, v in _plain(cfg.model).items() if k not in MODEL_RESERVED_KEYS}
-    attn_options = {k: v for k, v in _plain(cfg.attn).items() if k != "name"}
+    switches = {k: v for k, v in plain_dict(cfg.model).items() if k not in MODEL_RESERVED_KEYS}
+    attn_options = {k: v for k, v in plain_dict(cfg.attn).items() if k != "name"}
     try:
         return create_model(
             cfg.model.name,

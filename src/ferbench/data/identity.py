@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from ferbench.config import plain_dict
 from ferbench.data.base import DATASETS, DataSource, select_classes
 from ferbench.errors import ConfigError
 from ferbench.records.record import run_id
@@ -61,8 +62,7 @@ def load_source(cfg: DictConfig) -> DataSource:
         loader = DATASETS.get(cfg.data.name)
     except KeyError as exc:
         raise ConfigError(f"data.name: {exc.args[0]}") from None
-    node = cfg.data.get("options")
-    options = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+    options = plain_dict(cfg.data.get("options"))
     source = loader(root=data_root(cfg), **options)
     return select_classes(source, list(cfg.data.get("drop_classes") or []))
 

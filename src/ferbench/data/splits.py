@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
+from ferbench.config import plain_dict
 from ferbench.errors import ConfigError, DataError
 from ferbench.registry import Registry
 
@@ -149,11 +150,7 @@ def subset_train(fold: Fold, labels: np.ndarray, fraction: float, seed: int) -> 
 
 def run_folds(cfg: DictConfig, samples: pd.DataFrame, labels: np.ndarray) -> list[Fold]:
     """The split protocol's folds for this run's seed (and ``protocol``)."""
-    split_params = {k: v for k, v in _plain(cfg.split).items() if k != "name"}
+    split_params = {k: v for k, v in plain_dict(cfg.split).items() if k != "name"}
     min_classes = 1 if cfg.model.get("task") == "detection" else 2  # a face detector may know one expression
     folds = make_folds(samples, cfg.split.name, cfg.seed, min_classes, **split_params)
     return protocol_folds(folds, cfg.protocol)
-
-
-def _plain(node) -> dict:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
