@@ -25,9 +25,11 @@ from ferbench.training.mixup import build_mixup
 from ferbench.training.module import FERModule
 from ferbench.training.packed import PackNet
 from ferbench.training.trainer import pin_memory_for
+from ferbench.training.warm_start import warm_start
 
-MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans", "task", "revision")
-"""Model config keys that are not builder switches; ``revision`` marks a changed network so its run ids change."""
+MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans", "task", "revision", "init", "freeze_epochs")
+"""Model config keys that are not builder switches; ``revision`` marks a changed network so its run ids change;
+``init`` and ``freeze_epochs`` start it from another run's weights (``training/warm_start.py``)."""
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
@@ -53,9 +55,11 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
 
 def seeded_model_and_loss(cfg: DictConfig, num_classes: int, train_labels: np.ndarray) -> tuple[nn.Module, nn.Module]:
     """A fold's fresh model (initialised after seeding with the run's seed: every fold of a run, packed or not,
-    starts from the same weights) and its loss (class weights from this fold's training labels)."""
+    starts from the same weights, or from ``model.init``'s) and its loss (class weights from this fold's training
+    labels)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg, num_classes)
+    warm_start(model, cfg)
     return model, build_loss(cfg.loss, train_labels, num_classes)
 
 

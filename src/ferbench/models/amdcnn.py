@@ -13,16 +13,11 @@ from torch import nn
 from ferbench.attention import AttnFactory, NoAttention
 from ferbench.errors import ConfigError
 from ferbench.models.heads import HeadFactory, LinearHead
+from ferbench.models.layers import ConvNormAct
 from ferbench.models.registry import MODELS
 
 WIDTHS = (32, 64, 128, 256)
 SFEM_WIDTH = 16
-
-
-def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int | None = None) -> nn.Sequential:
-    """Conv (no bias: BN follows) + BN."""
-    pad = kernel // 2 if padding is None else padding
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, pad, bias=False), nn.BatchNorm2d(c_out))
 
 
 class DFEM(nn.Module):
@@ -34,15 +29,16 @@ class DFEM(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, attn_layer: AttnFactory, residual_kernel: int = 3) -> None:
         super().__init__()
+        # ConvNormAct without its act: the ReLU stays a sibling, so the state-dict keys (block.0.*, block.2.*) stay
         self.block = nn.Sequential(
-            conv_bn(c_in, c_out),
+            ConvNormAct(c_in, c_out, 3, act_layer=None),
             nn.ReLU(inplace=True),
-            conv_bn(c_out, c_out),
+            ConvNormAct(c_out, c_out, 3, act_layer=None),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, padding=1),  # "same" pooling: 44 -> 22 -> 11 -> 6 -> 3 (Table 1)
             attn_layer(c_out),
         )
-        self.residual = conv_bn(c_in, c_out, residual_kernel, stride=2)
+        self.residual = ConvNormAct(c_in, c_out, residual_kernel, stride=2, act_layer=None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x) + self.residual(x)
@@ -53,7 +49,9 @@ class Classifier(nn.Module):
 
     def __init__(self, c_in: int, width: int, num_classes: int, head_layer: HeadFactory) -> None:
         super().__init__()
-        self.features = nn.Sequential(conv_bn(c_in, width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(
+            ConvNormAct(c_in, width, 3, act_layer=None), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
         self.head = head_layer(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,8 +95,8 @@ class AMDCNN(nn.Module):
             raise ConfigError(f"model.n_aux: {n_aux}; expected 0, 1, 2 or 3 (auxiliary classifiers after DFEM1-3)")
         width = classifier_width or num_classes  # Fig. 5: the conv maps straight to the class scores
         self.sfem = nn.Sequential(
-            conv_bn(in_chans, SFEM_WIDTH, padding=0), nn.ReLU(inplace=True),
-            conv_bn(SFEM_WIDTH, SFEM_WIDTH, padding=0), nn.ReLU(inplace=True),
+            ConvNormAct(in_chans, SFEM_WIDTH, 3, padding=0, act_layer=None), nn.ReLU(inplace=True),
+            ConvNormAct(SFEM_WIDTH, SFEM_WIDTH, 3, padding=0, act_layer=None), nn.ReLU(inplace=True),
         )  # fmt: skip
         chans = [SFEM_WIDTH, *WIDTHS]
         pairs = zip(chans[:-1], chans[1:], strict=True)

@@ -14,29 +14,28 @@ from torch import nn
 from ferbench.attention import AttnFactory, NoAttention
 from ferbench.errors import ConfigError
 from ferbench.models.heads import HeadFactory, LinearHead
+from ferbench.models.layers import ConvNormAct
 from ferbench.models.registry import MODELS
 
 AttnPosition = Literal["after_conv", "before_pool", "after_pool"]
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
 
-def conv_bn_relu(c_in: int, c_out: int, kernel: int, groups: int = 1) -> list[nn.Module]:
-    conv = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, groups=groups, bias=False)
-    return [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-
-
 class SeparableConv(nn.Sequential):
-    """Depthwise 3x3 then pointwise 1x1 (Sec. 2.2.1, Figs. 4-5), each with BN and ReLU."""
+    """Depthwise 3x3 then pointwise 1x1 (Sec. 2.2.1, Figs. 4-5), each with BN and ReLU.
+
+    The two ConvNormActs' layers sit flat in one Sequential (children 0-5), as recorded runs' state dicts have them.
+    """
 
     def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__(*conv_bn_relu(c_in, c_in, 3, groups=c_in), *conv_bn_relu(c_in, c_out, 1))
+        super().__init__(*ConvNormAct(c_in, c_in, 3, groups=c_in), *ConvNormAct(c_in, c_out, 1))
 
 
-class StandardConv(nn.Sequential):
+class StandardConv(ConvNormAct):
     """A plain 3x3 conv: the first layer, where a depthwise conv over 1-3 channels learns almost nothing."""
 
     def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__(*conv_bn_relu(c_in, c_out, 3))
+        super().__init__(c_in, c_out, 3)
 
 
 def stage(convs: list[nn.Module], c_out: int, attn_layer: AttnFactory, position: AttnPosition) -> list[nn.Module]:

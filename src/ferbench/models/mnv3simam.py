@@ -7,8 +7,6 @@ Every change is a switch, so Table 4's five variants (base, first-conv, shortcut
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
@@ -18,9 +16,8 @@ from torch import nn
 from ferbench.attention import AttnFactory, NoAttention
 from ferbench.errors import ConfigError
 from ferbench.models.heads import HeadFactory, LinearHead
+from ferbench.models.layers import GN_GROUPS, ConvNormAct, NormLayer, group_norm
 from ferbench.models.registry import MODELS
-
-NormLayer = Callable[[int], nn.Module]
 
 
 class BlockSpec(NamedTuple):
@@ -57,24 +54,7 @@ LARGE = (
     BlockSpec(5, 960, 160, True, HS, 1),
 )
 STEM, LAST, HEAD = 16, 960, 1280
-GN_GROUPS = 8  # divides every width above (16, 24, ..., 184, 200, ...): 8 is their greatest common divisor
-
-
-def group_norm(channels: int, groups: int = GN_GROUPS) -> nn.GroupNorm:
-    """``GroupNorm`` taking the channel count first, like ``BatchNorm2d``; groups shrink to divide it."""
-    return nn.GroupNorm(math.gcd(groups, channels), channels)
-
-
 NORMS: dict[str, NormLayer] = {"bn": nn.BatchNorm2d, "gn": group_norm}
-
-
-def conv_norm_act(
-    c_in: int, c_out: int, kernel: int, norm_layer: NormLayer, act: type[nn.Module] | None,
-    stride: int = 1, groups: int = 1, dilation: int = 1,
-) -> nn.Sequential:  # fmt: skip
-    pad = dilation * (kernel - 1) // 2
-    layers = [nn.Conv2d(c_in, c_out, kernel, stride, pad, dilation, groups, bias=False), norm_layer(c_out)]
-    return nn.Sequential(*layers, *([act()] if act else []))
 
 
 def shortcut(c_in: int, c_out: int, norm_layer: NormLayer, dilation: int, maxpool: bool) -> nn.Module:
@@ -83,11 +63,11 @@ def shortcut(c_in: int, c_out: int, norm_layer: NormLayer, dilation: int, maxpoo
     block changes width (a stride-1 block with a dilation marker, Table 2), a 1x1 projection to ``c_out`` ends it."""
     layers: list[nn.Module] = []
     if dilation > 1:
-        layers.append(conv_norm_act(c_in, c_in, 3, norm_layer, None, groups=c_in, dilation=dilation))
+        layers.append(ConvNormAct(c_in, c_in, 3, dilation=dilation, groups=c_in, norm_layer=norm_layer, act_layer=None))
     if maxpool:
         layers.append(nn.MaxPool2d(3, stride=1, padding=1))
     if c_out != c_in:
-        layers.append(conv_norm_act(c_in, c_out, 1, norm_layer, None))
+        layers.append(ConvNormAct(c_in, c_out, 1, norm_layer=norm_layer, act_layer=None))
     return nn.Sequential(*layers) if layers else nn.Identity()
 
 
@@ -100,12 +80,12 @@ class InvertedResidual(nn.Module):
     ) -> None:  # fmt: skip
         super().__init__()
         mid = spec.expand
-        expand = [conv_norm_act(c_in, mid, 1, norm_layer, spec.act)] if mid != c_in else []
+        expand = [ConvNormAct(c_in, mid, 1, norm_layer=norm_layer, act_layer=spec.act)] if mid != c_in else []
         self.body = nn.Sequential(
             *expand,
-            conv_norm_act(mid, mid, spec.kernel, norm_layer, spec.act, stride=spec.stride, groups=mid),
+            ConvNormAct(mid, mid, spec.kernel, spec.stride, groups=mid, norm_layer=norm_layer, act_layer=spec.act),
             attn_layer(mid) if spec.attn else nn.Identity(),
-            conv_norm_act(mid, spec.out, 1, norm_layer, None),
+            ConvNormAct(mid, spec.out, 1, norm_layer=norm_layer, act_layer=None),
         )
         # MobileNetV3: a shortcut where stride 1 and widths agree; paper 004: every stride-1 block's dilated one
         residual = spec.stride == 1 and (c_in == spec.out or shortcut_dilation > 1)
@@ -132,12 +112,12 @@ class MobileNetV3SimAM(nn.Module):
         drop_rate: float = 0.2,
     ) -> None:
         super().__init__()
-        self.stem = conv_norm_act(in_chans, STEM, 3, norm_layer, HS, stride=2, dilation=first_conv_dilation)
+        self.stem = ConvNormAct(in_chans, STEM, 3, 2, dilation=first_conv_dilation, norm_layer=norm_layer, act_layer=HS)
         blocks, c = [], STEM
         for spec in LARGE:
             blocks.append(InvertedResidual(c, spec, attn_layer, norm_layer, shortcut_dilation, shortcut_maxpool))
             c = spec.out
-        self.blocks = nn.Sequential(*blocks, conv_norm_act(c, LAST, 1, norm_layer, HS))
+        self.blocks = nn.Sequential(*blocks, ConvNormAct(c, LAST, 1, norm_layer=norm_layer, act_layer=HS))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.conv_head = nn.Sequential(nn.Conv2d(LAST, HEAD, 1), HS(), nn.Flatten(), nn.Dropout(drop_rate))
         self.head = head_layer(HEAD, num_classes)

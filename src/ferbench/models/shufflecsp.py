@@ -23,6 +23,7 @@ from torch import nn
 from ferbench.attention import ATTENTION, AttnFactory, NoAttention
 from ferbench.models.baselines import reject_attention
 from ferbench.models.heads import HeadFactory, LinearHead
+from ferbench.models.layers import ConvNormAct
 from ferbench.models.registry import MODELS
 
 # (out channels, stride) of the six CSP blocks: 8 -> 24 -> 32 -> 72 -> 216 -> 360 -> 512 channels
@@ -37,16 +38,6 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
-def conv_bn(
-    c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True
-) -> nn.Sequential:
-    layers = [
-        nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(c_out),
-    ]
-    return nn.Sequential(*layers, *([nn.ReLU(inplace=True)] if act else []))
-
-
 class CSPBlock(nn.Module):
     """Two paths over the same input, concatenated, fused by a grouped 1x1 conv and shuffled.
 
@@ -57,13 +48,14 @@ class CSPBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int = 1, groups: int = 4) -> None:
         super().__init__()
         self.groups = groups
-        self.reduce = conv_bn(c_in, c_in)
+        self.reduce = ConvNormAct(c_in, c_in)
         self.dense = nn.Sequential(
-            conv_bn(c_in, c_in, 3, stride, groups), conv_bn(c_in, c_in, 3, groups=groups, act=False)
+            ConvNormAct(c_in, c_in, 3, stride, groups=groups),
+            ConvNormAct(c_in, c_in, 3, groups=groups, act_layer=None),
         )
-        self.partial = conv_bn(c_in, c_in, 3, stride, groups=c_in, act=False)
+        self.partial = ConvNormAct(c_in, c_in, 3, stride, groups=c_in, act_layer=None)
         self.fuse = nn.Conv2d(2 * c_in, c_out, 1, groups=groups, bias=False)
-        self.mix = conv_bn(c_out, c_out)
+        self.mix = ConvNormAct(c_out, c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dense = self.dense(channel_shuffle(self.reduce(x), self.groups))
@@ -71,9 +63,9 @@ class CSPBlock(nn.Module):
         return self.mix(channel_shuffle(y, self.groups))
 
 
-class Stem(nn.Sequential):
+class Stem(ConvNormAct):
     def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__(*conv_bn(c_in, c_out, 3))
+        super().__init__(c_in, c_out, 3)
 
 
 class ConvClassifier(nn.Conv2d):

@@ -7,20 +7,16 @@ from torch import nn
 
 from ferbench.attention import AttnFactory, NoAttention
 from ferbench.models.heads import HeadFactory, LinearHead
+from ferbench.models.layers import ConvNormAct, NormLayer
 from ferbench.models.registry import MODELS
 
 
 class ConvBlock(nn.Sequential):
     """conv3x3 -> norm -> ReLU -> attention -> 2x2 max-pool."""
 
-    def __init__(self, c_in: int, c_out: int, attn_layer: AttnFactory, norm_layer: type[nn.Module]) -> None:
-        super().__init__(
-            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-            norm_layer(c_out),
-            nn.ReLU(inplace=True),
-            attn_layer(c_out),
-            nn.MaxPool2d(2),
-        )
+    def __init__(self, c_in: int, c_out: int, attn_layer: AttnFactory, norm_layer: NormLayer) -> None:
+        # flat (children 0-4), so the state-dict keys of recorded runs stay
+        super().__init__(*ConvNormAct(c_in, c_out, 3, norm_layer=norm_layer), attn_layer(c_out), nn.MaxPool2d(2))
 
 
 class SimpleCNN(nn.Module):
@@ -32,7 +28,7 @@ class SimpleCNN(nn.Module):
         in_chans: int = 1,
         widths: tuple[int, ...] = (32, 64, 128, 256),
         attn_layer: AttnFactory = NoAttention,
-        norm_layer: type[nn.Module] = nn.BatchNorm2d,
+        norm_layer: NormLayer = nn.BatchNorm2d,
         head_layer: HeadFactory = LinearHead,
         drop_rate: float = 0.2,
     ) -> None:

@@ -15,7 +15,7 @@ layers. YOLOX itself trains at batch 64-128 or fine-tunes COCO weights (none can
 
 from __future__ import annotations
 
-import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -24,11 +24,13 @@ from torch import nn
 from ferbench.attention import AttnFactory, NoAttention
 from ferbench.errors import ConfigError
 from ferbench.models.heads import HeadFactory, LinearHead
+from ferbench.models.layers import GN_GROUPS, ConvNormAct, group_norm
 from ferbench.models.registry import MODELS
 
 DEPTH, WIDTH = 0.33, 0.25
-GN_GROUPS = 8
 NORMS = ("bn", "gn")
+YOLOX_BN = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03)
+YOLOX_ACT = partial(nn.SiLU, inplace=True)
 
 
 def group_norm_like(module: nn.Module, groups: int = GN_GROUPS) -> nn.Module:
@@ -40,21 +42,18 @@ def group_norm_like(module: nn.Module, groups: int = GN_GROUPS) -> nn.Module:
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
             width = child.num_features
-            setattr(module, name, nn.GroupNorm(math.gcd(groups, width), width, eps=child.eps))
+            setattr(module, name, group_norm(width, groups, eps=child.eps))
         else:
             group_norm_like(child, groups)
     return module
 
 
-class BaseConv(nn.Sequential):
+class BaseConv(ConvNormAct):
     """Conv -> BN -> SiLU, "same" padding."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> None:
-        super().__init__(
-            nn.Conv2d(c_in, c_out, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.03),
-            nn.SiLU(inplace=True),
-        )
+        pad = (kernel - 1) // 2
+        super().__init__(c_in, c_out, kernel, stride, pad, groups=groups, norm_layer=YOLOX_BN, act_layer=YOLOX_ACT)
 
 
 class DWConv(nn.Sequential):

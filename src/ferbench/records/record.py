@@ -62,6 +62,9 @@ IDENTITY_EXCLUDED = (
 )
 """Keys that say where things are or how they look, not what the experiment is: not in the run id."""
 
+OFF_BY_DEFAULT = {"model.init": None, "model.freeze_epochs": 0}
+"""Options added after records existed: at their off value they stay out of the identity, so old run ids hold."""
+
 
 def experiment_identity(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config minus paths and output locations: what makes two runs the same experiment."""
@@ -73,7 +76,22 @@ def experiment_identity(cfg: DictConfig) -> dict[str, Any]:
             node = node.get(key, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(leaf, None)
+    for dotted, off in OFF_BY_DEFAULT.items():
+        group, leaf = dotted.split(".")
+        node = data.get(group)
+        if isinstance(node, dict) and leaf in node and node[leaf] in (off, None):
+            node.pop(leaf)
+    model = data.get("model")
+    if isinstance(model, dict) and model.get("init"):
+        model["init"] = init_identity(str(model["init"]))
     return data
+
+
+def init_identity(init: str) -> str:
+    """``model.init`` as the run id records it: a run id as it is, a weights file by its bytes' digest (the same
+    weights anywhere are the same start)."""
+    path = Path(init).expanduser()
+    return "sha1:" + hashlib.sha1(path.read_bytes()).hexdigest() if path.is_file() else init
 
 
 def run_id(cfg: DictConfig, data_fingerprint: str) -> str:

@@ -150,6 +150,8 @@ def unpackable(cfg: DictConfig, net: PackNet) -> str | None:
         return why
     if str(cfg.trainer.precision) not in ("32-true", "32", "bf16-mixed"):
         return f"trainer.precision={cfg.trainer.precision} (packs train in 32-true or bf16-mixed)"
+    if int(cfg.model.get("freeze_epochs") or 0) > 0:
+        return "model.freeze_epochs freezes a backbone for some epochs, which the packed loop does not do"
     if bool(cfg.trainer.get("gpu_augment", False)) and cfg.aug.get("train"):
         return "trainer.gpu_augment draws the augmentation from one stream shared by the pack, not each run's own"
     size, chans = int(cfg.model.input_size), int(cfg.model.in_chans)

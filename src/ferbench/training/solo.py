@@ -27,6 +27,7 @@ from ferbench.training.module import FERModule
 from ferbench.training.resume import make_resumable, read_last
 from ferbench.training.rules import stopped_early
 from ferbench.training.trainer import build_trainer, pin_memory_for
+from ferbench.training.warm_start import warm_start_callbacks
 
 log = logging.getLogger("ferbench")
 
@@ -51,7 +52,8 @@ def train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str = "") -
     has_val = len(fold.val) > 0
     last = checkpoint_dir / "last.ckpt"
     fold_logger = build_logger(cfg, work.run_id, fold.index, checkpoint_dir.parent) or False
-    built = build_trainer(cfg, checkpoint_dir, has_val=has_val, logger=fold_logger)
+    callbacks = warm_start_callbacks(cfg, model)
+    built = build_trainer(cfg, checkpoint_dir, has_val=has_val, logger=fold_logger, callbacks=callbacks)
     trainer = make_resumable(built, last, cfg.seed, fold.index)
     state = read_last(last)  # None when absent; one that cannot be read is set aside and the fold starts again
     resumed = state is not None
