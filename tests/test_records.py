@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ferbench.records.atomic import write_atomic, write_text
+from ferbench.records import record as rec
+from ferbench.records.atomic import atomic_path, umask_mode, write_atomic, write_bytes, write_text
 from ferbench.training.losses import AMSoftmax, balanced_class_weights
 
 
@@ -20,6 +21,54 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         write_atomic(target, boom)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_atomic_path_replaces_the_target_on_success(tmp_path):
+    target = tmp_path / "deep" / "best.ckpt"  # a missing folder is made
+    write_bytes(target, b"old")
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.name.startswith(".best.ckpt.") and tmp.name.endswith(".tmp")
+        tmp.write_bytes(b"new")
+        assert target.read_bytes() == b"old"  # untouched until the block ends
+    assert target.read_bytes() == b"new"
+    assert target.stat().st_mode & 0o777 == umask_mode()
+    assert [p.name for p in target.parent.iterdir()] == ["best.ckpt"]
+
+
+def test_atomic_path_removes_its_temporary_file_on_failure(tmp_path):
+    target = tmp_path / "images.npy"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []  # no target made, no temporary left
+
+
+def test_atomic_path_gives_each_thread_its_own_temporary_name(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    target, barrier = tmp_path / "cache.json", Barrier(4)
+
+    def write(i: int) -> str:
+        with atomic_path(target) as tmp:
+            tmp.write_text(str(i))
+            barrier.wait(timeout=10)  # all four temporaries exist at once
+            return tmp.name
+
+    with ThreadPoolExecutor(4) as pool:
+        names = list(pool.map(write, range(4)))
+    assert len(set(names)) == 4
+    assert target.read_text() in {"0", "1", "2", "3"}
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.json"]
+
+
+def test_run_paths_name_the_record_layout(tmp_path):
+    run = rec.run_dir(tmp_path, "simplecnn-none-synthetic-holdout-s0-abc")
+    assert rec.runs_dir(tmp_path) == tmp_path / "runs"
+    assert run == tmp_path / "runs" / "simplecnn-none-synthetic-holdout-s0-abc"
+    assert rec.checkpoint_dir(run, 2) == run / "fold_2" / "checkpoints"
+    assert rec.best_checkpoint(run) == run / "fold_0" / "checkpoints" / "best.ckpt"
+    assert rec.runs_dir(str(tmp_path)) == tmp_path / "runs"  # a config's string path works as well
 
 
 def test_balanced_weights_match_sklearn_formula():

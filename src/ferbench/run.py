@@ -77,7 +77,7 @@ def run(cfg: DictConfig) -> rec.RunRecord:
     source = load_source(cfg)
     fingerprint = data_fingerprint(source, data_root(cfg))
     run_id = rec.run_id(cfg, fingerprint)
-    run_dir = Path(cfg.results_dir) / "runs" / run_id
+    run_dir = rec.run_dir(cfg.results_dir, run_id)
     if rec.is_complete(run_dir):
         return rec.RunRecord.load(run_dir)
     configure_cpu(cfg.trainer)
@@ -256,7 +256,7 @@ def _run_seeds(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
             try:
                 validate(cfg)
                 run_id = rec.run_id(cfg, fingerprint)
-                run_dir = Path(cfg.results_dir) / "runs" / run_id
+                run_dir = rec.run_dir(cfg.results_dir, run_id)
                 if rec.is_complete(run_dir):
                     outcomes[i] = rec.RunRecord.load(run_dir)
                     continue

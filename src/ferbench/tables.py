@@ -18,6 +18,7 @@ from ferbench.data.identity import fingerprint_of
 from ferbench.errors import ConfigError, FerbenchError, RunBusy
 from ferbench.paths import config_dir
 from ferbench.records import record as rec
+from ferbench.records.atomic import write_text
 from ferbench.results.spec import Column, Row, TableSpec
 
 SMOKE_DATA = [
@@ -201,7 +202,7 @@ def pending_runs(cells: Sequence[CellPlan]) -> dict[str, DictConfig]:
     todo: dict[str, DictConfig] = {}
     for cell in cells:
         for cfg, run_id in zip(cell.configs, cell.run_ids, strict=True):
-            if not rec.is_complete(Path(cfg.results_dir) / "runs" / run_id):
+            if not rec.is_complete(rec.run_dir(cfg.results_dir, run_id)):
                 todo.setdefault(run_id, cfg)
     return todo
 
@@ -301,8 +302,8 @@ def build_table(
     figures = render_figures(spec, results, results_dir)
     if figures:
         links = "\n".join(f"![{f.stem}](../../figures/{spec.paper}/{f.name})" for f in figures)
-        paths["md"].write_text(paths["md"].read_text() + "\n" + links + "\n")
+        write_text(paths["md"], paths["md"].read_text() + "\n" + links + "\n")
         paths.update({f.stem: f for f in figures})
-    trained = 0 if render_only else sum(rec.is_complete(Path(cfg.results_dir) / "runs" / r) for r, cfg in todo.items())
+    trained = 0 if render_only else sum(rec.is_complete(rec.run_dir(cfg.results_dir, r)) for r, cfg in todo.items())
     left = 0 if render_only else len(todo) - trained - len(failures)
     return TableOutcome(spec, results, paths, trained, failures, time.perf_counter() - started, left)

@@ -27,6 +27,7 @@ from ferbench.bench.cases import (
 from ferbench.bench.measure import PeakMemory, make_setting
 from ferbench.bench.paths import data_path, device_augment_ips, ferbench_path, plain_path
 from ferbench.errors import ConfigError
+from ferbench.records.atomic import write_csv
 from ferbench.training.trainer import configure_cpu
 
 # ------------------------------------------------------------------------------------------------ the table
@@ -174,8 +175,4 @@ def run_benchmark(
 
 
 def write_bench_csv(table: pd.DataFrame, out: Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    write_csv(out, table)

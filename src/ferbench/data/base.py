@@ -163,6 +163,7 @@ def file_digests(paths: Sequence[str], base: str) -> dict[str, str]:
     import os
 
     from ferbench.paths import default_cache_dir
+    from ferbench.records.atomic import write_text
 
     store = default_cache_dir() / "file-digests" / f"{hashlib.sha1(base.encode()).hexdigest()[:16]}.json"
     try:
@@ -181,10 +182,7 @@ def file_digests(paths: Sequence[str], base: str) -> dict[str, str]:
         _DIGESTS[key] = out[p] = known
     if changed:
         try:
-            store.parent.mkdir(parents=True, exist_ok=True)
-            tmp = store.with_name(f".{store.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(saved))
-            os.replace(tmp, store)
+            write_text(store, json.dumps(saved))
         except OSError:
             pass  # a read-only cache only costs the reading again next time
     return out

@@ -25,6 +25,7 @@ import pandas as pd
 from ferbench.data.base import DataSource
 from ferbench.data.preprocess import HAAR_CASCADE
 from ferbench.errors import DataError
+from ferbench.records.atomic import write_text
 
 BOXES_VERSION = 1
 CSV_COLUMNS = ("path", "x1", "y1", "x2", "y2")
@@ -137,8 +138,5 @@ def face_boxes(
             pass  # a damaged entry is rebuilt
     result = haar_boxes(source, rows) if csv is None else csv_boxes(source, rows, csv)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"boxes": [b.tolist() for b in result.boxes], "counts": result.counts}))
-        tmp.replace(path)
+        write_text(path, json.dumps({"boxes": [b.tolist() for b in result.boxes], "counts": result.counts}))
     return result

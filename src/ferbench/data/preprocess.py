@@ -25,6 +25,7 @@ import numpy as np
 from ferbench.data.base import DataSource
 from ferbench.data.identity import table_digest
 from ferbench.errors import DataError
+from ferbench.records.atomic import atomic_path, write_bytes
 
 MIN_IMAGE_SIDE = 16
 """Smaller images are kept (upscaled) but counted as ``tiny_images`` and warned about: likely not faces."""
@@ -121,17 +122,6 @@ def cache_key(
     }
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
     return f"{source.name}-{size}x{channels}-{digest}"
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _load_cached(array_path: Path, meta_path: Path, n: int) -> PreparedImages | None:
@@ -281,7 +271,8 @@ def prepare_images(
             **settings,
             "version": PREPROCESS_VERSION,
         }
-        _atomic_write(array_path, lambda f: np.save(f, result.images))
-        _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        with atomic_path(array_path) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, result.images)  # to the open file: np.save would add ``.npy`` to a bare path
+        write_bytes(meta_path, json.dumps(meta, indent=1).encode())
         result.cache_path = array_path
     return result

@@ -1,10 +1,15 @@
-"""Write-to-temporary-then-rename: a killed process never leaves a half-written file behind."""
+"""Write-to-temporary-then-rename: a killed process never leaves a half-written file behind.
+
+Every file ferbench writes (records, tables, figures, checkpoints, caches) goes through ``atomic_path``: the one
+place that picks the temporary name, fsyncs, sets the mode and renames.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -17,11 +22,15 @@ def umask_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it into place.
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write; on success it is fsynced and renamed over ``path``, on
+    failure removed (``path`` keeps what it had).
 
-    ``mkstemp`` makes the temporary file private (0600); it gets the umask's mode before the rename, so that
-    collaborators on a shared disk can read records, tables and figures as they could any file the user writes.
+    The temporary name (``.<name>.<random>.tmp``, made by ``mkstemp``) is unique per process and thread, so
+    writers racing on one cache file each rename a whole file. ``mkstemp`` makes it private (0600); it gets the
+    umask's mode before the rename, so that collaborators on a shared disk can read records, tables and figures
+    as they could any file the user writes.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,18 +38,28 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        write(tmp)
+        yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path`` and rename it into place (see ``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
 
 
 def write_text(path: Path, text: str) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> Path:

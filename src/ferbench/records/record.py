@@ -152,8 +152,29 @@ def is_complete(run_dir: Path) -> bool:
     return metrics.is_file() and metrics_problem(metrics) is None and not companion_problems(run_dir)
 
 
+def runs_dir(results_dir: Path) -> Path:
+    """``<results_dir>/runs``: every run's folder, and nothing else (aggregation lists it, the gallery copies it)."""
+    return Path(results_dir) / "runs"
+
+
+def run_dir(results_dir: Path, run_id: str) -> Path:
+    """``<results_dir>/runs/<run_id>``: the one folder a run owns, whether or not it exists yet."""
+    return runs_dir(results_dir) / run_id
+
+
 def fold_dir(run_dir: Path, fold: int) -> Path:
+    """``<run_dir>/fold_<k>``: one fold's own record, complete when its metrics.json exists."""
     return Path(run_dir) / f"fold_{fold}"
+
+
+def checkpoint_dir(run_dir: Path, fold: int) -> Path:
+    """``<run_dir>/fold_<k>/checkpoints``: the fold's ``best.ckpt`` (kept) and resume state (deleted once done)."""
+    return fold_dir(run_dir, fold) / "checkpoints"
+
+
+def best_checkpoint(run_dir: Path, fold: int = 0) -> Path:
+    """The fold's best checkpoint (what its test used): what warm starts and Grad-CAM figures load."""
+    return checkpoint_dir(run_dir, fold) / "best.ckpt"
 
 
 def fold_is_complete(run_dir: Path, fold: int) -> bool:

@@ -37,7 +37,7 @@ class Problem:
 def collect_records(results_dir: Path) -> tuple[pd.DataFrame, list[Problem]]:
     """Every fold row of every complete run under ``<results_dir>/runs/``, and a Problem for each other run."""
     frames, problems = [], []
-    runs = Path(results_dir) / "runs"
+    runs = rec.runs_dir(results_dir)
     for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
         frame, problem = read_run(run_dir)
         if frame is not None:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ferbench.records import record as rec
 from ferbench.results.aggregate import Problem, read_run
 from ferbench.results.leakage import read_leakage
 from ferbench.results.spec import StatTest, TableSpec
@@ -153,7 +154,7 @@ def aggregate_cell(cell, spec: TableSpec, results_dir: Path) -> CellResult:
     run_dirs: list[Path] = []
     problems: list[Problem] = []
     for run_id in cell.run_ids:
-        run_dir = Path(results_dir) / "runs" / run_id
+        run_dir = rec.run_dir(results_dir, run_id)
         metrics, problem = read_run(run_dir)
         if problem is not None:
             problems.append(problem)

@@ -16,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from ferbench.records import record as rec
 from ferbench.records.atomic import write_atomic
 from ferbench.results.cells import CellResult
 
@@ -43,7 +44,7 @@ def load_trained_model(run_dir: Path, fold: int = 0) -> tuple[nn.Module, object]
     metrics = pd.read_csv(run_dir / "metrics.csv")
     classes = json.loads(metrics["classes"].iloc[0])
     model = build_model(cfg, num_classes=len(classes))
-    checkpoint = run_dir / f"fold_{fold}" / "checkpoints" / "best.ckpt"
+    checkpoint = rec.best_checkpoint(run_dir, fold)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     return model.eval(), cfg
@@ -128,11 +129,8 @@ def curves_figure(cells: Sequence[CellResult], results_dir: Path, metric: str, p
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for cell in cells:
-        histories = [
-            pd.read_csv(results_dir / "runs" / r / "history.csv")
-            for r in cell.run_ids
-            if (results_dir / "runs" / r / "history.csv").is_file()
-        ]
+        paths = [rec.run_dir(results_dir, r) / "history.csv" for r in cell.run_ids]
+        histories = [pd.read_csv(p) for p in paths if p.is_file()]
         if not histories:
             continue
         curve = pd.concat(histories).groupby("epoch")[metric].mean()
@@ -198,7 +196,7 @@ def _gradcam_rows(figure: dict, by_key: dict, results_dir: Path) -> tuple[str, l
 
 def _first_checkpointed(cell: CellResult, results_dir: Path) -> Path | None:
     for run_id in cell.run_ids:
-        run_dir = results_dir / "runs" / run_id
-        if (run_dir / "fold_0" / "checkpoints" / "best.ckpt").is_file() and (run_dir / "metrics.csv").is_file():
+        run_dir = rec.run_dir(results_dir, run_id)
+        if rec.best_checkpoint(run_dir, 0).is_file() and (run_dir / "metrics.csv").is_file():
             return run_dir
     return None

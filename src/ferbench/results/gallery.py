@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from ferbench.records import record as rec
+from ferbench.records.atomic import write_atomic, write_csv, write_text
 
 RECORD_FILES = (
     "metrics.csv",
@@ -37,20 +38,24 @@ def export_run(run_dir: Path, dst_runs: Path) -> Path:
     target.mkdir(parents=True)
     for name in (*RECORD_FILES, *OPTIONAL_FILES):
         if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, target / name)
+            _copy(run_dir / name, target / name)
     for fold in sorted(run_dir.glob("fold_*")):
         for name in FOLD_FILES:
             if (fold / name).is_file():
-                (target / fold.name).mkdir(exist_ok=True)
-                shutil.copy2(fold / name, target / fold.name / name)
+                _copy(fold / name, target / fold.name / name)
     return target
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """``src`` copied (with its dates) to a temporary name beside ``dst``, then renamed into place."""
+    write_atomic(dst, lambda tmp: shutil.copy2(src, tmp))
 
 
 def export(src: Path, dst: Path) -> list[Path]:
     """Every complete run under ``src/runs`` into ``dst/runs``; incomplete or failed runs are left out."""
-    runs = Path(src) / "runs"
+    runs = rec.runs_dir(src)
     complete = [d for d in sorted(runs.iterdir()) if d.is_dir() and rec.is_complete(d)] if runs.is_dir() else []
-    return [export_run(d, Path(dst) / "runs") for d in complete]
+    return [export_run(d, rec.runs_dir(dst)) for d in complete]
 
 
 def reidentify(run_dir: Path) -> str | None:
@@ -67,7 +72,6 @@ def reidentify(run_dir: Path) -> str | None:
     from omegaconf import OmegaConf
 
     from ferbench.data.identity import fingerprint_of
-    from ferbench.records.atomic import write_csv, write_text
 
     metrics = pd.read_csv(run_dir / "metrics.csv")
     cfg = OmegaConf.load(run_dir / "config.yaml")
@@ -107,9 +111,9 @@ def main(argv: list[str] | None = None) -> None:
         for run_dir in copied:
             if (new_id := reidentify(run_dir)) is not None:
                 print(f"{run_dir.name} -> {new_id}")
-        copied = [d for d in sorted((args.dst / "runs").iterdir()) if d.is_dir()]
+        copied = [d for d in sorted(rec.runs_dir(args.dst).iterdir()) if d.is_dir()]
     size = sum(f.stat().st_size for d in copied for f in d.rglob("*") if f.is_file())
-    print(f"{len(copied)} complete runs copied into {args.dst / 'runs'} ({size / 1e6:.1f} MB)")
+    print(f"{len(copied)} complete runs copied into {rec.runs_dir(args.dst)} ({size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from ferbench.errors import ConfigError
 from ferbench.records.atomic import write_atomic, write_csv, write_text
-from ferbench.records.record import data_choice
+from ferbench.records.record import data_choice, run_dir
 from ferbench.results.cells import CellResult
 from ferbench.results.render import SMOKE_NOTE, deviation_note
 from ferbench.results.spec import TableSpec
@@ -66,7 +66,7 @@ def write_confusion(
 ) -> dict[str, Path]:
     base = Path(out_dir) / spec.paper / spec.table
     results_dir = Path(out_dir).parent
-    counts = confusion_of([results_dir / "runs" / r for r in plan.run_ids]) if plan.run_ids else None
+    counts = confusion_of([run_dir(results_dir, r) for r in plan.run_ids]) if plan.run_ids else None
     compared = bool(spec.classes) and not cell.substituted  # synthetic stand-in data has its own classes
     classes = list(spec.classes) if compared else (list(counts.index) if counts is not None else [])
     paper = pd.DataFrame(spec.paper_values, index=classes, columns=classes) if spec.paper_values and compared else None

@@ -44,7 +44,7 @@ class RunWork:
     failure: str | None = None
 
     def checkpoint_dir(self, fold: Fold) -> Path:
-        return rec.fold_dir(self.run_dir, fold.index) / "checkpoints"
+        return rec.checkpoint_dir(self.run_dir, fold.index)
 
     def name(self, fold: Fold) -> str:
         return f"{self.run_id} fold {fold.index}"

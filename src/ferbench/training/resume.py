@@ -7,7 +7,6 @@ file), and RNG state that does not depend on whether the process was restarted (
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
+from ferbench.records.atomic import atomic_path
 from ferbench.records.integrity import set_aside
 
 
@@ -87,10 +87,11 @@ class LastCheckpoint(Checkpoint):
         self.path = Path(path)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)  # every rank calls it (a collective); rank 0 writes
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+        if not trainer.is_global_zero:
+            trainer.save_checkpoint(self.path)  # a collective every rank joins; only rank 0 writes
+            return
+        with atomic_path(self.path) as tmp:
+            trainer.save_checkpoint(tmp)
 
 
 def make_resumable(trainer: pl.Trainer, last: Path, seed: int, fold: int) -> pl.Trainer:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ferbench.errors import ConfigError
-from ferbench.records.record import fold_dir
+from ferbench.records import record as rec
 
 log = logging.getLogger("ferbench")
 
@@ -52,14 +52,14 @@ def init_source(init: str, results_dir: Path) -> Path:
     if as_path.is_file():
         return as_path
     run_id, _, fold = str(init).partition("/fold_")
-    run_dir = Path(results_dir) / "runs" / run_id
-    checkpoint = fold_dir(run_dir, int(fold or 0)) / "checkpoints" / "best.ckpt"
+    run_dir = rec.run_dir(results_dir, run_id)
+    checkpoint = rec.best_checkpoint(run_dir, int(fold or 0))
     if checkpoint.is_file():
         return checkpoint
     if run_dir.is_dir():
         raise ConfigError(f"model.init={init}: run {run_id} has no best checkpoint at {checkpoint}")
     raise ConfigError(
-        f"model.init={init}: neither a file nor a run under {Path(results_dir) / 'runs'} "
+        f"model.init={init}: neither a file nor a run under {rec.runs_dir(results_dir)} "
         "(give a checkpoint path, a run id, or <run id>/fold_<k>)"
     )
 
