@@ -198,44 +198,6 @@ def test_paper_profile_patience_is_the_tables_stated_one(spec):
             assert cfg.trainer.early_stopping_patience == spec.paper_patience, (spec.name, row.key, column.key)
 
 
-def test_figures_gradcam_and_curves(tmp_path, monkeypatch):
-    body = dict(
-        TABLE,
-        columns=TABLE["columns"][:1],
-        rows=[
-            {"key": "a", "label": "A", "overrides": ["model.drop_rate=0.0"]},
-            {"key": "b", "label": "B", "overrides": ["model.drop_rate=0.1"]},
-        ],
-        figures=[
-            {"kind": "gradcam", "rows": ["a", "b"], "column": ["nothing_ran_here", "syn"], "n_images": 3},
-            {"kind": "curves", "metric": "train_acc", "column": "syn"},
-        ],
-    )
-    spec = _spec(tmp_path, body)
-    extra = [f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=2"]
-    from ferbench.results import figures
-
-    texts: dict[str, list[str]] = {}
-    real_save = figures._save
-
-    def save(fig, path):  # what the figure says, read before it becomes pixels
-        titles = [ax.get_title() for ax in fig.axes] + [ax.get_xlabel() for ax in fig.axes]
-        texts[path.name] = [fig._suptitle.get_text() if fig._suptitle else "", *titles]
-        return real_save(fig, path)
-
-    monkeypatch.setattr(figures, "_save", save)
-    outcome = build_table(spec, "smoke", extra)
-    gradcam = texts["t1_gradcam_syn.png"]
-    assert "Grad-CAM" in gradcam[0] and "SYNTHETIC" in gradcam[0]  # the title says the faces are synthetic
-    assert sum(t.startswith("true: ") for t in gradcam) == 3  # the input row: each face's class
-    assert sum(t.startswith("pred: ") for t in gradcam) == 6  # each run's prediction under each map
-    pngs = sorted(p.name for p in (tmp_path / "results" / "figures" / "paperx").glob("*.png"))
-    assert pngs == ["t1_curves.png", "t1_gradcam_syn.png"]  # the first preferred column with trained runs
-    for name in pngs:
-        assert (tmp_path / "results" / "figures" / "paperx" / name).read_bytes()[:4] == b"\x89PNG"
-    assert "t1_gradcam_syn.png" in outcome.paths["md"].read_text()
-
-
 def test_command_line_group_choice_replaces_the_tables_keys_for_that_group(tmp_path):
     """lightvgg Table 3 says split=holdout split.ratio=0.1; `split=kfold split.k=10` must win, not fail."""
     from ferbench.results.spec import find_specs

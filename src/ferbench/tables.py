@@ -2,11 +2,13 @@
 
 Stages, each its own function: ``plan`` (compose every cell's config, decide run / cited / no data),
 ``train_missing`` (``run(cfg)`` for records that do not exist yet), then ``results.cells`` aggregates
-the records and ``results.render`` writes Markdown, CSV and LaTeX. Aggregation never trains.
+the records and ``results.render`` writes Markdown, CSV and LaTeX; ``gradcam_step`` stores the Grad-CAM maps of
+the runs a figure shows in their records, and ``results.figures`` draws from records only. Aggregation never trains.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,8 @@ from ferbench.paths import config_dir
 from ferbench.records import record as rec
 from ferbench.records.atomic import write_text
 from ferbench.results.spec import Column, Row, TableSpec
+
+log = logging.getLogger("ferbench")
 
 SMOKE_DATA = [
     "data=synthetic",
@@ -254,6 +258,33 @@ def check_only(specs: Sequence[TableSpec], only: Sequence[str]) -> None:
         )
 
 
+def gradcam_step(spec: TableSpec, results: Sequence, results_dir: Path, render_only: bool = False) -> list[Path]:
+    """For each ``gradcam`` figure: its rows' runs (each row's first with a checkpoint or stored maps) get Grad-CAM
+    maps of the same test faces in their records (``ferbench.gradcam``), which the figure then draws. Under
+    ``render_only`` nothing is computed; runs whose checkpoints could give the missing maps are said in one line."""
+    figures = [f for f in spec.figures if f.get("kind") == "gradcam"]
+    if not figures:
+        return []
+    from ferbench.gradcam import ensure_gradcam, has_checkpoint, stale_gradcam
+    from ferbench.records.gradcam_record import has_gradcam
+    from ferbench.results.figures import gradcam_rows
+
+    written: list[Path] = []
+    for figure in figures:
+        _, rows = gradcam_rows(figure, results, results_dir, lambda d: has_checkpoint(d) or has_gradcam(d))
+        run_dirs, n_images = [d for _, d in rows], int(figure.get("n_images", 6))
+        if run_dirs and render_only and (stale := stale_gradcam(run_dirs, n_images)):
+            log.warning(
+                "%s: %s have checkpoints but not this figure's Grad-CAM maps; `ferbench table` without --render-only "
+                "computes them",
+                spec.name,
+                ", ".join(d.name for d in stale),
+            )
+        elif run_dirs and not render_only:
+            written += ensure_gradcam(run_dirs, n_images)
+    return written
+
+
 @dataclass
 class TableOutcome:
     spec: TableSpec
@@ -295,6 +326,7 @@ def build_table(
     todo = pending_runs(chosen)
     failures = {} if render_only else train_missing(chosen, on_progress)
     results = [aggregate_cell(cell, spec, results_dir) for cell in cells]
+    gradcam_step(spec, results, results_dir, render_only)  # the one analysis that loads models: before rendering
     if spec.kind == "confusion":
         paths = kinds.write_confusion(spec, cells[0], results[0], profile, out_dir, identity_overrides(extra))
     else:

@@ -128,10 +128,12 @@ class MobileNetV3SimAM(nn.Module):
 
 
 def init_as_mobilenetv3(model: nn.Module) -> None:
-    """torchvision's MobileNetV3 init (the PyTorch network paper 004 modified): Kaiming-normal fan-out convolutions,
-    unit norms, N(0, 0.01) linear layers. torch's defaults (Kaiming-uniform with a = sqrt(5), ~0.65x the scale)
-    left the paper's SGD lr 1e-4 barely moving: training accuracy 0.14 -> 0.21 in 264 steps against 0.13 -> 0.70
-    (synthetic faces, 64 px; issue 14)."""
+    """torchvision's MobileNetV3 init (the PyTorch network paper 004 modified), but for one layer: Kaiming-normal
+    fan-out convolutions, unit norms, N(0, 0.01) linear layers. ``conv_head``'s 960 -> 1280 layer is a 1x1
+    convolution here (a Linear with N(0, 0.01) in torchvision), so it gets Kaiming-normal fan-out; only a
+    ``LinearHead`` classifier is N(0, 0.01) (a ``CosineHead`` keeps its own init). torch's defaults
+    (Kaiming-uniform with a = sqrt(5), ~0.65x the scale) left the paper's SGD lr 1e-4 barely moving: training
+    accuracy 0.14 -> 0.21 in 264 steps against 0.13 -> 0.70 (synthetic faces, 64 px; issue 14)."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out")

@@ -173,7 +173,8 @@ def checkpoint_dir(run_dir: Path, fold: int) -> Path:
 
 
 def best_checkpoint(run_dir: Path, fold: int = 0) -> Path:
-    """The fold's best checkpoint (what its test used): what warm starts and Grad-CAM figures load."""
+    """The fold's best checkpoint (what its test used): what warm starts and the Grad-CAM step
+    (``ferbench.gradcam``) load."""
     return checkpoint_dir(run_dir, fold) / "best.ckpt"
 
 

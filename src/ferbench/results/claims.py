@@ -16,8 +16,9 @@ from ferbench.results import statistics as st
 from ferbench.results.cells import CellResult, is_fraction
 from ferbench.results.spec import Claim, TableSpec
 
-RESAMPLED_SPLITS = ("kfold", "subject_kfold", "holdout")
-"""Splits whose folds (or per-seed draws) share training images: the corrected resampled t-test applies."""
+RESAMPLED_SPLITS = ("kfold", "subject_kfold", "holdout", "paper_copies")
+"""Splits whose folds (or per-seed draws) share training images: the corrected resampled t-test applies
+(``paper_copies`` re-draws its 80/20 split of the copies per seed, as ``holdout`` does)."""
 
 
 @dataclass

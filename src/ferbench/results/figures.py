@@ -1,24 +1,27 @@
 """Figures beside the tables: Grad-CAM heat maps of trained runs, and training curves from history.
 
 Declared in a table's YAML under ``figures:``, e.g. ``{kind: gradcam, rows: [baseline, cbam, mcbam],
-column: fer2013, n_images: 6}`` or ``{kind: curves, metric: train_acc}``. Reads records and checkpoints only.
+column: fer2013, n_images: 6}`` or ``{kind: curves, metric: train_acc}``. Reads records only: the Grad-CAM maps are
+computed by the Grad-CAM step (``ferbench.gradcam``, run by ``ferbench table``) and stored in each run's record.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from omegaconf import OmegaConf
-from torch import nn
 
 from ferbench.records import record as rec
 from ferbench.records.atomic import write_atomic
+from ferbench.records.gradcam_record import GRADCAM_FILE, GradcamRecord, has_gradcam, read_gradcam
 from ferbench.results.cells import CellResult
+
+log = logging.getLogger("ferbench")
 
 
 def _pyplot():
@@ -36,61 +39,13 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def load_trained_model(run_dir: Path, fold: int = 0) -> tuple[nn.Module, object]:
-    """The fold's best checkpoint, rebuilt from the run's own resolved config."""
-    from ferbench.factory import build_model
-
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    metrics = pd.read_csv(run_dir / "metrics.csv")
-    classes = json.loads(metrics["classes"].iloc[0])
-    model = build_model(cfg, num_classes=len(classes))
-    checkpoint = rec.best_checkpoint(run_dir, fold)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-    return model.eval(), cfg
-
-
-def test_images(run_dir: Path, cfg, n_images: int, fold: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The first test image of each class (then more, round-robin) from the run's own split."""
-    from ferbench.data.identity import load_source
-    from ferbench.factory import prepare
-
-    source = load_source(cfg)
-    prepared = prepare(cfg, source, progress=False)
-    labels = source.samples["label"].to_numpy()[prepared.keep]
-    test = np.load(run_dir / "folds.npz")[f"test_{fold}"]
-    by_class = [test[labels[test] == k].tolist() for k in range(labels.max() + 1)]
-    chosen: list[int] = []
-    while len(chosen) < n_images and any(by_class):
-        for members in by_class:
-            if members and len(chosen) < n_images:
-                chosen.append(members.pop(0))
-    return prepared.images[chosen], labels[chosen]
-
-
-def last_conv(model: nn.Module) -> nn.Module:
-    """Grad-CAM's target: the last convolution, where spatial maps are most semantic."""
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
-    return (convs or [m for m in model.modules() if isinstance(m, nn.Conv2d)])[-1]
-
-
-def gradcam_maps(model: nn.Module, batch: torch.Tensor, targets: Sequence[int]) -> np.ndarray:
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    with GradCAM(model=model, target_layers=[last_conv(model)]) as cam:
-        return cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(t)) for t in targets])
-
-
-def gradcam_figure(rows: Sequence[tuple[str, Path]], n_images: int, path: Path, title: str = "") -> Path:
+def gradcam_figure(rows: Sequence[tuple[str, GradcamRecord]], classes: Sequence[str], path: Path, title: str) -> Path:
     """One row per trained run (same test faces for every row), heat maps over the input; each face says its true
-    class, each map the class that run predicted (green when right), and the title which faces these are."""
-    from ferbench.data.transforms import to_tensor
+    class, each map the class that run predicted (green when right), and the title which faces these are.
 
+    Drawn from the runs' stored maps (``gradcam.npz``, made by the Grad-CAM step ``ferbench.gradcam``)."""
     plt = _pyplot()
-    first_model, cfg = load_trained_model(rows[0][1])
-    classes = run_classes(rows[0][1])
-    images, labels = test_images(rows[0][1], cfg, n_images)
+    images, labels = rows[0][1].images, rows[0][1].labels
     fig, axes = plt.subplots(
         len(rows) + 1, len(images), figsize=(1.6 * len(images), 1.8 * (len(rows) + 1) + 0.4), squeeze=False
     )
@@ -98,12 +53,8 @@ def gradcam_figure(rows: Sequence[tuple[str, Path]], n_images: int, path: Path, 
         axes[0, j].imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
         axes[0, j].set_title(f"true: {classes[labels[j]]}", fontsize=7)
     axes[0, 0].set_ylabel("input", fontsize=8)
-    for i, (label, run_dir) in enumerate(rows, start=1):
-        model, _ = load_trained_model(run_dir) if i > 1 else (first_model, cfg)
-        batch = to_tensor(images)
-        with torch.no_grad():
-            predicted = model(batch).argmax(dim=1).tolist()
-        maps = gradcam_maps(model, batch, labels)
+    for i, (label, stored) in enumerate(rows, start=1):
+        predicted, maps = stored.predicted.tolist(), stored.maps.astype(np.float32)
         for j, image in enumerate(images):
             axes[i, j].imshow(image.squeeze(), cmap="gray")
             axes[i, j].imshow(maps[j], cmap="jet", alpha=0.45)
@@ -113,8 +64,7 @@ def gradcam_figure(rows: Sequence[tuple[str, Path]], n_images: int, path: Path, 
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    data = str(cfg.data.get("variant") or cfg.data.name)
-    fig.suptitle(title or f"Grad-CAM (last convolution) on {data} test faces, fold 0", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -144,7 +94,8 @@ def curves_figure(cells: Sequence[CellResult], results_dir: Path, metric: str, p
 
 
 def render_figures(spec, cells: Sequence[CellResult], results_dir: Path) -> list[Path]:
-    """Every figure a table declares; one that cannot be drawn yet (no trained run) is skipped."""
+    """Every figure a table declares; one that cannot be drawn yet (no trained run; for Grad-CAM, no stored maps) is
+    skipped, a Grad-CAM figure with a one-line warning saying why."""
     out = Path(results_dir) / "figures" / spec.paper
     by_key = {(c.row, c.column): c for c in cells}
     written = []
@@ -158,11 +109,8 @@ def render_figures(spec, cells: Sequence[CellResult], results_dir: Path) -> list
             if chosen:
                 written.append(curves_figure(chosen, Path(results_dir), figure.get("metric", "train_acc"), path))
         elif kind == "gradcam":
-            column, rows = _gradcam_rows(figure, by_key, Path(results_dir))
-            if rows:
-                named = path.with_name(f"{path.stem}_{column}{path.suffix}") if column else path
-                title = _gradcam_title(spec, column, by_key, rows[0][1])
-                written.append(gradcam_figure(rows, int(figure.get("n_images", 6)), named, title))
+            drawn = _gradcam(spec, figure, cells, by_key, Path(results_dir), path)
+            written += [drawn] if drawn else []
     return written
 
 
@@ -178,25 +126,59 @@ def _gradcam_title(spec, column: str, by_key: dict, run_dir: Path) -> str:
     return f"{spec.paper} {spec.table}, {label}: Grad-CAM (last convolution) on {faces}, fold 0"
 
 
-def _gradcam_rows(figure: dict, by_key: dict, results_dir: Path) -> tuple[str, list[tuple[str, Path]]]:
-    """The first of the figure's columns (one, or a list in order of preference) where its rows have trained
-    models; the column key goes into the file name, so a figure never passes for another data set's."""
+def _gradcam(
+    spec, figure: dict, cells: Sequence[CellResult], by_key: dict, results_dir: Path, path: Path
+) -> Path | None:
+    """The figure from its rows' stored maps, or None with a one-line reason (no maps, or maps of other faces)."""
+    n_images = int(figure.get("n_images", 6))
+    column, rows = gradcam_rows(figure, cells, results_dir, has_gradcam)
+    stored = [(label, read_gradcam(run_dir)) for label, run_dir in rows]
+    why = _not_drawable(figure, stored, n_images)
+    if why:
+        log.warning("%s: Grad-CAM figure not drawn: %s", spec.name, why)
+        return None
+    named = path.with_name(f"{path.stem}_{column}{path.suffix}") if column else path
+    title = _gradcam_title(spec, column, by_key, rows[0][1])
+    return gradcam_figure(stored, run_classes(rows[0][1]), named, title)
+
+
+def _not_drawable(figure: dict, stored: list, n_images: int) -> str | None:
+    """Why the stored maps cannot make this figure: none stored, or made for another figure (other faces, another
+    number of them) than the first row's."""
+    if not stored:
+        columns = figure.get("column", "")
+        columns = columns if isinstance(columns, str) else ", ".join(columns)
+        return (
+            f"no run of rows {', '.join(figure.get('rows', []))} in column {columns} has stored maps "
+            f"({GRADCAM_FILE}: the Grad-CAM step of `ferbench table` makes them from the runs' checkpoints, "
+            "not under --render-only)"
+        )
+    first = stored[0][1]
+    for label, held in stored:
+        if held is None or held.n_images != n_images or not held.same_faces(first):
+            return (
+                f"the maps stored for row {label} are not of the {n_images} faces this figure shows in every row; "
+                "`ferbench table` without --render-only computes them again from the runs' checkpoints"
+            )
+    return None
+
+
+def gradcam_rows(
+    figure: dict, cells: Sequence[CellResult], results_dir: Path, usable: Callable[[Path], bool]
+) -> tuple[str, list[tuple[str, Path]]]:
+    """The first of the figure's columns (one, or a list in order of preference) where its rows have a ``usable``
+    run (the Grad-CAM step: a checkpoint or stored maps; rendering: stored maps), with each row's first such run.
+    The column key goes into the file name, so a figure never passes for another data set's."""
+    by_key = {(c.row, c.column): c for c in cells}
     columns = figure.get("column", "")
     for column in [columns] if isinstance(columns, str) else list(columns):
         rows = []
         for key in figure.get("rows", []):
             cell = by_key.get((key, column))
-            run_dir = _first_checkpointed(cell, results_dir) if cell else None
+            run_dirs = [rec.run_dir(results_dir, r) for r in cell.run_ids] if cell else []
+            run_dir = next((d for d in run_dirs if usable(d)), None)
             if run_dir is not None:
                 rows.append((cell.row_label, run_dir))
         if rows:
             return column, rows
     return "", []
-
-
-def _first_checkpointed(cell: CellResult, results_dir: Path) -> Path | None:
-    for run_id in cell.run_ids:
-        run_dir = rec.run_dir(results_dir, run_id)
-        if rec.best_checkpoint(run_dir, 0).is_file() and (run_dir / "metrics.csv").is_file():
-            return run_dir
-    return None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ferbench.records import record as rec
 from ferbench.records.atomic import write_atomic, write_csv, write_text
+from ferbench.records.gradcam_record import GRADCAM_FILE
 
 RECORD_FILES = (
     "metrics.csv",
@@ -23,11 +24,13 @@ RECORD_FILES = (
     "leakage.json",
     "reidentified.json",
 )
-"""What a run's gallery record keeps: enough to render, pair and judge claims; small (no weights, no images)."""
+"""What a run's gallery record keeps: enough to render, pair and judge claims; small (no weights, no data set)."""
 FOLD_FILES = ("metrics.json", "history.csv", "confusion.csv")
 """Each fold's own record (what a resumed run reuses), kept beside the run's files."""
-OPTIONAL_FILES = ("samples.csv.gz",)
-"""Copied where the run has them: the sample table (paths relative to the data root, labels, subjects)."""
+OPTIONAL_FILES = ("samples.csv.gz", GRADCAM_FILE)
+"""Copied where the run has them: the sample table (paths relative to the data root, labels, subjects), and the
+Grad-CAM maps a figure draws (a few faces as uint8, their maps as float16: tens of kB), so the gallery, which keeps
+no checkpoints, draws its Grad-CAM figures too."""
 
 
 def export_run(run_dir: Path, dst_runs: Path) -> Path:
