@@ -167,6 +167,12 @@ def fold_dir(run_dir: Path, fold: int) -> Path:
     return Path(run_dir) / f"fold_{fold}"
 
 
+BEST_CHECKPOINT = "best.ckpt"
+"""In a fold's checkpoint folder: the weights its test used (kept with the record)."""
+LAST_CHECKPOINT = "last.ckpt"
+"""In a fold's checkpoint folder: the resume state after the last finished epoch (deleted once the fold is recorded)."""
+
+
 def checkpoint_dir(run_dir: Path, fold: int) -> Path:
     """``<run_dir>/fold_<k>/checkpoints``: the fold's ``best.ckpt`` (kept) and resume state (deleted once done)."""
     return fold_dir(run_dir, fold) / "checkpoints"
@@ -175,7 +181,7 @@ def checkpoint_dir(run_dir: Path, fold: int) -> Path:
 def best_checkpoint(run_dir: Path, fold: int = 0) -> Path:
     """The fold's best checkpoint (what its test used): what warm starts and the Grad-CAM step
     (``ferbench.gradcam``) load."""
-    return checkpoint_dir(run_dir, fold) / "best.ckpt"
+    return checkpoint_dir(run_dir, fold) / BEST_CHECKPOINT
 
 
 def fold_is_complete(run_dir: Path, fold: int) -> bool:

@@ -36,6 +36,7 @@ from ferbench.data.datamodule import BatchSeededSampler, ImageArrayDataset
 from ferbench.data.splits import Fold
 from ferbench.data.transforms import BatchAugment, normalize_batch
 from ferbench.records.atomic import write_atomic
+from ferbench.records.record import BEST_CHECKPOINT
 from ferbench.training.loggers import log_epoch
 from ferbench.training.metrics import test_metrics
 from ferbench.training.optim import PackedOptimizer, lr_at_epoch, masked_assign
@@ -490,8 +491,7 @@ class PackedTrainer:
         """``best.ckpt`` in the form a solo run's has (``state_dict`` with ``model.``/``loss.`` keys)."""
         state = self.best_state(i)
         payload = {"state_dict": state, "epoch": self.results[i].best_epoch, "ferbench_packed": self.k}
-        path = self.members[i].checkpoint_dir / "best.ckpt"
-        write_atomic(path, lambda tmp: torch.save(payload, tmp))
+        write_atomic(self.members[i].checkpoint_dir / BEST_CHECKPOINT, lambda tmp: torch.save(payload, tmp))
 
 
 def _on_device(images: np.ndarray, device: torch.device) -> torch.Tensor:

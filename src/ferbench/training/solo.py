@@ -19,6 +19,7 @@ from ferbench.data.splits import Fold, subset_train
 from ferbench.errors import Interrupted, RunFailed
 from ferbench.factory import build_datamodule, build_module, seeded_model_and_loss
 from ferbench.models.profile import count_macs, inference_speed
+from ferbench.records.record import BEST_CHECKPOINT, LAST_CHECKPOINT
 from ferbench.training.detection import detection_parts
 from ferbench.training.fold import FoldData, FoldResult, RunWork
 from ferbench.training.loggers import build_logger
@@ -50,7 +51,7 @@ def train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str = "") -
         datamodule = build_datamodule(cfg, data.images, data.labels, fold)
     checkpoint_dir = work.checkpoint_dir(fold)
     has_val = len(fold.val) > 0
-    last = checkpoint_dir / "last.ckpt"
+    last = checkpoint_dir / LAST_CHECKPOINT
     fold_logger = build_logger(cfg, work.run_id, fold.index, checkpoint_dir.parent) or False
     callbacks = warm_start_callbacks(cfg, model)
     built = build_trainer(cfg, checkpoint_dir, has_val=has_val, logger=fold_logger, callbacks=callbacks)
@@ -76,7 +77,7 @@ def train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str = "") -
     fit_seconds = time.perf_counter() - started
     history = pd.DataFrame(module.history).assign(fold=fold.index)
     train_seconds = float(history["epoch_seconds"].sum()) if "epoch_seconds" in history else fit_seconds
-    best = checkpoint_dir / "best.ckpt"
+    best = checkpoint_dir / BEST_CHECKPOINT
     world_size = trainer.world_size
     if world_size > 1:
         if rank_zero_only.rank != 0:

@@ -15,6 +15,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from ferbench.errors import ConfigError
+from ferbench.records.record import BEST_CHECKPOINT
 from ferbench.training.rules import StoppingRule
 
 PROGRESS_REFRESH = 20
@@ -252,7 +253,7 @@ def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: 
         callbacks.append(
             ModelCheckpoint(
                 dirpath=checkpoint_dir,
-                filename="best",
+                filename=Path(BEST_CHECKPOINT).stem,
                 monitor="val_loss" if has_val else None,
                 mode="min",
                 save_last=True,
