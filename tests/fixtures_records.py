@@ -27,7 +27,7 @@ def write_record(
     """A complete run under ``results/runs/<run_id>``: a ``metrics.csv`` row per fold (one per accuracy), and where
     asked its ``history.csv`` (train_acc rising per epoch), ``folds.npz`` (fold k tests images k..k+n_test-1, the
     same for every run) and ``leakage.json``."""
-    from ferbench.results.leakage import LEAKAGE_FILE
+    from ferbench.data.leakage import LEAKAGE_FILE
 
     d = results / "runs" / run_id
     d.mkdir(parents=True)

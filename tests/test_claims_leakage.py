@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from ferbench.cli import main
+from ferbench.data.leakage import KEYS, LEAKAGE_FILE
 from ferbench.errors import ConfigError
 from ferbench.results.cells import aggregate_cell
-from ferbench.results.leakage import KEYS, LEAKAGE_FILE
 from ferbench.results.render import write_table
 from ferbench.results.report import claims_section, write_claims_page
 from ferbench.results.spec import load_spec

@@ -328,7 +328,7 @@ def test_a_complete_run_with_a_damaged_companion_file_is_rebuilt_not_reused(make
 
 
 def test_render_says_when_a_leakage_file_is_damaged(tmp_path, caplog):
-    from ferbench.results.leakage import read_leakage
+    from ferbench.data.leakage import read_leakage
 
     run_dir = tmp_path / "r"
     run_dir.mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,10 +37,26 @@ def plain_dict(node: Any) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
 
 
+LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",), "wandb": ("wandb",)}
+"""The packages each ``logger`` choice needs (any one of them), beyond ferbench's own dependencies."""
+
+
+def logger_name(cfg: Any) -> str:
+    """The ``logger`` group's choice (``csv`` when the config has none)."""
+    node = cfg.get("logger") if hasattr(cfg, "get") else None
+    return str(node.name) if node is not None else "csv"
+
+
+def check_logger(cfg: Any) -> None:
+    """A logger whose package is absent fails here, in one line, before a run's folder exists."""
+    name = logger_name(cfg)
+    needs = LOGGER_PACKAGES.get(name, ())
+    if needs and not any(importlib.util.find_spec(package) for package in needs):
+        raise ConfigError(f"logger={name} needs the {' or '.join(needs)} package: pip install {needs[0]}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError with a one-line message for the first invalid value (or a logger's missing package)."""
-    from ferbench.training.loggers import check_logger
-
     check_logger(cfg)
     for key, ok, expected in CHECKS:
         value = OmegaConf.select(cfg, key, default=None)

@@ -20,6 +20,7 @@ from ferbench.data.transforms import build_augmentation
 from ferbench.errors import ConfigError
 from ferbench.models import create_model
 from ferbench.models.heads import HEADS
+from ferbench.training.fold import FoldBuilders
 from ferbench.training.losses import build_loss
 from ferbench.training.mixup import build_mixup
 from ferbench.training.module import FERModule
@@ -88,6 +89,12 @@ def build_datamodule(
     )
     settings.update(options)
     return FERDataModule(images, labels, fold, build_augmentation(cfg.aug.train), **settings)
+
+
+FOLD_BUILDERS = FoldBuilders(
+    model_and_loss=seeded_model_and_loss, module=build_module, datamodule=build_datamodule, net=build_net
+)
+"""What the runner hands its trainers (``training/fold.py``): every fold's fresh objects come from here."""
 
 
 def prepare(cfg: DictConfig, source: DataSource, progress: bool | None = None) -> PreparedImages:

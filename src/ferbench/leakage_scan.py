@@ -1,7 +1,7 @@
 """``ferbench leakage``: how much of a split's test side the training side has already seen, without training.
 
 Builds the folds a run with the same config would train (same data, preprocessing, split and seed), then
-sums ``data.leakage`` over them (``results.leakage``) and draws examples: each leaking test image beside
+sums ``data.leakage`` over them (its run-level sums) and draws examples: each leaking test image beside
 the training image it leaks from.
 """
 
@@ -16,12 +16,11 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from ferbench.data.identity import load_source
-from ferbench.data.leakage import nearest_distance
+from ferbench.data.leakage import cached_hashes, leakage_figures, nearest_distance, seen_side
 from ferbench.data.splits import Fold, run_folds
 from ferbench.factory import prepare
 from ferbench.records.atomic import write_atomic
 from ferbench.records.record import data_choice
-from ferbench.results.leakage import cached_hashes, leakage_figures, seen_side
 
 
 @dataclass

@@ -21,13 +21,13 @@ from ferbench.config import validate
 from ferbench.data import DataSource
 from ferbench.data.copies import expand_copies
 from ferbench.data.identity import data_fingerprint, data_root, load_source
+from ferbench.data.leakage import write_run_leakage
 from ferbench.data.splits import Fold, run_folds
 from ferbench.errors import FerbenchError, RunFailed
-from ferbench.factory import build_model, prepare
+from ferbench.factory import FOLD_BUILDERS, build_model, prepare
 from ferbench.records import record as rec
 from ferbench.records.atomic import write_atomic, write_csv, write_text
 from ferbench.records.integrity import set_aside_damaged_metrics
-from ferbench.results.leakage import write_run_leakage
 from ferbench.training.detection import detection_targets, is_detection
 from ferbench.training.fold import FoldData, FoldResult, RunWork, failure_line, write_fold_result
 from ferbench.training.packing import Recorder, has_packed_state, pack_limit, train_packed
@@ -118,7 +118,7 @@ class RunData:
     @property
     def fold_data(self) -> FoldData:
         """What the trainers see of it."""
-        return FoldData(self.images, self.labels, self.classes, self.targets)
+        return FoldData(self.images, self.labels, self.classes, FOLD_BUILDERS, self.targets)
 
     def recorder(self) -> Recorder:
         """Writes a fold's record from a trainer's result (rank 0 only); returns the failure line, if it failed."""

@@ -200,7 +200,8 @@ def print_profile(cfg, report: dict[str, float], layers, device: str) -> None:
 
 def print_leakage(figures: dict, grid, out) -> None:
     """Overlap per fold, then the sums (the keys of ``--out``); None reads 'unknown' (no subjects recorded)."""
-    from ferbench.results.leakage import KEYS, describe
+    from ferbench.data.leakage import KEYS
+    from ferbench.results.leakage import describe
 
     title = (
         f"leakage: {figures['data']}, split {figures['split']}, seed {figures['seed']}, protocol {figures['protocol']}"

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ferbench.data.leakage import read_leakage
 from ferbench.records import record as rec
 from ferbench.results.aggregate import Problem, read_run
-from ferbench.results.leakage import read_leakage
 from ferbench.results.spec import StatTest, TableSpec
 
 FRACTION_METRICS = (

@@ -9,6 +9,7 @@ cannot depend on which trainer made it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,18 +17,38 @@ import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig
+from torch import nn
 
 from ferbench.data.splits import Fold
 from ferbench.records import record as rec
 
 
+@dataclass(frozen=True)
+class FoldBuilders:
+    """The factory's functions a trainer calls for each fold's fresh objects.
+
+    The runner passes them down from ``ferbench.factory`` (the one place config becomes objects), so that
+    ``training/`` never imports the factory that sits above it and builds from it."""
+
+    model_and_loss: Callable[[DictConfig, int, np.ndarray], tuple[nn.Module, nn.Module]]
+    """(cfg, num_classes, the fold's training labels) -> the seeded model and its loss."""
+    module: Callable[[DictConfig, nn.Module, nn.Module, int], object]
+    """(cfg, model, loss, num_classes) -> the classifier's LightningModule."""
+    datamodule: Callable[[DictConfig, np.ndarray, np.ndarray, Fold], object]
+    """(cfg, images, labels, fold) -> the fold's LightningDataModule."""
+    net: Callable[[DictConfig, int, np.ndarray], nn.Module]
+    """(cfg, num_classes, the fold's training labels) -> the packed trainer's unit (model and loss as one)."""
+
+
 @dataclass
 class FoldData:
-    """What every fold of a run trains on: the decoded images, their labels, class names, a detector's boxes."""
+    """What every fold of a run trains on (the decoded images, their labels, class names, a detector's boxes) and
+    the builders that make each fold's fresh model from the config."""
 
     images: np.ndarray
     labels: np.ndarray
     classes: list[str]
+    build: FoldBuilders
     targets: list[np.ndarray] | None = None
     """A detector's face boxes with their labels, per image (``model.task=detection``); None to classify."""
 

@@ -8,28 +8,12 @@ one is a one-line error naming it, before any training.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ferbench.config import LOGGER_PACKAGES, check_logger, logger_name
 from ferbench.errors import ConfigError
-
-PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",), "wandb": ("wandb",)}
-"""The packages each logger needs (any one of them), beyond ferbench's own dependencies."""
-
-
-def check_logger(cfg: Any) -> None:
-    """A logger whose package is absent fails here, in one line, before a run's folder exists."""
-    name = logger_name(cfg)
-    needs = PACKAGES.get(name, ())
-    if needs and not any(importlib.util.find_spec(package) for package in needs):
-        raise ConfigError(f"logger={name} needs the {' or '.join(needs)} package: pip install {needs[0]}")
-
-
-def logger_name(cfg: Any) -> str:
-    node = cfg.get("logger") if hasattr(cfg, "get") else None
-    return str(node.name) if node is not None else "csv"
 
 
 def build_logger(cfg: Any, run_id: str, fold: int, fold_dir: Path):
@@ -51,7 +35,7 @@ def build_logger(cfg: Any, run_id: str, fold: int, fold_dir: Path):
         return loggers.WandbLogger(
             name=run_name, project=str(cfg.logger.project), offline=bool(cfg.logger.offline), save_dir=str(fold_dir)
         )
-    raise ConfigError(f"logger={name}: choose from csv, {', '.join(PACKAGES)}")
+    raise ConfigError(f"logger={name}: choose from csv, {', '.join(LOGGER_PACKAGES)}")
 
 
 def log_epoch(loggers: Iterable[Any], row: Mapping[str, float]) -> None:

@@ -14,10 +14,7 @@ from ferbench.training.loggers import log_epoch
 from ferbench.training.metrics import ImageMean, test_metrics
 from ferbench.training.mixup import MixUp, mix_batch, mixed_loss
 from ferbench.training.optim import lightning_optimizers
-from ferbench.training.rules import epoch_row, nonfinite_loss
-
-LOSS_CHECK_EVERY = 50
-"""Training steps between looks at the loss on an accelerator (each look waits for the device)."""
+from ferbench.training.rules import LOSS_CHECK_EVERY, epoch_row, nonfinite_loss
 
 
 def _correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

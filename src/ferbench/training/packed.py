@@ -41,12 +41,11 @@ from ferbench.training.loggers import log_epoch
 from ferbench.training.metrics import test_metrics
 from ferbench.training.optim import PackedOptimizer, lr_at_epoch, masked_assign
 from ferbench.training.resume import epoch_seed, random_streams, restore_random_streams
-from ferbench.training.rules import StoppingRule, epoch_row, nonfinite_loss
+from ferbench.training.rules import LOSS_CHECK_EVERY, StoppingRule, epoch_row, nonfinite_loss
 
 IGNORE = -100
 """Label of a padding slot: ``cross_entropy`` (and AM-Softmax) leave it out of the batch mean."""
 
-LOSS_CHECK_EVERY = 50
 CHECKPOINT_EVERY_S = 60.0
 """Seconds between packed checkpoints (and after a model stops): K models' state is written per model, so
 writing it every epoch of a fast pack would cost more than the epoch."""

@@ -21,7 +21,6 @@ from torch.func import functional_call, stack_module_state, vmap
 from ferbench.data.splits import Fold, subset_train
 from ferbench.data.transforms import build_augmentation
 from ferbench.errors import ConfigError, Interrupted
-from ferbench.factory import build_net
 from ferbench.models.profile import count_macs, inference_speed
 from ferbench.training.detection import is_detection
 from ferbench.training.fold import FoldData, FoldResult, RunWork
@@ -86,7 +85,7 @@ def _jobs(works: list[RunWork], data: FoldData) -> list[_Job]:
         cfg = work.cfg
         for fold in work.pending:
             trained = subset_train(fold, data.labels, cfg.trainer.limit_train_fraction, cfg.seed)
-            net = build_net(cfg, len(data.classes), data.labels[trained.train])  # the solo run's initial weights
+            net = data.build.net(cfg, len(data.classes), data.labels[trained.train])  # the solo run's initial weights
             checkpoints = work.checkpoint_dir(fold)
             member = Member(work.name(fold), cfg.seed, trained, net, None, checkpoints)
             member.logger = build_logger(cfg, work.run_id, fold.index, checkpoints.parent)

@@ -10,6 +10,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+LOSS_CHECK_EVERY = 50
+"""Training steps between looks at the per-step loss on an accelerator (each look waits for the device; on a CPU
+every step is looked at). The epoch's means are always checked (``nonfinite_loss``)."""
+
 WATCHED_LOSSES = ("train_loss", "val_loss")
 """The epoch means a history row carries whose non-finite value ends the run as failed."""
 

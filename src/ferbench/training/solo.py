@@ -17,7 +17,6 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from ferbench.data.splits import Fold, subset_train
 from ferbench.errors import Interrupted, RunFailed
-from ferbench.factory import build_datamodule, build_module, seeded_model_and_loss
 from ferbench.models.profile import count_macs, inference_speed
 from ferbench.records.record import BEST_CHECKPOINT, LAST_CHECKPOINT
 from ferbench.training.detection import detection_parts
@@ -40,15 +39,15 @@ def train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str = "") -
     cfg = work.cfg
     fold = subset_train(fold, data.labels, cfg.trainer.limit_train_fraction, cfg.seed)
     num_classes = len(data.classes)
-    model, loss = seeded_model_and_loss(cfg, num_classes, data.labels[fold.train])
+    model, loss = data.build.model_and_loss(cfg, num_classes, data.labels[fold.train])
     macs = count_macs(model, cfg.model.input_size, cfg.model.in_chans)  # on the fresh model: one eval forward
     if data.targets is not None:  # a detector (model.task=detection): boxes as targets, its own module and data
         module, datamodule = detection_parts(
             cfg, model, fold, data.images, data.targets, num_classes, pin_memory_for(cfg)
         )
     else:
-        module = build_module(cfg, model, loss, num_classes)
-        datamodule = build_datamodule(cfg, data.images, data.labels, fold)
+        module = data.build.module(cfg, model, loss, num_classes)
+        datamodule = data.build.datamodule(cfg, data.images, data.labels, fold)
     checkpoint_dir = work.checkpoint_dir(fold)
     has_val = len(fold.val) > 0
     last = checkpoint_dir / LAST_CHECKPOINT
