@@ -126,3 +126,14 @@ def test_postprocess_scores_nms_and_metrics() -> None:
     assert scores["recall"] == pytest.approx(0.5) and scores["precision"] == pytest.approx(0.5 * (0 + 0.5))
     matrix, missed = face_confusion([wrong], truth, 2)
     assert matrix.tolist() == [[0, 1], [0, 0]] and missed == 0
+
+
+def test_detector_norm_gn_swaps_every_batchnorm_and_keeps_the_parameters():
+    bn = create_model("yoloxnano_det", num_classes=7, in_chans=3)
+    gn = create_model("yoloxnano_det", num_classes=7, in_chans=3, norm="gn")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in gn.modules())
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in gn.modules()) == sum(
+        isinstance(m, torch.nn.BatchNorm2d) for m in bn.modules()
+    )
+    assert sum(p.numel() for p in gn.parameters()) == sum(p.numel() for p in bn.parameters())
+    assert gn(torch.randn(1, 3, 64, 64)).shape == bn(torch.randn(1, 3, 64, 64)).shape

@@ -17,8 +17,9 @@ from torch import nn
 from torchvision.ops import batched_nms, box_convert
 
 from ferbench.attention import AttnFactory, NoAttention
+from ferbench.errors import ConfigError
 from ferbench.models.registry import MODELS
-from ferbench.models.yoloxnano import PAFPN, WIDTH, BaseConv, CSPDarknet, DWConv
+from ferbench.models.yoloxnano import NORMS, PAFPN, WIDTH, BaseConv, CSPDarknet, DWConv, group_norm_like
 
 STRIDES = (8, 16, 32)
 BN_MOMENTUM_NOTE = """YOLOX sets BatchNorm momentum 0.03 (it trains COCO for 300 epochs, evaluating an EMA of the
@@ -66,9 +67,16 @@ class YOLOXNanoDet(nn.Module):
     task = "detection"
 
     def __init__(
-        self, num_classes: int, in_chans: int = 3, attn_layer: AttnFactory = NoAttention, bn_momentum: float = 0.1
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        attn_layer: AttnFactory = NoAttention,
+        bn_momentum: float = 0.1,
+        norm: str = "bn",
     ) -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise ConfigError(f"model.norm must be one of {', '.join(NORMS)}, got {norm!r}")
         self.num_classes = num_classes
         self.backbone = CSPDarknet(in_chans)
         self.attn = nn.ModuleList(attn_layer(c) for c in self.backbone.out_channels)
@@ -79,6 +87,9 @@ class YOLOXNanoDet(nn.Module):
         for module in self.modules():  # see BN_MOMENTUM_NOTE
             if isinstance(module, nn.BatchNorm2d):
                 module.momentum = bn_momentum
+        if norm == "gn":  # as the classifier form's model.norm=gn (models/yoloxnano.py); the heads too
+            for part in (self.backbone, self.neck, self.heads):
+                group_norm_like(part)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, 5 + classes) over the N grid cells of the three levels: cx, cy, w, h (pixels), logits."""
@@ -134,6 +145,11 @@ def yoloxnano_det(
     attn_layer: AttnFactory = NoAttention,
     head_layer: object = None,
     bn_momentum: float = 0.1,
+    norm: str = "bn",
 ) -> YOLOXNanoDet:
-    """``head_layer`` (the classifier head a loss asks for) has no place in a detector: not used."""
-    return YOLOXNanoDet(num_classes=num_classes, in_chans=in_chans, attn_layer=attn_layer, bn_momentum=bn_momentum)
+    """``head_layer`` (the classifier head a loss asks for) has no place in a detector: not used. ``norm=gn``
+    (``+model.norm=gn``; not in the config file, so YOLOX's BatchNorm runs keep their ids) swaps every BatchNorm
+    for GroupNorm."""
+    return YOLOXNanoDet(
+        num_classes=num_classes, in_chans=in_chans, attn_layer=attn_layer, bn_momentum=bn_momentum, norm=norm
+    )
