@@ -51,6 +51,27 @@ def test_options_bench_times_every_option_against_fp32(monkeypatch):
     assert table.speedup.iloc[0] == 1.0 and (table.images_per_s > 0).all()
 
 
+def test_an_option_that_fails_is_a_row_with_its_error_not_the_end(monkeypatch):
+    from ferbench.bench import options as options_mod
+
+    real = options_mod.make_step
+
+    def make_step(cfg, option, device, num_classes=7):
+        if option == "bf16":
+            raise TypeError("cannot determine truth value of Relational\nmore lines")
+        return real(cfg, option, device, num_classes)
+
+    monkeypatch.setattr(options_mod, "make_step", make_step)
+    cfg = compose_case("simplecnn", 4, torch.device("cpu"), ["model.widths=[4,8]", "model.input_size=16"])
+    table = results_frame(
+        bench_options("simplecnn", cfg, torch.device("cpu"), ["channels_last", "bf16"], steps=1, warmup=1, windows=1)
+    )
+    assert list(table.option) == ["fp32", "channels_last", "bf16"]
+    failed = table.set_index("option").loc["bf16"]
+    assert failed.note == "failed: TypeError: cannot determine truth value of Relational"
+    assert failed.images_per_s != failed.images_per_s  # NaN: not timed
+
+
 def test_compile_is_skipped_with_the_reason_where_no_compiler_is_present(monkeypatch):
     monkeypatch.setattr("ferbench.bench.options.shutil.which", lambda name: None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

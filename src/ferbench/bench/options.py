@@ -66,7 +66,7 @@ def make_step(cfg, option: str, device: torch.device, num_classes: int = 7) -> C
     x = torch.randn(batch, chans, size, size, device=device).to(memory_format=layout)
     y = torch.as_tensor(labels, device=device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
-    forward = torch.compile(net) if option == "compile" else net
+    forward = torch.compile(net, dynamic=False) if option == "compile" else net
     autocast = (
         (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
         if option.startswith("bf16")
@@ -111,9 +111,16 @@ def bench_options(
     batch = int(cfg.trainer.batch_size)
     steppers = {}
     for option in chosen:
-        steppers[option] = make_step(cfg, option, device)
-        for _ in range(warmup):  # compilation, oneDNN's first-call kernel choice
-            steppers[option]()
+        try:
+            steppers[option] = make_step(cfg, option, device)
+            for _ in range(warmup):  # compilation, oneDNN's first-call kernel choice
+                steppers[option]()
+        except Exception as exc:  # noqa: BLE001 - a failing option (inductor on a model) is a row, not the end
+            if option == "fp32":
+                raise
+            steppers.pop(option, None)
+            skipped[option] = f"failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"
+    chosen = [o for o in chosen if o in steppers]
     seconds: dict[str, list[float]] = {o: [] for o in chosen}
     for window in range(windows):
         for option in chosen:

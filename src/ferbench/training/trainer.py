@@ -73,11 +73,13 @@ def compile_model(model: torch.nn.Module, mode: str | None = None) -> None:
     """``torch.compile`` in place, the training forward of a model with auxiliary classifiers too.
 
     ``nn.Module.compile`` compiles ``__call__`` only; FERModule trains such a model through its
-    ``forward_with_aux``, which would otherwise run eager. Both stay out of the state dict.
+    ``forward_with_aux``, which would otherwise run eager. Both stay out of the state dict. Shapes are static
+    (``dynamic=False``: a run has a few batch sizes, each compiled once): inductor's dynamic shapes failed on
+    amdcnn's CPU graph ("cannot determine truth value of Relational", torch 2.14.1, Xeon with AMX).
     """
-    model.compile(mode=mode)
+    model.compile(mode=mode, dynamic=False)
     if hasattr(model, "forward_with_aux"):
-        model.forward_with_aux = torch.compile(model.forward_with_aux, mode=mode)
+        model.forward_with_aux = torch.compile(model.forward_with_aux, mode=mode, dynamic=False)
 
 
 def speed_options(t: Any) -> SpeedOptions:
