@@ -106,6 +106,18 @@ def test_unwritable_results_dir_by_permission(make_cfg, tmp_path):
         run(make_cfg(f"results_dir={locked / 'results'}"))
 
 
+def test_runs_starting_at_once_in_one_results_dir_both_pass_the_write_check(tmp_path):
+    """Two runs launched together once shared the probe file's name: the second unlink failed and that run died
+    with "not writable: No such file or directory" (seen starting two detector runs side by side)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ferbench.run import ensure_writable
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: [ensure_writable(tmp_path) for _ in range(50)], range(8)))
+    assert not list(tmp_path.iterdir())
+
+
 def _fake_run(results: Path, name: str, metrics: str | None = None, folds: int = 0) -> Path:
     run_dir = results / "runs" / name
     run_dir.mkdir(parents=True)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -42,8 +43,11 @@ def ensure_writable(run_dir: Path) -> None:
     """Fail before training, not after an hour, if the record cannot be written."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(run_dir / ".write_probe", "ok")
-        (run_dir / ".write_probe").unlink()
+        # a probe file of this process's own: two runs starting at once in one results_dir once shared a name,
+        # and the second one's unlink failed ("not writable: No such file or directory")
+        handle, probe = tempfile.mkstemp(prefix=".write_probe.", dir=run_dir)
+        os.close(handle)
+        os.unlink(probe)
     except OSError as exc:
         raise FerbenchError(f"results directory {run_dir} is not writable: {exc.strerror or exc}") from None
     free = shutil.disk_usage(run_dir).free
