@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ferbench.records import record as rec
-from ferbench.records.atomic import atomic_path, umask_mode, write_atomic, write_bytes, write_text
+from ferbench.records.atomic import atomic_path, umask_mode, write_atomic, write_bytes, write_stream, write_text
 from ferbench.training.losses import AMSoftmax, balanced_class_weights
 
 
@@ -41,6 +41,17 @@ def test_atomic_path_removes_its_temporary_file_on_failure(tmp_path):
         tmp.write_bytes(b"half")
         raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []  # no target made, no temporary left
+
+
+def test_write_stream_gives_numpy_a_handle_so_nothing_lands_beside_the_target(tmp_path):
+    import numpy as np
+
+    write_stream(tmp_path / "folds.npz", lambda handle: np.savez_compressed(handle, train=np.arange(3)))
+    write_stream(tmp_path / "hashes.npy", lambda handle: np.save(handle, np.arange(4)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folds.npz", "hashes.npy"]  # no ".tmp.npz" stray
+    with np.load(tmp_path / "folds.npz") as data:
+        assert data["train"].tolist() == [0, 1, 2]
+    assert np.load(tmp_path / "hashes.npy").tolist() == [0, 1, 2, 3]
 
 
 def test_atomic_path_gives_each_thread_its_own_temporary_name(tmp_path):

@@ -27,7 +27,7 @@ from ferbench.data.splits import Fold, run_folds
 from ferbench.errors import FerbenchError, RunFailed
 from ferbench.factory import FOLD_BUILDERS, build_model, prepare
 from ferbench.records import record as rec
-from ferbench.records.atomic import write_atomic, write_csv, write_text
+from ferbench.records.atomic import write_atomic, write_csv, write_stream, write_text
 from ferbench.records.integrity import set_aside_damaged_metrics
 from ferbench.training.detection import detection_targets, is_detection
 from ferbench.training.fold import FoldData, FoldResult, RunWork, failure_line, write_fold_result
@@ -59,12 +59,7 @@ def save_split(run_dir: Path, samples: pd.DataFrame, folds: list[Fold]) -> None:
     """Indices saved with the run, so any number traces back to the exact images."""
     write_atomic(run_dir / "samples.csv.gz", lambda tmp: samples.to_csv(tmp, index=False, compression="gzip"))
     arrays = {f"{part}_{f.index}": getattr(f, part) for f in folds for part in ("train", "val", "test")}
-    write_atomic(run_dir / "folds.npz", lambda tmp: _savez(tmp, arrays))
-
-
-def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
+    write_stream(run_dir / "folds.npz", lambda handle: np.savez_compressed(handle, **arrays))
 
 
 def is_primary() -> bool:

@@ -29,7 +29,7 @@ import pandas as pd
 
 from ferbench.data.base import DataSource
 from ferbench.data.splits import Fold
-from ferbench.records.atomic import write_atomic, write_text
+from ferbench.records.atomic import write_stream, write_text
 from ferbench.records.record import data_choice
 
 HashMethod = Literal["dhash", "phash"]
@@ -158,13 +158,8 @@ def cached_hashes(images: np.ndarray, cache_path: Path | None) -> np.ndarray:
             return hashes
     hashes = image_hashes(np.asarray(images))
     if path is not None:
-        write_atomic(path, lambda tmp: _save(tmp, hashes))
+        write_stream(path, lambda handle: np.save(handle, hashes))
     return hashes
-
-
-def _save(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as handle:
-        np.save(handle, array)
 
 
 def seen_side(fold: Fold) -> Fold:

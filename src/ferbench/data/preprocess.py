@@ -25,7 +25,7 @@ import numpy as np
 from ferbench.data.base import DataSource
 from ferbench.data.identity import table_digest
 from ferbench.errors import DataError
-from ferbench.records.atomic import atomic_path, write_bytes
+from ferbench.records.atomic import write_bytes, write_stream
 
 MIN_IMAGE_SIDE = 16
 """Smaller images are kept (upscaled) but counted as ``tiny_images`` and warned about: likely not faces."""
@@ -271,8 +271,7 @@ def prepare_images(
             **settings,
             "version": PREPROCESS_VERSION,
         }
-        with atomic_path(array_path) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, result.images)  # to the open file: np.save would add ``.npy`` to a bare path
+        write_stream(array_path, lambda handle: np.save(handle, result.images))
         write_bytes(meta_path, json.dumps(meta, indent=1).encode())
         result.cache_path = array_path
     return result

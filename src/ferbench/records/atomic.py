@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 
@@ -52,6 +53,19 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     with atomic_path(path) as tmp:
         write(tmp)
     return Path(path)
+
+
+def write_stream(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(handle)`` on the temporary file opened for binary writing, then rename it into place.
+
+    For numpy's savers (``np.save``, ``np.savez_compressed``): given a bare path they append ``.npy`` / ``.npz``
+    to the temporary name, so the rename would miss what they wrote; given a handle they write into it."""
+
+    def to_handle(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            write(handle)
+
+    return write_atomic(path, to_handle)
 
 
 def write_text(path: Path, text: str) -> Path:

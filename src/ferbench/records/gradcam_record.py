@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferbench.records.atomic import write_atomic
+from ferbench.records.atomic import write_stream
 
 GRADCAM_FILE = "gradcam.npz"
 
@@ -71,12 +71,7 @@ def write_gradcam(run_dir: Path, record: GradcamRecord) -> Path:
         "predicted": np.asarray(record.predicted, dtype=np.int64),
         "maps": np.asarray(record.maps, dtype=np.float16),
     }
-
-    def save(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:  # a handle: np.savez would add ".npz" to the temporary name
-            np.savez_compressed(handle, **arrays)
-
-    return write_atomic(gradcam_path(run_dir), save)
+    return write_stream(gradcam_path(run_dir), lambda handle: np.savez_compressed(handle, **arrays))
 
 
 def read_gradcam(run_dir: Path) -> GradcamRecord | None:
