@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ferbench.attention import attention_factory
+from ferbench.errors import ConfigError
 from ferbench.models import create_model
 from ferbench.models.yoloxnano_det import grid_priors, postprocess
 from ferbench.training.detection import (
@@ -137,3 +138,6 @@ def test_detector_norm_gn_swaps_every_batchnorm_and_keeps_the_parameters():
     )
     assert sum(p.numel() for p in gn.parameters()) == sum(p.numel() for p in bn.parameters())
     assert gn(torch.randn(1, 3, 64, 64)).shape == bn(torch.randn(1, 3, 64, 64)).shape
+    for form in ("yoloxnano_det", "yoloxnano"):  # one check for both forms
+        with pytest.raises(ConfigError, match="model.norm must be one of bn, gn, got 'ln'"):
+            create_model(form, num_classes=7, in_chans=3, norm="ln")

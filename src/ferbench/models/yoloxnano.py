@@ -49,6 +49,16 @@ def group_norm_like(module: nn.Module, groups: int = GN_GROUPS) -> nn.Module:
     return module
 
 
+def apply_norm(norm: str, *parts: nn.Module) -> None:
+    """``model.norm`` for both forms: ``bn`` keeps YOLOX's BatchNorm, ``gn`` swaps it in ``parts`` for GroupNorm;
+    anything else is a one-line error naming the key."""
+    if norm not in NORMS:
+        raise ConfigError(f"model.norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if norm == "gn":
+        for part in parts:
+            group_norm_like(part)
+
+
 class BaseConv(ConvNormAct):
     """Conv -> BN -> SiLU, "same" padding."""
 
@@ -188,15 +198,11 @@ class YOLOXNano(nn.Module):
         norm: str = "bn",
     ) -> None:
         super().__init__()
-        if norm not in NORMS:
-            raise ConfigError(f"model.norm must be one of {', '.join(NORMS)}, got {norm!r}")
         self.backbone = CSPDarknet(in_chans)
         self.attn = nn.ModuleList(attn_layer(c) for c in self.backbone.out_channels)
         self.neck = PAFPN(self.backbone.out_channels)
         self.head = nn.Sequential(nn.Dropout(drop_rate), head_layer(sum(self.backbone.out_channels), num_classes))
-        if norm == "gn":
-            group_norm_like(self.backbone)
-            group_norm_like(self.neck)
+        apply_norm(norm, self.backbone, self.neck)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = tuple(a(f) for a, f in zip(self.attn, self.backbone(x), strict=True))

@@ -17,9 +17,8 @@ from torch import nn
 from torchvision.ops import batched_nms, box_convert
 
 from ferbench.attention import AttnFactory, NoAttention
-from ferbench.errors import ConfigError
 from ferbench.models.registry import MODELS
-from ferbench.models.yoloxnano import NORMS, PAFPN, WIDTH, BaseConv, CSPDarknet, DWConv, group_norm_like
+from ferbench.models.yoloxnano import PAFPN, WIDTH, BaseConv, CSPDarknet, DWConv, apply_norm
 
 STRIDES = (8, 16, 32)
 BN_MOMENTUM_NOTE = """YOLOX sets BatchNorm momentum 0.03 (it trains COCO for 300 epochs, evaluating an EMA of the
@@ -75,8 +74,6 @@ class YOLOXNanoDet(nn.Module):
         norm: str = "bn",
     ) -> None:
         super().__init__()
-        if norm not in NORMS:
-            raise ConfigError(f"model.norm must be one of {', '.join(NORMS)}, got {norm!r}")
         self.num_classes = num_classes
         self.backbone = CSPDarknet(in_chans)
         self.attn = nn.ModuleList(attn_layer(c) for c in self.backbone.out_channels)
@@ -87,9 +84,7 @@ class YOLOXNanoDet(nn.Module):
         for module in self.modules():  # see BN_MOMENTUM_NOTE
             if isinstance(module, nn.BatchNorm2d):
                 module.momentum = bn_momentum
-        if norm == "gn":  # as the classifier form's model.norm=gn (models/yoloxnano.py); the heads too
-            for part in (self.backbone, self.neck, self.heads):
-                group_norm_like(part)
+        apply_norm(norm, self.backbone, self.neck, self.heads)  # as the classifier form's, the heads too
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, 5 + classes) over the N grid cells of the three levels: cx, cy, w, h (pixels), logits."""
