@@ -108,20 +108,23 @@ def collate_uint8(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, to
     return torch.from_numpy(images), labels
 
 
-def seeded_loader(datamodule, dataset: Dataset, train: bool, collate_fn) -> DataLoader:
+def seeded_loader(
+    datamodule, dataset: Dataset, train: bool, collate_fn, sampler: type[BatchSeededSampler] = BatchSeededSampler
+) -> DataLoader:
     """The loader of a ferbench data module (classification or detection): shuffled and seeded per batch by a
     ``BatchSeededSampler`` when training, workers and pinning resolved for the device it trains on.
 
-    ``datamodule`` gives ``batch_size``, ``num_workers``, ``pin_memory``, ``seed`` and ``_accelerated()``.
+    ``datamodule`` gives ``batch_size``, ``num_workers``, ``pin_memory``, ``seed`` and ``_accelerated()``;
+    ``sampler`` a ``BatchSeededSampler`` subclass whose keys the dataset reads.
     """
     accelerated = datamodule._accelerated()
     workers = resolve_num_workers(datamodule.num_workers, accelerated)
     batch_size, seed = datamodule.batch_size, datamodule.seed
-    sampler = BatchSeededSampler(len(dataset), batch_size, torch.Generator().manual_seed(seed)) if train else None
+    order = sampler(len(dataset), batch_size, torch.Generator().manual_seed(seed)) if train else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=sampler,
+        sampler=order,
         drop_last=train and len(dataset) > batch_size,
         num_workers=workers,
         pin_memory=resolve_pin_memory(datamodule.pin_memory, accelerated),

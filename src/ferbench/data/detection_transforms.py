@@ -7,7 +7,7 @@ Targets per image are (K, 5) float32 arrays: class, x1, y1, x2, y2 in input pixe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset
 
-from ferbench.data.datamodule import FoldDataModule, seeded_loader
+from ferbench.data.datamodule import BatchSeededSampler, FoldDataModule, seeded_loader
 from ferbench.data.splits import Fold
 from ferbench.data.transforms import Pipeline, normalize_batch
 from ferbench.errors import ConfigError
@@ -37,6 +37,9 @@ class MosaicMixup:
     mixup: float = 0.0
     scale: tuple[float, float] = (0.5, 1.0)
     """The mosaic window's side is ``size / s`` of the 2x canvas for ``s`` drawn in this range."""
+    no_aug_epochs: int = 0
+    """YOLOX's ``no_aug_epochs``: the last this many epochs train without mosaic and mix-up (on whole images, as
+    they are tested; ``aug.train`` still applies)."""
 
     @classmethod
     def from_config(cls, node: Any) -> MosaicMixup:
@@ -44,12 +47,17 @@ class MosaicMixup:
             return cls()
         options = dict(node)
         scale = tuple(options.pop("scale", (0.5, 1.0)))
-        unknown = set(options) - {"mosaic", "mixup"}
+        unknown = set(options) - {"mosaic", "mixup", "no_aug_epochs"}
         if unknown:
-            raise ConfigError(f"aug.detection: unknown keys {sorted(unknown)} (expected mosaic, mixup, scale)")
+            raise ConfigError(
+                f"aug.detection: unknown keys {sorted(unknown)} (expected mosaic, mixup, scale, no_aug_epochs)"
+            )
         if not (0 < scale[0] <= scale[1] <= 1):
             raise ConfigError(f"aug.detection.scale must be 0 < low <= high <= 1, got {list(scale)}")
-        return cls(float(options.get("mosaic", 0.0)), float(options.get("mixup", 0.0)), (scale[0], scale[1]))
+        no_aug = int(options.get("no_aug_epochs") or 0)
+        if no_aug < 0:
+            raise ConfigError(f"aug.detection.no_aug_epochs must be >= 0, got {no_aug}")
+        return cls(float(options.get("mosaic", 0.0)), float(options.get("mixup", 0.0)), (scale[0], scale[1]), no_aug)
 
 
 def keep_visible(before: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -115,8 +123,10 @@ def build_box_augmentation(steps: Sequence[Any]) -> A.Compose | None:
 class DetectionDataset(Dataset):
     """Rows ``indices`` of a uint8 image array with their targets; training draws mosaic, mix-up, ``augment``.
 
-    Keys are ``(position, batch seed)`` pairs from ``BatchSeededSampler`` (or plain positions): each image's
-    draws come from ``(batch seed, position)``, whichever loader process handles it.
+    Keys are ``(position, batch seed, mixing)`` from ``MixingSampler`` (or plain positions): each image's draws
+    come from ``(batch seed, position)``, whichever loader process handles it; ``mixing`` False skips mosaic and
+    mix-up (the flag travels with the key, as YOLOX's batch sampler carries its mosaic switch, so loader
+    processes that persist across epochs see it).
     """
 
     def __init__(
@@ -144,13 +154,13 @@ class DetectionDataset(Dataset):
             return mosaic([m for m, _ in items], [t for _, t in items], rng, self.mix.scale)
         return self._item(i)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        i, seed = key if isinstance(key, tuple) else (key, None)
+    def __getitem__(self, key: int | tuple[int, int] | tuple[int, int, bool]) -> tuple[np.ndarray, np.ndarray]:
+        i, seed, mixing = (*key, True)[:3] if isinstance(key, tuple) else (key, None, True)
         if not self.training:
             return self._item(i)
         rng = np.random.default_rng([seed if seed is not None else 0, i])
-        image, target = self._mixed(i, rng)
-        if rng.random() < self.mix.mixup:
+        image, target = self._mixed(i, rng) if mixing else self._item(i)
+        if mixing and rng.random() < self.mix.mixup:
             image, target = mixup((image, target), self._mixed(int(rng.integers(0, len(self))), rng))
         if self.augment is not None:
             self.augment.set_random_seed(int(rng.integers(0, 2**31)))
@@ -162,6 +172,18 @@ class DetectionDataset(Dataset):
             boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
             target = np.concatenate([np.asarray(out["classes"], dtype=np.float32).reshape(-1, 1), boxes], axis=1)
         return image, target
+
+
+class MixingSampler(BatchSeededSampler):
+    """``BatchSeededSampler``'s keys with the mosaic / mix-up switch added: ``(position, batch seed, mixing)``.
+    The switch is read as each key is drawn, so turning it off at an epoch's start holds for that epoch."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, mixing: bool = True) -> None:
+        super().__init__(n, batch_size, generator)
+        self.mixing = mixing
+
+    def __iter__(self) -> Iterator[tuple[int, int, bool]]:
+        return ((i, seed, self.mixing) for i, seed in super().__iter__())
 
 
 def collate_boxes(batch: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,6 +217,15 @@ class DetectionDataModule(FoldDataModule):
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.mean, self.std, self.seed = mean, std, seed
         self.channels_last = False
+        self.mixing = True
+        self._train_sampler: MixingSampler | None = None
+
+    def set_mixing(self, on: bool) -> None:
+        """Mosaic and mix-up on or off from the next key drawn (``DetectionModule`` turns them off for the
+        last ``no_aug_epochs``)."""
+        self.mixing = on
+        if self._train_sampler is not None:
+            self._train_sampler.mixing = on
 
     def augment_on_device(self) -> None:
         raise ConfigError("trainer.gpu_augment does not apply to detection (boxes are augmented with the images)")
@@ -203,7 +234,11 @@ class DetectionDataModule(FoldDataModule):
         dataset = DetectionDataset(
             self.images, self.targets, indices, self.augment if train else None, self.mix if train else MosaicMixup()
         )
-        return seeded_loader(self, dataset, train, collate_boxes)
+        loader = seeded_loader(self, dataset, train, collate_boxes, sampler=MixingSampler)
+        if train:
+            self._train_sampler = loader.sampler
+            self._train_sampler.mixing = self.mixing
+        return loader
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
         images, targets = batch

@@ -62,7 +62,13 @@ IDENTITY_EXCLUDED = (
 )
 """Keys that say where things are or how they look, not what the experiment is: not in the run id."""
 
-OFF_BY_DEFAULT = {"model.init": None, "model.freeze_epochs": 0}
+OFF_BY_DEFAULT = {
+    "model.init": None,
+    "model.freeze_epochs": 0,
+    "trainer.ema_decay": 0,
+    "optim.warmup_epochs": 0,
+    "aug.detection.no_aug_epochs": 0,
+}
 """Options added after records existed: at their off value they stay out of the identity, so old run ids hold."""
 
 
@@ -77,8 +83,10 @@ def experiment_identity(cfg: DictConfig) -> dict[str, Any]:
         if isinstance(node, dict):
             node.pop(leaf, None)
     for dotted, off in OFF_BY_DEFAULT.items():
-        group, leaf = dotted.split(".")
-        node = data.get(group)
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and leaf in node and node[leaf] in (off, None):
             node.pop(leaf)
     model = data.get("model")

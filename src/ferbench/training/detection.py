@@ -249,8 +249,10 @@ class DetectionModule(HistoryModule):
         input_size: int,
         in_chans: int = 3,
         fps_seconds: float = 2.0,
+        no_aug_epochs: int = 0,
     ) -> None:
         super().__init__()
+        self.no_aug_epochs = no_aug_epochs
         self.model = model
         self.optim_cfg = optim_cfg
         self.num_classes = num_classes
@@ -291,6 +293,17 @@ class DetectionModule(HistoryModule):
 
     def on_fit_start(self) -> None:
         self._epoch_mark = time.perf_counter()
+        self._switch_mixing(len(self.history))  # a resumed fit's first batch is drawn before its epoch starts
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self._switch_mixing(self.current_epoch)
+
+    def _switch_mixing(self, epoch: int) -> None:
+        """Mosaic and mix-up off for the last ``no_aug_epochs`` epochs (YOLOX's recipe)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.no_aug_epochs and datamodule is not None and hasattr(datamodule, "set_mixing"):
+            datamodule.set_mixing(epoch < self.max_epochs - self.no_aug_epochs)
 
     def on_train_epoch_end(self) -> None:
         now = time.perf_counter()
@@ -298,7 +311,7 @@ class DetectionModule(HistoryModule):
             self.current_epoch + 1,
             now - getattr(self, "_epoch_mark", now),
             self.train_loss.compute(),
-            self.trainer.optimizers[0].param_groups[0]["lr"],
+            self.epoch_lr,
             val_loss=self.val_loss.compute() if self.val_loss.update_count else None,
         )
         self._epoch_mark = now
@@ -385,15 +398,22 @@ def detection_parts(
     """The LightningModule and data module ``training.solo.train_solo`` fits for a detector."""
     from ferbench.data.detection_transforms import DetectionDataModule, MosaicMixup, build_box_augmentation
 
+    mix = MosaicMixup.from_config(cfg.aug.get("detection"))
     module = DetectionModule(
-        model, cfg.optim, num_classes, cfg.trainer.max_epochs, cfg.model.input_size, cfg.model.in_chans
+        model,
+        cfg.optim,
+        num_classes,
+        cfg.trainer.max_epochs,
+        cfg.model.input_size,
+        cfg.model.in_chans,
+        no_aug_epochs=mix.no_aug_epochs,
     )
     datamodule = DetectionDataModule(
         images,
         targets,
         fold,
         build_box_augmentation(cfg.aug.train),
-        MosaicMixup.from_config(cfg.aug.get("detection")),
+        mix,
         batch_size=cfg.trainer.batch_size,
         num_workers=cfg.trainer.num_workers,
         pin_memory=pin_memory,

@@ -36,6 +36,10 @@ class HistoryModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ferbench_history"] = list(self.history)
 
+    def on_train_epoch_start(self) -> None:
+        # the lr this epoch trains at: by the epoch-end hook Lightning has already stepped the scheduler
+        self.epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("ferbench_history", []))
 
@@ -134,7 +138,7 @@ class FERModule(HistoryModule):
             # so a resumed run's total is still the sum over every epoch it ran
             self._seconds_since_last_epoch(),
             self.train_loss.compute(),
-            self.trainer.optimizers[0].param_groups[0]["lr"],
+            self.epoch_lr,
             train_acc=self.train_acc.compute(),
             val_loss=self.val_loss.compute() if validated else None,
             val_acc=self.val_acc.compute() if validated else None,

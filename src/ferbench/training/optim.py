@@ -19,7 +19,7 @@ OPTIMIZERS.register("adam")(torch.optim.Adam)
 OPTIMIZERS.register("adamw")(torch.optim.AdamW)
 OPTIMIZERS.register("sgd")(torch.optim.SGD)
 
-_NOT_OPTIMIZER_KEYS = ("name", "scheduler", "step_size", "gamma")
+_NOT_OPTIMIZER_KEYS = ("name", "scheduler", "step_size", "gamma", "warmup_epochs")
 
 
 def optimizer_options(cfg: Any) -> dict[str, Any]:
@@ -32,17 +32,26 @@ def build_optimizer(cfg: Any, params: Iterable[torch.nn.Parameter]) -> torch.opt
 
 
 def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, max_epochs: int):
-    """``none`` | ``cosine`` (to zero over max_epochs) | ``step`` (x gamma every step_size epochs)."""
+    """``none`` | ``cosine`` (to zero by max_epochs) | ``step`` (x gamma every step_size epochs), after
+    ``warmup_epochs`` (0: none) of a linear ramp from lr / (warmup + 1) up to lr, as YOLOX warms up (per epoch
+    here, so a pack steps it alike)."""
+    warmup = int(cfg.get("warmup_epochs", 0) or 0)
     schedulers = {
         "none": lambda: None,
-        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs),
+        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(max_epochs - warmup, 1)),
         "step": lambda: torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma),
     }
     if cfg.scheduler not in schedulers:
         from ferbench.errors import ConfigError
 
         raise ConfigError(f"optim.scheduler must be one of {sorted(schedulers)}, got {cfg.scheduler!r}")
-    return schedulers[cfg.scheduler]()
+    main = schedulers[cfg.scheduler]()
+    if warmup <= 0:
+        return main
+    ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / (warmup + 1), total_iters=warmup)
+    if main is None:
+        return ramp
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
 
 def lightning_optimizers(cfg: Any, module: torch.nn.Module, max_epochs: int):

@@ -149,6 +149,8 @@ def unpackable(cfg: DictConfig, net: PackNet) -> str | None:
         return why
     if str(cfg.trainer.precision) not in ("32-true", "32", "bf16-mixed"):
         return f"trainer.precision={cfg.trainer.precision} (packs train in 32-true or bf16-mixed)"
+    if float(cfg.trainer.get("ema_decay") or 0) > 0:
+        return "trainer.ema_decay averages the weights in a Lightning callback, which the packed loop does not run"
     if int(cfg.model.get("freeze_epochs") or 0) > 0:
         return "model.freeze_epochs freezes a backbone for some epochs, which the packed loop does not do"
     if bool(cfg.trainer.get("gpu_augment", False)) and cfg.aug.get("train"):

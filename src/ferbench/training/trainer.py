@@ -12,7 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint, TQDMProgressBar
 
 from ferbench.errors import ConfigError
 from ferbench.records.record import BEST_CHECKPOINT
@@ -265,6 +265,8 @@ def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: 
         )
     if has_val and t.early_stopping_patience > 0:
         callbacks.append(ValLossStopping(int(t.early_stopping_patience)))
+    if ema := weight_average(t):
+        callbacks.append(ema)
     bar = bool(t.progress_bar) and sys.stderr.isatty()
     if bar:
         callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH, leave=False))
@@ -289,6 +291,17 @@ def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: 
     )
     options.update(overrides)
     return pl.Trainer(**options)
+
+
+def weight_average(t: Any) -> pl.Callback | None:
+    """``trainer.ema_decay`` > 0: Lightning's EMA of the weights, updated every step. It is what validation
+    sees, what the best checkpoint holds (the current weights ride along for resuming) and so what is tested."""
+    decay = float(t.get("ema_decay", 0) or 0)
+    if decay <= 0:
+        return None
+    if decay >= 1:
+        raise ConfigError(f"trainer.ema_decay must be in [0, 1), got {decay}")
+    return EMAWeightAveraging(decay=decay, use_buffers=True)
 
 
 def training_device(cfg: Any) -> torch.device:
