@@ -90,6 +90,19 @@ def test_yolox_loss_box_term_and_padding() -> None:
     assert loss.box.item() == pytest.approx(0.75, rel=1e-5)
 
 
+def test_class_targets_scale_by_iou_unless_told_not_to() -> None:
+    # One foreground cell (cell 0 for A) predicting half of A (IoU 1/2), class logits (2, -2): YOLOX's class
+    # target is (1/2, 0), the one-hot target (1, 0).
+    out = outputs({0: [0.0, 0.0, 16.0, 8.0]})
+    out[0, :, 5:] = torch.tensor([2.0, -2.0])
+    tgt = targets((0, A))
+    soft, hard = (yolox_loss(out, tgt, PRIORS, iou_class_targets=flag).cls.item() for flag in (True, False))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    logits = torch.tensor([2.0, -2.0])
+    assert soft == pytest.approx(bce(logits, torch.tensor([0.5, 0.0]), reduction="sum").item(), rel=1e-5)
+    assert hard == pytest.approx(bce(logits, torch.tensor([1.0, 0.0]), reduction="sum").item(), rel=1e-5)
+
+
 def test_image_without_boxes_has_only_objectness_loss() -> None:
     loss = yolox_loss(outputs({}), torch.full((1, 1, 5), -1.0), PRIORS)
     assert loss.foreground == 0 and loss.cls.item() == 0 and loss.obj.item() == pytest.approx(16 * math.log(2))

@@ -129,8 +129,13 @@ class DetectionLoss:
     foreground: int
 
 
-def yolox_loss(outputs: torch.Tensor, targets: torch.Tensor, priors: torch.Tensor) -> DetectionLoss:
-    """YOLOX's loss over a batch: ``outputs`` (B, N, 5 + C) as the detector's forward, ``targets`` (B, M, 5)."""
+def yolox_loss(
+    outputs: torch.Tensor, targets: torch.Tensor, priors: torch.Tensor, iou_class_targets: bool = True
+) -> DetectionLoss:
+    """YOLOX's loss over a batch: ``outputs`` (B, N, 5 + C) as the detector's forward, ``targets`` (B, M, 5).
+
+    ``iou_class_targets``: YOLOX's class target is the one-hot class x the cell's IoU with its box (while boxes
+    are poor, every class target is small); False: the one-hot class alone (``model.iou_class_targets``)."""
     outputs = outputs.float()
     num_classes = outputs.shape[-1] - 5
     pred_boxes = box_convert(outputs[..., :4], "cxcywh", "xyxy")
@@ -149,7 +154,9 @@ def yolox_loss(outputs: torch.Tensor, targets: torch.Tensor, priors: torch.Tenso
         obj_targets[b, a.foreground] = 1.0
         n_fg += int(a.foreground.sum())
         box_sum = box_sum + (1 - paired_iou(pred_boxes[b, a.foreground], gt[a.gt_index]) ** 2).sum()
-        cls_target = F.one_hot(gt_cls[a.gt_index], num_classes).float() * a.iou[:, None]
+        cls_target = F.one_hot(gt_cls[a.gt_index], num_classes).float()
+        if iou_class_targets:
+            cls_target = cls_target * a.iou[:, None]
         cls_sum = cls_sum + F.binary_cross_entropy_with_logits(
             outputs[b, a.foreground, 5:], cls_target, reduction="sum"
         )
@@ -252,9 +259,10 @@ class DetectionModule(HistoryModule):
         in_chans: int = 3,
         fps_seconds: float = 2.0,
         no_aug_epochs: int = 0,
+        iou_class_targets: bool = True,
     ) -> None:
         super().__init__()
-        self.no_aug_epochs = no_aug_epochs
+        self.no_aug_epochs, self.iou_class_targets = no_aug_epochs, iou_class_targets
         self.model = model
         self.optim_cfg = optim_cfg
         self.num_classes = num_classes
@@ -275,7 +283,7 @@ class DetectionModule(HistoryModule):
         priors = self.model.priors(x.shape[-1], x.device) if x.shape[-1] == x.shape[-2] else None
         if priors is None or len(priors) != outputs.shape[1]:
             raise ValueError(f"detector input must be square, got {tuple(x.shape[-2:])}")
-        return yolox_loss(outputs, targets, priors)
+        return yolox_loss(outputs, targets, priors, self.iou_class_targets)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, targets = batch
@@ -409,6 +417,7 @@ def detection_parts(
         cfg.model.input_size,
         cfg.model.in_chans,
         no_aug_epochs=mix.no_aug_epochs,
+        iou_class_targets=bool(cfg.model.get("iou_class_targets", True)),
     )
     datamodule = DetectionDataModule(
         images,
