@@ -28,9 +28,19 @@ from ferbench.training.packed import PackNet
 from ferbench.training.trainer import pin_memory_for
 from ferbench.training.warm_start import warm_start
 
-MODEL_RESERVED_KEYS = ("name", "input_size", "in_chans", "task", "revision", "init", "freeze_epochs")
+MODEL_RESERVED_KEYS = (
+    "name",
+    "input_size",
+    "in_chans",
+    "task",
+    "revision",
+    "init",
+    "freeze_epochs",
+    "iou_class_targets",
+)
 """Model config keys that are not builder switches; ``revision`` marks a changed network so its run ids change;
-``init`` and ``freeze_epochs`` start it from another run's weights (``training/warm_start.py``)."""
+``init`` and ``freeze_epochs`` start it from another run's weights (``training/warm_start.py``);
+``iou_class_targets`` shapes a detector's loss (``training/detection.py``)."""
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
