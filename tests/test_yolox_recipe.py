@@ -1,6 +1,6 @@
 """The parts of YOLOX's training recipe ferbench offers as options (issue 22): a warm-up before the scheduler
 (``optim.warmup_epochs``), an EMA of the weights evaluated and tested (``trainer.ema_decay``), and the last epochs
-without mosaic and mix-up (``aug.detection.no_aug_epochs``). Off by default, and then out of the run id."""
+without mosaic and mix-up (``aug.no_aug_epochs``). Off by default, and then out of the run id."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ferbench.data.detection_transforms import DetectionDataModule, DetectionDat
 from ferbench.errors import ConfigError
 from ferbench.records.record import experiment_identity, run_id
 from ferbench.run import run
+from ferbench.training.mixup import no_aug_epochs
 from ferbench.training.optim import lr_at_epoch
 from ferbench.training.packing import unpackable
 from ferbench.training.trainer import weight_average
@@ -27,9 +28,14 @@ def test_recipe_options_at_their_off_values_leave_run_ids_as_they_were(make_cfg)
     cfg = make_cfg(*DETECTOR)
     identity = experiment_identity(cfg)
     assert "ema_decay" not in identity["trainer"] and "warmup_epochs" not in identity["optim"]
-    assert "no_aug_epochs" not in identity["aug"]["detection"]
-    assert "mosaic" in identity["aug"]["detection"]  # its siblings stay
-    for option in ("trainer.ema_decay=0.99", "optim.warmup_epochs=5", "aug.detection.no_aug_epochs=15"):
+    assert "no_aug_epochs" not in identity["aug"] and "mosaic" in identity["aug"]["detection"]
+    assert "iou_class_targets" not in identity["model"]
+    for option in (
+        "trainer.ema_decay=0.99",
+        "optim.warmup_epochs=5",
+        "aug.no_aug_epochs=15",
+        "model.iou_class_targets=false",
+    ):
         assert run_id(make_cfg(*DETECTOR, option), "x") != run_id(cfg, "x"), option
 
 
@@ -71,7 +77,19 @@ def test_the_sampler_carries_the_switch_read_as_each_key_is_drawn():
 
 def test_no_aug_epochs_must_not_be_negative():
     with pytest.raises(ConfigError, match="no_aug_epochs"):
-        MosaicMixup.from_config({"mosaic": 0.5, "no_aug_epochs": -1})
+        no_aug_epochs(OmegaConf.create({"no_aug_epochs": -1}))
+
+
+def test_the_classifier_form_stops_mixing_batches_for_the_last_epochs(make_cfg, monkeypatch):
+    import ferbench.training.module as module
+
+    passed: list[object] = []
+    original = module.mix_batch
+    monkeypatch.setattr(module, "mix_batch", lambda x, y, mixup: (passed.append(mixup), original(x, y, mixup))[1])
+    cfg = make_cfg("aug=yoloxnano", "aug.no_aug_epochs=1", "trainer.max_epochs=2", "data.options.n_train=64")
+    run(cfg)
+    steps = len(passed) // 2
+    assert all(m is not None for m in passed[:steps]) and all(m is None for m in passed[steps:])
 
 
 def test_ema_decay_out_of_range_is_refused_and_a_pack_trains_such_a_run_alone(make_cfg):
@@ -91,7 +109,7 @@ def test_a_detector_run_warms_up_averages_and_ends_without_mosaic(make_cfg, tmp_
         *DETECTOR, "model.input_size=64", "data=folder", f"data.root={tmp_path / 'faces' / 'images'}",
         f"data.boxes={csv}", "split=holdout", "split.ratio=0.25", "trainer.max_epochs=3", "trainer.batch_size=4",
         "trainer.early_stopping_patience=0", "optim.lr=0.003", "optim.warmup_epochs=2", "trainer.ema_decay=0.5",
-        "aug.detection.no_aug_epochs=1", fast=False,
+        "aug.no_aug_epochs=1", fast=False,
     )  # fmt: skip
     record = run(cfg)
     assert switches == [True, True, True, False]  # fit start, then epochs 1-3 of 3: the last without

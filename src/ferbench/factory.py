@@ -22,7 +22,7 @@ from ferbench.models import create_model
 from ferbench.models.heads import HEADS
 from ferbench.training.fold import FoldBuilders
 from ferbench.training.losses import build_loss
-from ferbench.training.mixup import build_mixup
+from ferbench.training.mixup import build_mixup, no_aug_epochs
 from ferbench.training.module import FERModule
 from ferbench.training.packed import PackNet
 from ferbench.training.trainer import pin_memory_for
@@ -84,6 +84,7 @@ def build_module(cfg: DictConfig, model: nn.Module, loss: nn.Module, num_classes
     """The LightningModule, with ``aug.mixup`` (a batch transform of the training step) where the config has one."""
     module = FERModule(model, loss, cfg.optim, num_classes, cfg.trainer.max_epochs, cfg.loss.get("aux_weight", 1.0))
     module.mixup = build_mixup(cfg.aug.get("mixup"))
+    module.no_aug_epochs = no_aug_epochs(cfg.aug)
     return module
 
 

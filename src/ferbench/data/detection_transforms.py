@@ -37,9 +37,6 @@ class MosaicMixup:
     mixup: float = 0.0
     scale: tuple[float, float] = (0.5, 1.0)
     """The mosaic window's side is ``size / s`` of the 2x canvas for ``s`` drawn in this range."""
-    no_aug_epochs: int = 0
-    """YOLOX's ``no_aug_epochs``: the last this many epochs train without mosaic and mix-up (on whole images, as
-    they are tested; ``aug.train`` still applies)."""
 
     @classmethod
     def from_config(cls, node: Any) -> MosaicMixup:
@@ -47,17 +44,12 @@ class MosaicMixup:
             return cls()
         options = dict(node)
         scale = tuple(options.pop("scale", (0.5, 1.0)))
-        unknown = set(options) - {"mosaic", "mixup", "no_aug_epochs"}
+        unknown = set(options) - {"mosaic", "mixup"}
         if unknown:
-            raise ConfigError(
-                f"aug.detection: unknown keys {sorted(unknown)} (expected mosaic, mixup, scale, no_aug_epochs)"
-            )
+            raise ConfigError(f"aug.detection: unknown keys {sorted(unknown)} (expected mosaic, mixup, scale)")
         if not (0 < scale[0] <= scale[1] <= 1):
             raise ConfigError(f"aug.detection.scale must be 0 < low <= high <= 1, got {list(scale)}")
-        no_aug = int(options.get("no_aug_epochs") or 0)
-        if no_aug < 0:
-            raise ConfigError(f"aug.detection.no_aug_epochs must be >= 0, got {no_aug}")
-        return cls(float(options.get("mosaic", 0.0)), float(options.get("mixup", 0.0)), (scale[0], scale[1]), no_aug)
+        return cls(float(options.get("mosaic", 0.0)), float(options.get("mixup", 0.0)), (scale[0], scale[1]))
 
 
 def keep_visible(before: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -222,7 +214,7 @@ class DetectionDataModule(FoldDataModule):
 
     def set_mixing(self, on: bool) -> None:
         """Mosaic and mix-up on or off from the next key drawn (``DetectionModule`` turns them off for the
-        last ``no_aug_epochs``)."""
+        last ``aug.no_aug_epochs``)."""
         self.mixing = on
         if self._train_sampler is not None:
             self._train_sampler.mixing = on

@@ -67,7 +67,7 @@ OFF_BY_DEFAULT = {
     "model.freeze_epochs": 0,
     "trainer.ema_decay": 0,
     "optim.warmup_epochs": 0,
-    "aug.detection.no_aug_epochs": 0,
+    "aug.no_aug_epochs": 0,
     "model.iou_class_targets": True,
 }
 """Options added after records existed: at their off value they stay out of the identity, so old run ids hold."""

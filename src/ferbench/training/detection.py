@@ -30,6 +30,7 @@ from ferbench.models.profile import frames_per_second
 from ferbench.models.yoloxnano_det import DetectionPipeline, postprocess
 from ferbench.training.loggers import log_epoch
 from ferbench.training.metrics import ImageMean
+from ferbench.training.mixup import mixes, no_aug_epochs
 from ferbench.training.module import HistoryModule
 from ferbench.training.rules import epoch_row, nonfinite_loss
 
@@ -313,7 +314,7 @@ class DetectionModule(HistoryModule):
         """Mosaic and mix-up off for the last ``no_aug_epochs`` epochs (YOLOX's recipe)."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.no_aug_epochs and datamodule is not None and hasattr(datamodule, "set_mixing"):
-            datamodule.set_mixing(epoch < self.max_epochs - self.no_aug_epochs)
+            datamodule.set_mixing(mixes(epoch, self.max_epochs, self.no_aug_epochs))
 
     def on_train_epoch_end(self) -> None:
         now = time.perf_counter()
@@ -416,7 +417,7 @@ def detection_parts(
         cfg.trainer.max_epochs,
         cfg.model.input_size,
         cfg.model.in_chans,
-        no_aug_epochs=mix.no_aug_epochs,
+        no_aug_epochs=no_aug_epochs(cfg.aug),
         iou_class_targets=bool(cfg.model.get("iou_class_targets", True)),
     )
     datamodule = DetectionDataModule(

@@ -26,6 +26,20 @@ Partner = tuple[torch.Tensor, float] | None
 """The labels an image was blended with and their weight; None for an unmixed batch."""
 
 
+def no_aug_epochs(aug: Any) -> int:
+    """``aug.no_aug_epochs`` (YOLOX's name): the last this many epochs train without mosaic and mix-up, on images
+    as they are tested (``aug.train`` still applies). 0 or absent: every epoch mixes."""
+    n = int(aug.get("no_aug_epochs") or 0)
+    if n < 0:
+        raise ConfigError(f"aug.no_aug_epochs must be >= 0, got {n}")
+    return n
+
+
+def mixes(epoch: int, max_epochs: int, no_aug: int) -> bool:
+    """Whether epoch ``epoch`` (0-based) of ``max_epochs`` draws mosaics and mix-ups."""
+    return epoch < max_epochs - no_aug
+
+
 def build_mixup(options: Any) -> MixUp | None:
     """``aug.mixup`` (``{p, ratio}``) -> MixUp; absent or ``p: 0`` -> None. A bad value names its key."""
     if not options:

@@ -12,7 +12,7 @@ from torch import nn
 from ferbench.errors import RunFailed
 from ferbench.training.loggers import log_epoch
 from ferbench.training.metrics import ImageMean, test_metrics
-from ferbench.training.mixup import MixUp, mix_batch, mixed_loss
+from ferbench.training.mixup import MixUp, mix_batch, mixed_loss, mixes
 from ferbench.training.optim import lightning_optimizers
 from ferbench.training.rules import LOSS_CHECK_EVERY, epoch_row, nonfinite_loss
 
@@ -75,7 +75,8 @@ class FERModule(HistoryModule):
         self.test_results: dict[str, torch.Tensor] = {}
         self.test_probs: list[torch.Tensor] = []
         self._test_labels: list[torch.Tensor] = []
-        self.mixup: MixUp | None = None  # aug.mixup, a batch transform (run.py sets it)
+        self.mixup: MixUp | None = None  # aug.mixup, a batch transform (the factory sets it)
+        self.no_aug_epochs = 0  # aug.no_aug_epochs: the last epochs without it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -87,7 +88,8 @@ class FERModule(HistoryModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        x, partner = mix_batch(x, y, self.mixup)
+        mixup = self.mixup if mixes(self.current_epoch, self.max_epochs, self.no_aug_epochs) else None
+        x, partner = mix_batch(x, y, mixup)
         out, aux = self._outputs(x)
         loss = mixed_loss(self.loss, out, y, partner)
         for a in aux:
