@@ -158,7 +158,7 @@ def test_every_experiment_file_parses_and_plans():
     assert len(specs) >= 23  # every paper's tables: a glob that found nothing would pass the loop below
     for spec in specs:
         assert spec.kind in ("layers", "counts") or {"paper", "smoke"} <= set(spec.profiles), spec.name
-        assert set(spec.profiles) <= {"paper", "smoke", "budget", "until_flat", "learns"}, spec.name
+        assert set(spec.profiles) <= {"paper", "smoke", "budget", "until_flat", "paper_literal"}, spec.name
         for capped in set(spec.profiles) - {"paper", "smoke"}:  # the paper's recipe, shorter: never more epochs
             epochs = [int(o.split("=")[1]) for o in spec.profiles[capped] if o.startswith("trainer.max_epochs=")]
             assert epochs and epochs[-1] <= (spec.paper_epochs or 0), (spec.name, capped, epochs)
@@ -471,3 +471,14 @@ def test_capped_profile_notes_say_the_papers_epochs_and_flag_curves_still_improv
     assert notes[1] == (
         "still improving at the cap: a / C: 1 of 2 folds had their best validation loss in the last two epochs allowed."
     )
+
+
+def test_a_profiles_note_is_printed_under_its_table_and_must_name_a_profile(tmp_path):
+    from ferbench.results.render import table_notes
+
+    noted = {**CAPPED_TABLE, "profile_notes": {"paper": "GroupNorm in place of BatchNorm (ours)"}}
+    spec = _spec(tmp_path, noted)
+    assert "`paper`: GroupNorm in place of BatchNorm (ours)" in table_notes(spec, [], "paper")
+    assert not any("GroupNorm" in n for n in table_notes(spec, [], "budget"))
+    with pytest.raises(ConfigError, match="profile_notes names profile 'learns', which the table lacks"):
+        _spec(tmp_path, {**CAPPED_TABLE, "profile_notes": {"learns": "x"}})

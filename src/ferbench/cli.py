@@ -272,8 +272,8 @@ def _table(argv: list[str]) -> None:
         help="all | <paper> | <paper>/<table> | path/to/table.yaml, then profile=... and overrides. "
         "profile=smoke (the default: a few epochs, synthetic where data is absent) | paper (the paper's settings) | "
         "budget (the paper's recipe with fewer epochs, folds and seeds, where the table has one) | until_flat "
-        "(amdcnn/table8: the budget trained until the validation loss is flat, at most 30 epochs) | learns "
-        "(yoloxnano/table2: GroupNorm and lr 1e-3, where the paper's recipe learns nothing from scratch); "
+        "(amdcnn/table8: the budget trained until the validation loss is flat, at most 30 epochs) | paper_literal "
+        "(yoloxnano/table2: the paper's stated settings, where its `paper` profile says what it changed); "
         "--render-only renders the profile named, so name the one the records were made with",
     )
     parser.add_argument("--render-only", action="store_true", help="only render from existing run records")

@@ -81,8 +81,8 @@ def capped_profile_notes(spec: TableSpec, cells: Sequence[CellResult], profile: 
     validation curve was still falling at the cap."""
     ran = [c for c in cells if c.status in ("ours", "failed") and c.n]
     notes = []
-    if spec.paper_epochs and ran:
-        caps = sorted({c.max_epochs for c in ran if c.max_epochs})
+    caps = sorted({c.max_epochs for c in ran if c.max_epochs})
+    if spec.paper_epochs and caps and caps[0] < spec.paper_epochs:
         notes.append(
             f"`{profile}` keeps the paper's recipe with fewer epochs: at most {', '.join(map(str, caps))} "
             f"of the paper's {spec.paper_epochs} per run (a cell's epochs run are below)."
@@ -100,6 +100,8 @@ def table_notes(
     spec: TableSpec, cells: Sequence[CellResult], profile: str, deviations: Sequence[str] = ()
 ) -> list[str]:
     notes = [f"Profile `{profile}`. Cells read *ours (paper, Δ)*; Δ = ours − paper."]
+    if profile in spec.profile_notes:
+        notes.append(f"`{profile}`: {spec.profile_notes[profile]}")
     if profile == "smoke":
         notes.append(SMOKE_NOTE)
     if deviations:

@@ -25,6 +25,7 @@ TABLE_KEYS = {
     "seeds",
     "base",
     "profiles",
+    "profile_notes",
     "notes",
     "columns",
     "rows",
@@ -119,6 +120,8 @@ class TableSpec:
     claims: tuple[Claim, ...] = ()
     figures: tuple[dict, ...] = ()
     paper_patience: int | None = None  # early-stopping patience the paper profile must compose to (0 = off)
+    profile_notes: dict[str, str] = field(default_factory=dict)
+    """What a profile changes from the paper's stated recipe, printed under a table trained with it."""
     profile_caps: dict[str, ProfileCaps] = field(default_factory=dict)
 
     @property
@@ -205,6 +208,9 @@ def load_spec(path: Path) -> TableSpec:
             if key not in {r.key for r in rows}:
                 raise ConfigError(f"{path}: stats test '{test.name}' names row '{key}', which the table lacks")
     profiles = {str(k): _profile(path, str(k), v) for k, v in (data.get("profiles") or {}).items()}
+    profile_notes = {str(k): str(v) for k, v in (data.get("profile_notes") or {}).items()}
+    for name in sorted(set(profile_notes) - set(profiles)):
+        raise ConfigError(f"{path}: profile_notes names profile '{name}', which the table lacks")
     for name, (_, caps) in profiles.items():
         for key in sorted(set(caps.columns) - {c.key for c in columns} if caps else ()):
             choices = ", ".join(c.key for c in columns)
@@ -232,6 +238,7 @@ def load_spec(path: Path) -> TableSpec:
         claims=tuple(_claim(path, c, rows, columns) for c in data.get("claims") or ()),
         figures=tuple(dict(f) for f in data.get("figures") or ()),
         paper_patience=None if data.get("paper_patience") is None else int(data["paper_patience"]),
+        profile_notes=profile_notes,
     )
 
 
