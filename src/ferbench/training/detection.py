@@ -6,8 +6,8 @@ face box when its centre lies inside the box or within 2.5 strides of the box ce
 ``k`` cheapest candidates, ``k`` = the sum of the box's 10 best IoUs (at least 1), the cost being class BCE + 3 x
 -log IoU (+1e5 outside box-and-centre); a cell claimed by several boxes keeps the cheapest. Losses, each summed and
 divided by the number of foreground cells: 5 x (1 - IoU^2) on boxes, BCE on objectness over every cell, BCE on
-classes (target: one-hot x the cell's IoU) over foreground cells. YOLOX's L1 loss on box offsets (its last 15
-epochs) is left out.
+classes (target: one-hot x the cell's IoU, or one-hot alone with ``model.iou_class_targets=false``) over foreground
+cells. YOLOX's L1 loss on box offsets (its last 15 epochs) is left out.
 
 Targets are a padded tensor (B, M, 5): class, x1, y1, x2, y2 in input pixels; rows with class < 0 are padding.
 """
