@@ -94,8 +94,9 @@ def test_the_classifier_form_stops_mixing_batches_for_the_last_epochs(make_cfg, 
 
 def test_ema_decay_out_of_range_is_refused_and_a_pack_trains_such_a_run_alone(make_cfg):
     assert weight_average(OmegaConf.create({"ema_decay": 0})) is None
-    with pytest.raises(ConfigError, match="ema_decay"):
-        weight_average(OmegaConf.create({"ema_decay": 1.0}))
+    for bad in (1.0, -0.5):
+        with pytest.raises(ConfigError, match="ema_decay"):
+            weight_average(OmegaConf.create({"ema_decay": bad}))
     why = unpackable(make_cfg("trainer.ema_decay=0.9"), net=None)
     assert why is not None and "ema_decay" in why
 

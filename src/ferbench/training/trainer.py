@@ -297,10 +297,10 @@ def weight_average(t: Any) -> pl.Callback | None:
     """``trainer.ema_decay`` > 0: Lightning's EMA of the weights, updated every step. It is what validation
     sees, what the best checkpoint holds (the current weights ride along for resuming) and so what is tested."""
     decay = float(t.get("ema_decay", 0) or 0)
-    if decay <= 0:
-        return None
-    if decay >= 1:
+    if not 0 <= decay < 1:
         raise ConfigError(f"trainer.ema_decay must be in [0, 1), got {decay}")
+    if decay == 0:
+        return None
     return EMAWeightAveraging(decay=decay, use_buffers=True)
 
 
