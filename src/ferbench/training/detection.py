@@ -307,7 +307,6 @@ class DetectionModule(HistoryModule):
         self._switch_mixing(len(self.history))  # a resumed fit's first batch is drawn before its epoch starts
 
     def on_train_epoch_start(self) -> None:
-        super().on_train_epoch_start()
         self._switch_mixing(self.current_epoch)
 
     def _switch_mixing(self, epoch: int) -> None:

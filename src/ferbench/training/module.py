@@ -36,8 +36,9 @@ class HistoryModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ferbench_history"] = list(self.history)
 
-    def on_train_epoch_start(self) -> None:
-        # the lr this epoch trains at: by the epoch-end hook Lightning has already stepped the scheduler
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # the lr this epoch trains at, for its history row: by the epoch-end hook Lightning has already stepped the
+        # scheduler. Read per batch, not at the epoch's start, which a run resumed mid-epoch does not pass again
         self.epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
