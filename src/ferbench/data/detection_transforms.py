@@ -170,9 +170,7 @@ class MixingSampler(BatchSeededSampler):
     """``BatchSeededSampler``'s keys with the mosaic / mix-up switch added: ``(position, batch seed, mixing)``.
     The switch is read as each key is drawn, so turning it off at an epoch's start holds for that epoch."""
 
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator, mixing: bool = True) -> None:
-        super().__init__(n, batch_size, generator)
-        self.mixing = mixing
+    mixing: bool = True
 
     def __iter__(self) -> Iterator[tuple[int, int, bool]]:
         return ((i, seed, self.mixing) for i, seed in super().__iter__())

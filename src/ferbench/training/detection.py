@@ -408,7 +408,6 @@ def detection_parts(
     """The LightningModule and data module ``training.solo.train_solo`` fits for a detector."""
     from ferbench.data.detection_transforms import DetectionDataModule, MosaicMixup, build_box_augmentation
 
-    mix = MosaicMixup.from_config(cfg.aug.get("detection"))
     module = DetectionModule(
         model,
         cfg.optim,
@@ -424,7 +423,7 @@ def detection_parts(
         targets,
         fold,
         build_box_augmentation(cfg.aug.train),
-        mix,
+        MosaicMixup.from_config(cfg.aug.get("detection")),
         batch_size=cfg.trainer.batch_size,
         num_workers=cfg.trainer.num_workers,
         pin_memory=pin_memory,

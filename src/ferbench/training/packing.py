@@ -38,7 +38,7 @@ from ferbench.training.packed import (
     packable,
 )
 from ferbench.training.solo import train_solo
-from ferbench.training.trainer import training_device
+from ferbench.training.trainer import ema_decay, training_device
 
 AUTO_PACK_MAX = 64
 """``trainer.pack=auto`` on an accelerator: up to this many models per pack."""
@@ -149,7 +149,7 @@ def unpackable(cfg: DictConfig, net: PackNet) -> str | None:
         return why
     if str(cfg.trainer.precision) not in ("32-true", "32", "bf16-mixed"):
         return f"trainer.precision={cfg.trainer.precision} (packs train in 32-true or bf16-mixed)"
-    if float(cfg.trainer.get("ema_decay") or 0) > 0:
+    if ema_decay(cfg.trainer):
         return "trainer.ema_decay averages the weights in a Lightning callback, which the packed loop does not run"
     if int(cfg.model.get("freeze_epochs") or 0) > 0:
         return "model.freeze_epochs freezes a backbone for some epochs, which the packed loop does not do"

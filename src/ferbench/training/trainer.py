@@ -293,15 +293,19 @@ def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: 
     return pl.Trainer(**options)
 
 
-def weight_average(t: Any) -> pl.Callback | None:
-    """``trainer.ema_decay`` > 0: Lightning's EMA of the weights, updated every step. It is what validation
-    sees, what the best checkpoint holds (the current weights ride along for resuming) and so what is tested."""
+def ema_decay(t: Any) -> float:
+    """``trainer.ema_decay``, checked: 0 (off) or a decay in (0, 1)."""
     decay = float(t.get("ema_decay", 0) or 0)
     if not 0 <= decay < 1:
         raise ConfigError(f"trainer.ema_decay must be in [0, 1), got {decay}")
-    if decay == 0:
-        return None
-    return EMAWeightAveraging(decay=decay, use_buffers=True)
+    return decay
+
+
+def weight_average(t: Any) -> pl.Callback | None:
+    """``trainer.ema_decay`` > 0: Lightning's EMA of the weights, updated every step. It is what validation
+    sees, what the best checkpoint holds (the current weights ride along for resuming) and so what is tested."""
+    decay = ema_decay(t)
+    return EMAWeightAveraging(decay=decay, use_buffers=True) if decay else None
 
 
 def training_device(cfg: Any) -> torch.device:
