@@ -23,10 +23,12 @@ def write_record(
     history: bool = True,
     folds: bool = False,
     leakage: dict | None = None,
+    stopped_early: bool | None = None,
 ) -> Path:
     """A complete run under ``results/runs/<run_id>``: a ``metrics.csv`` row per fold (one per accuracy), and where
     asked its ``history.csv`` (train_acc rising per epoch), ``folds.npz`` (fold k tests images k..k+n_test-1, the
-    same for every run) and ``leakage.json``."""
+    same for every run) and ``leakage.json``. ``stopped_early`` defaults to a run that ended before its cap
+    (``epochs < max_epochs``): converged by the stopping rule."""
     from ferbench.data.leakage import LEAKAGE_FILE
 
     d = results / "runs" / run_id
@@ -48,6 +50,8 @@ def write_record(
             test_seconds=0.5,
             epochs_run=epochs,
             max_epochs=max_epochs,
+            best_epoch=max(epochs - 8, 1) if epochs < max_epochs else epochs,
+            stopped_early=epochs < max_epochs if stopped_early is None else stopped_early,
         )
         for k, a in enumerate(accuracies)
     ]

@@ -64,11 +64,14 @@ def test_claims_parse_and_bad_ones_name_the_file(tmp_path):
     assert across.claims[0].across_columns and across.claims[0].rows == ("new",)
 
 
-def _record(results: Path, run_id: str, accuracies: list[float], seed: int, leakage: dict | None = None) -> None:
-    """A complete run on disk: metrics.csv per fold, folds.npz (the same test images per fold for every run)."""
+def _record(
+    results: Path, run_id: str, accuracies: list[float], seed: int, leakage: dict | None = None, max_epochs: int = 10
+) -> None:
+    """A complete run on disk: metrics.csv per fold, folds.npz (the same test images per fold for every run); it
+    stopped early at epoch 3 of ``max_epochs`` (converged), or ran to a cap of 3 (cut while improving)."""
     write_record(
-        results, run_id, accuracies, seed, split="official", epochs=3, max_epochs=3, n_test=30, history=False,
-        folds=True, leakage=leakage,
+        results, run_id, accuracies, seed, split="official", epochs=3, max_epochs=max_epochs, n_test=30,
+        history=False, folds=True, leakage=leakage,
     )  # fmt: skip
 
 
@@ -181,3 +184,37 @@ def test_leakage_note_once_for_metric_columns_over_the_same_runs():
     assert note.startswith("leakage, accuracy, params, fps: 5 test images: 5 share a subject")
     other = [*cells, SimpleNamespace(leakage={**figures, "subject_overlap": 0}, column_label="subject", row_label="x")]
     assert len(leakage_notes(other)) == 2
+
+
+def _judged(tmp_path: Path, base: list[float], new: list[float], max_epochs: int = 10) -> pd.DataFrame:
+    spec = _spec(tmp_path, TABLE)
+    results = tmp_path / "results"
+    for seed, (b, n) in enumerate(zip(base, new, strict=True)):
+        _record(results, f"base-s{seed}", [b], seed, max_epochs=max_epochs)
+        _record(results, f"new-s{seed}", [n], seed, max_epochs=max_epochs)
+    cells = [
+        aggregate_cell(CellPlan(r, spec.columns[0], "accuracy", "run", run_ids=[f"{r.key}-s{s}" for s in range(5)]),
+                       spec, results)
+        for r in spec.rows
+    ]  # fmt: skip
+    paths = write_table(spec, cells, "converge", results / "tables")
+    return pd.read_csv(paths["claims"]), paths["md"].read_text()
+
+
+def test_runs_cut_by_their_cap_give_provisional_claims_never_holds(tmp_path):
+    base = [0.60, 0.62, 0.61, 0.63, 0.60]
+    new = [b + 0.05 + 0.002 * k for k, b in enumerate(base)]
+    claims, md = _judged(tmp_path, base, new, max_epochs=3)
+    assert claims.loc[0, "verdict"] == "provisional"
+    assert "5 of 5 folds cut by the 3-epoch cap while still improving" in claims.loc[0, "why_not"]
+    assert "*provisional*" in md and "+5.40 pt" in md  # the effect is still shown
+    converged, md = _judged(tmp_path / "b", base, new, max_epochs=10)
+    assert converged.loc[0, "verdict"] == "holds" and "converged (every fold's early stopping fired" in md
+
+
+def test_rows_that_tie_within_the_margin_are_equivalent(tmp_path):
+    base = [0.60, 0.62, 0.61, 0.63, 0.60]
+    noise = [0.001, -0.001, 0.0, 0.002, -0.002]
+    claims, md = _judged(tmp_path, base, [b + d for b, d in zip(base, noise, strict=True)])
+    assert claims.loc[0, "verdict"] == "equivalent" and claims.loc[0, "margin"] == pytest.approx(1.0)
+    assert "equivalence (±1.00 pt)" in md

@@ -148,3 +148,30 @@ def test_pairs_without_spread_are_inconclusive_not_p_zero():
 
     result = ClaimResult(Claim("a", "b", "s", columns=("c",)), "c", "C", None, None, flat, math.nan, "inconclusive")
     assert needed_text(result).startswith("unknown: every pair differs by the same amount")
+
+
+def test_tost_ties_inside_the_margin_and_not_wider_or_farther():
+    d = np.array([0.001, -0.002, 0.0, 0.002, -0.001])
+    tie = st.compare_paired(d, 0.0, resampled=False)
+    se = float(np.std(d, ddof=1)) / math.sqrt(5)
+    by_hand = max(stats.t.sf((d.mean() + 0.01) / se, 4), stats.t.sf((0.01 - d.mean()) / se, 4))
+    assert st.tost_p(tie, 0.01) == pytest.approx(by_hand) and by_hand < 0.001
+    far = st.compare_paired([0.02, 0.018, 0.022, 0.021, 0.019], 0.0, resampled=False)
+    wide = st.compare_paired([0.03, -0.03, 0.02, -0.02, 0.0], 0.0, resampled=False)
+    assert st.tost_p(far, 0.01) > 0.9 and st.tost_p(wide, 0.01) > 0.05
+    assert math.isnan(st.tost_p(tie, math.nan))
+    # the corrected resampled test's wider interval (n2/n1 = 0.25) makes the same pairs no tie at a tight margin
+    corrected = st.compare_paired(d * 3, 0.25, resampled=True)
+    assert st.tost_p(st.compare_paired(d * 3, 0.0, resampled=False), 0.006) < 0.05 < st.tost_p(corrected, 0.006)
+
+
+def test_verdicts_provisional_before_significance_and_equivalent_after_it():
+    d = [0.05, 0.052, 0.049, 0.051, 0.05]
+    strong = st.compare_paired(d, 0.0, resampled=False)
+    tie = st.compare_paired([0.001, -0.002, 0.0, 0.002, -0.001], 0.0, resampled=False)
+    assert st.verdict(strong, 0.001) == "holds"
+    assert st.verdict(strong, 0.001, converged=False) == "provisional"  # cut by the cap: never holds
+    assert st.verdict(tie, 0.9, 0.001) == "equivalent"
+    assert st.verdict(tie, 0.9, 0.2) == "inconclusive"
+    assert st.verdict(None, math.nan, converged=False) == "not run"
+    assert set(st.VERDICTS) == set(st.Verdict.__args__)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from scipy import stats
 
 from ferbench.data.leakage import read_leakage
@@ -74,6 +75,17 @@ class CellResult:
     improving_at_cap: int = 0
     """Folds that ran every epoch allowed and whose best validation loss came in the last two: a curve still
     falling where the epochs were capped (a capped profile's cell may be short of what the recipe reaches)."""
+    stopped_early: int = 0
+    """Folds whose early stopping fired before the epoch cap: converged by the stopping rule."""
+    cut_by_cap: int = 0
+    """Folds cut by the epoch cap while still improving: under early stopping, every fold that reached the cap
+    without the rule firing; with early stopping off (a fixed-epoch protocol), those ``improving_at_cap``."""
+
+    @property
+    def converged(self) -> bool:
+        """Every fold of every run behind the cell converged (none cut by the cap): its value is the recipe's own,
+        not an early snapshot of it. What a claim needs before it may hold, reverse or tie."""
+        return self.n > 0 and self.cut_by_cap == 0
 
     @property
     def n(self) -> int:
@@ -166,6 +178,8 @@ def aggregate_cell(cell, spec: TableSpec, results_dir: Path) -> CellResult:
         run_dirs.append(run_dir)
         epochs.extend(metrics["epochs_run"].astype(int))
         result.improving_at_cap += improving_at_cap(metrics)
+        result.stopped_early += stopped_before_cap(metrics)
+        result.cut_by_cap += cut_by_cap(metrics, patience_of(run_dir))
     result.problems = tuple(problems)
     if not rows:
         if result.status == "ours":
@@ -193,6 +207,37 @@ def improving_at_cap(metrics: pd.DataFrame) -> int:
     ran = metrics["epochs_run"].astype(int)
     capped = ran >= metrics["max_epochs"].astype(int)
     return int((capped & (metrics["best_epoch"].astype(int) >= ran - 1)).sum())
+
+
+def stopped_before_cap(metrics: pd.DataFrame) -> int:
+    """Folds of one run whose early stopping fired (``stopped_early``) before the epoch cap."""
+    if not {"stopped_early", "epochs_run", "max_epochs"} <= set(metrics.columns):
+        return 0
+    fired = metrics["stopped_early"].astype(str).str.lower().eq("true")
+    return int((fired & (metrics["epochs_run"].astype(int) < metrics["max_epochs"].astype(int))).sum())
+
+
+def cut_by_cap(metrics: pd.DataFrame, patience: int | None) -> int:
+    """Folds of one run cut by the epoch cap while still improving.
+
+    Under early stopping (``patience`` > 0) a fold converged when the rule fired; one that reached the cap first
+    was cut, whatever its last epochs did. A run trained for a fixed number of epochs (patience 0: the paper's
+    protocol) was cut only where its best epoch was one of the last two. Unknown patience counts as early stopping.
+    """
+    if patience == 0:
+        return improving_at_cap(metrics)
+    if not {"epochs_run", "max_epochs"} <= set(metrics.columns):
+        return len(metrics)
+    return len(metrics) - stopped_before_cap(metrics)
+
+
+def patience_of(run_dir: Path) -> int | None:
+    """``trainer.early_stopping_patience`` from a run's ``config.yaml``; None where it cannot be read."""
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        return int(config["trainer"]["early_stopping_patience"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
 
 
 STATE_ORDER = ("failed", "corrupt", "running", "incomplete")

@@ -31,6 +31,10 @@ class ClaimResult:
     than: CellResult | None
     test: st.TestResult | None = None
     adjusted_p: float = math.nan
+    margin: float = math.nan
+    """Equivalence margin in the cells' units (``equivalence_margin``): the two one-sided tests' bounds."""
+    tost_p: float = math.nan
+    adjusted_tost_p: float = math.nan
     verdict: st.Verdict = "not run"
     why_not: str = ""
 
@@ -101,11 +105,52 @@ def judge_claims(spec: TableSpec, cells: Sequence[CellResult]) -> list[ClaimResu
                 if result.test.n < 2:
                     result.why_not, result.test = "fewer than 2 runs per cell", None
             results.append(result)
-    adjusted = st.holm([r.test.p_value if r.test else math.nan for r in results])
-    for result, p in zip(results, adjusted, strict=True):
-        result.adjusted_p = p
-        result.verdict = st.verdict(result.test, p)
+    judged = [r for r in results if r.test is not None and converged(r)]
+    margin = equivalence_margin(spec, results[0].better if results else None)
+    for r in judged:
+        r.margin, r.tost_p = margin, st.tost_p(r.test, margin)
+    # Holm over the tests that can reach a verdict: a provisional one is judged by no p-value, so it adds no test
+    adjusted = st.holm([r.test.p_value for r in judged])
+    adjusted_tost = st.holm([r.tost_p for r in judged])
+    for r, p, p_tost in zip(judged, adjusted, adjusted_tost, strict=True):
+        r.adjusted_p, r.adjusted_tost_p = p, p_tost
+    for r in results:
+        r.verdict = st.verdict(r.test, r.adjusted_p, r.adjusted_tost_p, converged(r))
+        if r.verdict == "provisional":
+            r.why_not = cut_text(r)
     return results
+
+
+def converged(result: ClaimResult) -> bool:
+    """Both cells of a claim converged (no fold cut by its epoch cap while still improving)."""
+    return all(c is not None and c.converged for c in (result.better, result.than))
+
+
+def cut_text(result: ClaimResult) -> str:
+    """Which of a claim's cells were cut by the cap, and how many folds: why its verdict is provisional."""
+    cut = [c for c in (result.better, result.than) if c is not None and not c.converged]
+    return "; ".join(
+        f"{c.row_label} / {c.column_label}: {c.cut_by_cap} of {c.n} folds cut by the {c.max_epochs}-epoch cap while "
+        "still improving"
+        for c in cut
+    )
+
+
+DEFAULT_MARGIN_PT = 1.0
+"""The equivalence margin for fraction metrics, in percentage points, where a table states none: a difference
+whose 90% interval lies within ±1 point is a tie at the precision these tables print."""
+
+
+def equivalence_margin(spec: TableSpec, cell: CellResult | None) -> float:
+    """The table's ``equivalence_margin`` (points) in the cells' units; NaN (no equivalence test) for metrics that
+    are not fractions unless the table states a margin in their units."""
+    stated = spec.equivalence_margin
+    if cell is None:
+        return math.nan
+    factor = points_factor(cell.metric, spec.paper_scale)
+    if factor is None:
+        return float(stated) if stated is not None else math.nan
+    return (DEFAULT_MARGIN_PT if stated is None else float(stated)) / factor
 
 
 def points_factor(metric: str, scale: float) -> float | None:
@@ -161,8 +206,13 @@ def verdict_line(result: ClaimResult, points: float | None) -> str:
         text += f", Wilcoxon p = {t.wilcoxon_p:.3g}" if math.isfinite(t.wilcoxon_p) else ""
     else:
         text += " (nothing pairs: the cells share no seed, fold and test images)"
+    if math.isfinite(result.tost_p):
+        margin = _number(result.margin, points).lstrip("+")
+        text += f"; equivalence (±{margin}) TOST Holm p = {result.adjusted_tost_p:.3g}"
     if result.verdict == "inconclusive":
         text += f"; runs needed at this effect and spread: {needed_text(result)}"
+    if result.verdict == "provisional":
+        text += f"; provisional: {result.why_not}"
     return head + text + "."
 
 
@@ -180,6 +230,8 @@ CLAIM_COLUMNS = (
     "ci_high",
     "p",
     "holm_p",
+    "margin",
+    "tost_holm_p",
     "wilcoxon_p",
     "difference",
     "needed",
@@ -208,6 +260,8 @@ def claims_frame_rows(spec: TableSpec, results: Sequence[ClaimResult]) -> list[d
                 "ci_high": t.ci_high if t else math.nan,
                 "p": t.p_value if t else math.nan,
                 "holm_p": r.adjusted_p,
+                "margin": r.margin,
+                "tost_holm_p": r.adjusted_tost_p,
                 "wilcoxon_p": t.wilcoxon_p if t else math.nan,
                 "difference": _number(t.mean_diff, _points(r, spec.paper_scale)) if t else "",
                 "needed": needed_text(r) if r.verdict == "inconclusive" else "",

@@ -87,6 +87,13 @@ def capped_profile_notes(spec: TableSpec, cells: Sequence[CellResult], profile: 
             f"`{profile}` keeps the paper's recipe with fewer epochs: at most {', '.join(map(str, caps))} "
             f"of the paper's {spec.paper_epochs} per run (a cell's epochs run are below)."
         )
+    converged = [c for c in ran if c.converged]
+    if converged:
+        notes.append(
+            "converged (every fold's early stopping fired before the cap): "
+            + ", ".join(f"{c.row_label} / {c.column_label}" for c in converged)
+            + "; claims on other cells are *provisional*."
+        )
     rising = [c for c in ran if c.improving_at_cap]
     for cell in rising:
         notes.append(
@@ -181,7 +188,9 @@ def claims_markdown(lines: Sequence[str]) -> str:
         return ""
     header = (
         "\n**Claims** (verdict: *holds* / *reversed* = significant in / against the claimed direction after Holm "
-        "over this table's claims, p < 0.05; paired over matched seed × fold runs):\n\n"
+        "over this table's claims, p < 0.05; *equivalent* = the two one-sided tests put the difference inside the "
+        "margin, Holm p < 0.05; *provisional* = a cell's runs were cut by their epoch cap while still improving, so "
+        "no verdict is drawn; paired over matched seed × fold runs):\n\n"
     )
     return header + "\n".join(f"- {line}" for line in lines) + "\n"
 

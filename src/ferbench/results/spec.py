@@ -36,6 +36,7 @@ TABLE_KEYS = {
     "figures",
     "paper_matrix",
     "paper_patience",
+    "equivalence_margin",
 }
 ROW_KEYS = {"key", "label", "overrides", "paper", "cited", "metric", "note"}
 COLUMN_KEYS = {"key", "label", "overrides", "metric"}
@@ -120,6 +121,9 @@ class TableSpec:
     claims: tuple[Claim, ...] = ()
     figures: tuple[dict, ...] = ()
     paper_patience: int | None = None  # early-stopping patience the paper profile must compose to (0 = off)
+    equivalence_margin: float | None = None
+    """Percentage points (fraction metrics; else the metric's units) inside which two rows count as tied by the
+    two one-sided tests; None: the default of ``results.claims``."""
     profile_notes: dict[str, str] = field(default_factory=dict)
     """What a profile changes from the paper's stated recipe, printed under a table trained with it."""
     profile_caps: dict[str, ProfileCaps] = field(default_factory=dict)
@@ -239,7 +243,16 @@ def load_spec(path: Path) -> TableSpec:
         figures=tuple(dict(f) for f in data.get("figures") or ()),
         paper_patience=None if data.get("paper_patience") is None else int(data["paper_patience"]),
         profile_notes=profile_notes,
+        equivalence_margin=_margin(path, data.get("equivalence_margin")),
     )
+
+
+def _margin(path: Path, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{path}: equivalence_margin must be a positive number (points), got {value!r}")
+    return float(value)
 
 
 def _claim(path: Path, data: dict, rows: tuple[Row, ...], columns: tuple[Column, ...]) -> Claim:

@@ -20,7 +20,10 @@ from scipy import stats
 
 ALPHA = 0.05
 POWER = 0.8
-Verdict = Literal["holds", "reversed", "inconclusive", "not run"]
+Verdict = Literal["holds", "reversed", "equivalent", "inconclusive", "provisional", "not run"]
+VERDICTS: tuple[str, ...] = ("holds", "reversed", "equivalent", "inconclusive", "provisional", "not run")
+"""Every verdict, in the order a tally lists them: *provisional* is a test on runs cut by their epoch cap while
+still improving (never holds / reversed), *equivalent* a difference whose interval lies inside the stated margin."""
 
 
 @dataclass(frozen=True)
@@ -150,12 +153,59 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def verdict(result: TestResult | None, adjusted_p: float) -> Verdict:
-    """holds / reversed when Holm-adjusted p < 0.05 (by the sign of the difference), else inconclusive."""
+def standard_error(result: TestResult) -> tuple[float, float]:
+    """(standard error of the mean difference, degrees of freedom) of the test ``result`` ran.
+
+    The same variance each test used: ``(1/J + n2/n1) var`` (corrected resampled t), ``var / J`` (paired t),
+    ``2 sd^2 / n`` with ``2n - 2`` df for Welch (``sd_diff`` is the pooled sd there, n the smaller group).
+    """
+    n, sd = result.n, result.sd_diff
+    if n < 2 or not math.isfinite(sd):
+        return math.nan, math.nan
+    if not result.paired:
+        return sd * math.sqrt(2 / n), 2 * n - 2
+    if result.test == "corrected resampled t":
+        return sd * math.sqrt(1 / n + result.test_train_ratio), n - 1
+    return sd / math.sqrt(n), n - 1
+
+
+def tost_p(result: TestResult, margin: float) -> float:
+    """Two one-sided tests (Schuirmann) of ``-margin < mean difference < margin``: the larger one-sided p.
+
+    p < alpha means the difference's (1 - 2 alpha) interval lies inside the margin: the two rows tie within it.
+    With no spread (every pair differs by the same amount) the difference itself decides (0 inside, 1 outside).
+    NaN without a margin or a test.
+    """
+    if not (math.isfinite(margin) and margin > 0) or result.n < 2 or not math.isfinite(result.mean_diff):
+        return math.nan
+    if result.sd_diff == 0:
+        return 0.0 if abs(result.mean_diff) < margin else 1.0
+    se, df = standard_error(result)
+    if not (math.isfinite(se) and se > 0):
+        return math.nan
+    lower = float(stats.t.sf((result.mean_diff + margin) / se, df))  # H0: diff <= -margin
+    upper = float(stats.t.sf((margin - result.mean_diff) / se, df))  # H0: diff >= +margin
+    return max(lower, upper)
+
+
+def verdict(
+    result: TestResult | None, adjusted_p: float, adjusted_tost_p: float = math.nan, converged: bool = True
+) -> Verdict:
+    """The verdict of one claim's test, p-values Holm-adjusted over the table.
+
+    *provisional* when a cell's runs were cut by their epoch cap while still improving (``converged`` False): such
+    a difference may still change sign, so it never holds or reverses. Otherwise holds / reversed when the adjusted
+    p < 0.05 (by the sign of the difference), *equivalent* when the adjusted two one-sided tests put the difference
+    inside the margin, else inconclusive.
+    """
     if result is None or result.n < 2:
         return "not run"
+    if not converged:
+        return "provisional"
     if math.isfinite(adjusted_p) and adjusted_p < ALPHA:
         return "holds" if result.mean_diff > 0 else "reversed"
+    if math.isfinite(adjusted_tost_p) and adjusted_tost_p < ALPHA:
+        return "equivalent"
     return "inconclusive"
 
 
