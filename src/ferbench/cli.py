@@ -283,6 +283,12 @@ def _table(argv: list[str]) -> None:
         help="comma-separated row or column keys, or row:column cells: train only those (render all)",
     )
     parser.add_argument("--seeds", default="", help="comma-separated seeds instead of the table's own (e.g. 0)")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="train nothing: print each missing run's projected CPU hours (from measured images/s) and the claims "
+        "it feeds, most claims per CPU hour first",
+    )
     args = parser.parse_intermixed_args(argv)
     targets = [t for t in args.targets if "=" not in t]
     assignments = [t for t in args.targets if "=" in t]
@@ -292,6 +298,11 @@ def _table(argv: list[str]) -> None:
     only = [k for k in args.only.split(",") if k]
     check_only(specs, only)
     seeds = _seeds(args.seeds)
+    if args.plan:
+        from ferbench.terminal import print_cost_plan
+
+        print_cost_plan(specs, profile, extra, only, seeds)
+        return
     for spec in specs:
         with table_progress(spec.name) as on_progress:
             outcome = build_table(

@@ -137,6 +137,33 @@ def print_table_outcome(outcome) -> None:
     print_claims(outcome.paths.get("claims"))
 
 
+def print_cost_plan(specs, profile: str, extra: list[str], only: list[str], seeds: list[int]) -> None:
+    """``ferbench table ... --plan``: the missing runs in training order, with their projected CPU hours."""
+    import math
+
+    from ferbench.cost_plan import plan_frame, table_costs
+
+    frame = plan_frame(table_costs(specs, profile, extra, only, seeds))
+    sources = sorted(set(frame["rate from"])) if not frame.empty else []
+    frame = frame.drop(columns=["run_id", "rate from"], errors="ignore")
+    if frame.empty:
+        console.print(f"nothing to train: every run of {', '.join(s.name for s in specs)} (profile={profile}) exists")
+        return
+    table = Table(title=f"missing runs, profile={profile}, most claims per CPU hour first", title_justify="left")
+    for column in frame.columns:
+        table.add_column(column, overflow="fold")
+    for _, row in frame.iterrows():
+        table.add_row(*("?" if isinstance(v, float) and math.isnan(v) else str(v) for v in row))
+    console.print(table)
+    expected, most = frame["CPU h expected"].sum(), frame["CPU h at most"].sum()
+    unmeasured = int(frame["images/s"].isna().sum())
+    console.print(
+        f"{len(frame)} runs: {expected:.1f} CPU hours expected, {most:.1f} at most (every epoch cap reached)"
+        + (f"; {unmeasured} without a measured rate (not in the sums)" if unmeasured else "")
+    )
+    console.print("images/s from: " + "; ".join(sources))
+
+
 def print_table_grid(path, title: str) -> None:
     """The rendered table on the terminal, rows x columns of cell texts (ours (paper, delta)), as in the Markdown."""
     import pandas as pd
