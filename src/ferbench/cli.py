@@ -288,7 +288,7 @@ def _table(argv: list[str]) -> None:
     assignments = [t for t in args.targets if "=" in t]
     profile = next((a.split("=", 1)[1] for a in assignments if a.startswith("profile=")), "smoke")
     extra = ["trainer.progress_bar=false", *(a for a in assignments if not a.startswith("profile="))]
-    specs = [spec for target in targets or ["all"] for spec in find_specs(target)]
+    specs = [spec for target in targets or ["all"] for spec in find_specs(target, profile=profile)]
     only = [k for k in args.only.split(",") if k]
     check_only(specs, only)
     seeds = _seeds(args.seeds)
