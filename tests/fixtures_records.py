@@ -23,10 +23,12 @@ def write_record(
     history: bool = True,
     folds: bool = False,
     leakage: dict | None = None,
+    columns: dict | None = None,
 ) -> Path:
     """A complete run under ``results/runs/<run_id>``: a ``metrics.csv`` row per fold (one per accuracy), and where
     asked its ``history.csv`` (train_acc rising per epoch), ``folds.npz`` (fold k tests images k..k+n_test-1, the
-    same for every run) and ``leakage.json``."""
+    same for every run) and ``leakage.json``. ``columns``: more metrics.csv columns, a value for every fold or a list
+    with one per fold (``train_seconds``, ``git_commit``, ``stopped_early``, ...)."""
     from ferbench.data.leakage import LEAKAGE_FILE
 
     d = results / "runs" / run_id
@@ -51,6 +53,9 @@ def write_record(
         )
         for k, a in enumerate(accuracies)
     ]
+    for name, value in (columns or {}).items():
+        for k, row in enumerate(rows):
+            row[name] = value[k] if isinstance(value, list) else value
     pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
     if history:
         rows = [
