@@ -15,7 +15,7 @@ from ferbench.errors import ConfigError
 from ferbench.results import gallery_page as gp
 from ferbench.results.cells import aggregate_cell
 from ferbench.results.forest import VERDICT_STYLES, verdict_styles
-from ferbench.results.gallery_manifest import Entry, load_manifest
+from ferbench.results.gallery_manifest import Entry, Manifest, load_manifest
 from ferbench.results.spec import load_spec
 from ferbench.tables import CellPlan
 from fixtures_records import write_record
@@ -98,6 +98,23 @@ def test_page_numbers_are_the_records_sums_counts_and_labels(tmp_path):
     assert "(1 of 2 claim × column checks" in text
     assert (results / "figures" / "paperx" / "t1-claims.png").stat().st_size > 0
     assert "](figures/paperx/t1-claims.png)" in text and "[table](tables/paperx/t1.md)" in text
+
+
+def test_a_cell_run_in_two_folders_is_shown_side_by_side(tmp_path):
+    spec = _spec(tmp_path)
+    entries = []
+    for folder in ("bf16", "fp32"):
+        _records(tmp_path / folder)
+        entry = Entry(dir=folder, profile="budget", tables=(str(spec.path),), title=folder, machine="M")
+        table = gp.RenderedTable(spec, _cells(spec, tmp_path / folder), tmp_path / folder)
+        entries.append(gp.RenderedEntry(entry, tmp_path / folder, [table]))
+    manifest = Manifest(tmp_path / "gallery.yaml", tuple(e.entry for e in entries), home="results/gallery")
+    lines = gp.across_lines(manifest, entries)
+    base = np.array(ACCURACY["base"])
+    ours = f"{base.mean():.4f} ± {base.std(ddof=1):.4f} (5)"
+    assert "| table | row | column (as run) | `results/gallery/bf16` | `results/gallery/fp32` |" in lines
+    assert f"| paperx/t1 | Base | C (5-fold, subject) | {ours} | {ours} |" in lines
+    assert gp.across_lines(manifest, entries[:1]) == []
 
 
 def test_gallery_command_writes_the_whole_page_from_records(tmp_path, capsys):

@@ -42,22 +42,22 @@ class RenderedEntry:
     entry: Entry
     results_dir: Path
     tables: list[RenderedTable] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    """The overrides its tables were rendered with (what its reports are written with)."""
 
 
 def render_entry(manifest: Manifest, entry: Entry, overrides: Sequence[str], build: Callable) -> RenderedEntry:
     """Every table of one folder rendered from its records (nothing trains); a folder without runs renders none."""
-    from ferbench.results.report import write_reports
-
     results_dir = manifest.results_dir(entry)
     done = RenderedEntry(entry, results_dir)
     if not rec.runs_dir(results_dir).is_dir():
         return done
-    extra = ["trainer.progress_bar=false", *manifest.data, *entry.overrides, f"results_dir={results_dir}", *overrides]
+    done.extra = ["trainer.progress_bar=false", *manifest.data, *entry.overrides, f"results_dir={results_dir}"]
+    done.extra += overrides
     for name in entry.tables:
         (spec,) = find_specs(name)
-        outcome = build(spec, entry.profile, extra, render_only=True, only=entry.only.get(name, ()))
+        outcome = build(spec, entry.profile, done.extra, render_only=True, only=entry.only.get(name, ()))
         done.tables.append(RenderedTable(spec, list(outcome.cells), results_dir))
-    write_reports({t.spec.paper for t in done.tables}, extra, entry.profile)
     return done
 
 
@@ -342,6 +342,38 @@ def overview_lines(manifest: Manifest, entries: Sequence[RenderedEntry]) -> list
     return [*lines, _row("**all**", "", "", "", "", f"**{total:.2f}**")]
 
 
+def across_lines(manifest: Manifest, entries: Sequence[RenderedEntry]) -> list[str]:
+    """Cells that ran in more than one folder (another profile, precision or machine), side by side."""
+    seen: dict[tuple[str, str, str], dict[str, str]] = {}
+    for rendered in entries:
+        for table in rendered.tables:
+            facts, scale = column_facts(table), table.spec.paper_scale
+            for cell in (c for c in table.cells if gf.ran(c) and c.column in facts):
+                ours = fmt(cell.mean, cell.metric, scale)
+                ours += f" ± {fmt(cell.sd, cell.metric, scale)}" if cell.n > 1 else ""
+                key = (table.spec.name, cell.row_label, facts[cell.column].label)
+                seen.setdefault(key, {})[rendered.entry.dir] = f"{ours} ({cell.n})"
+    shared = {key: by_dir for key, by_dir in seen.items() if len(by_dir) > 1}
+    if not shared:
+        return []
+    dirs = [e.entry.dir for e in entries if any(e.entry.dir in by_dir for by_dir in shared.values())]
+    lines = [
+        "## The same cell in several folders",
+        "",
+        "Ours (values) where a cell ran in more than one folder: another profile, precision or machine.",
+        "",
+        *_header(
+            "table",
+            "row",
+            "column (as run)",
+            *(f"`{posixpath.normpath(posixpath.join(manifest.home, d))}`" for d in dirs),
+        ),
+    ]
+    for (name, row, column), by_dir in shared.items():
+        lines.append(_row(name, row, column, *(by_dir.get(d, "—") for d in dirs)))
+    return [*lines, ""]
+
+
 HOW_TO_READ = (
     "How to read it: *ours* is the mean ± sample sd over a cell's values (seeds × folds), *Δ* = ours − paper. A fold "
     "*stopped early* when its early stopping fired before the epoch cap (it converged); *at cap* ran every epoch "
@@ -375,6 +407,7 @@ def page_text(manifest: Manifest, entries: Sequence[RenderedEntry]) -> str:
         "",
         *overview_lines(manifest, entries),
         "",
+        *across_lines(manifest, entries),
     ]
     for rendered in entries:
         lines += entry_section(manifest, rendered)
@@ -395,7 +428,11 @@ def gallery_command(argv: Sequence[str], build: Callable) -> Path:
     args = parser.parse_args(list(argv))
     manifest = load_manifest(args.manifest)
     entries = [render_entry(manifest, entry, args.overrides, build) for entry in manifest.entries]
-    page = write_page(manifest, entries)
+    page = write_page(manifest, entries)  # draws the forest plots, which the reports then list among the figures
+    from ferbench.results.report import write_reports
+
+    for rendered in (e for e in entries if e.tables):
+        write_reports({t.spec.paper for t in rendered.tables}, rendered.extra, rendered.entry.profile)
     tables = sum(len(e.tables) for e in entries)
     print(f"ferbench gallery: {len(entries)} folders, {tables} tables rendered from records -> {page}")
     return page
