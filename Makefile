@@ -66,16 +66,13 @@ GALLERY_RUNS ?= results/gallery-runs
 GALLERY_DATA ?= ../shared/data
 GALLERY_TABLES ?= amdcnn/table8:ckplus,ckplus_subject,baseline:fer2013,mcbam_3ac:fer2013 \
 	lightvgg/table3:base:ckplus,csa:ckplus shufflecsp/table2:base:fer2013,sa_base_g4_ca:fer2013 shufflecsp/table3:ours:fer2013
-gallery: $(STAMP) ## the results gallery (profile=budget, real data in GALLERY_DATA): train, copy records, render
+gallery: $(STAMP) ## the budget gallery (real data in GALLERY_DATA): train, copy records, then `ferbench gallery`
 	@for t in $(GALLERY_TABLES); do \
 		FERBENCH_DATA=$(GALLERY_DATA) $(BIN)/ferbench table $${t%%:*} profile=budget --only $${t#*:} \
 			data_dirs.ckplus=$(GALLERY_DATA)/ckplus48 results_dir=$(GALLERY_RUNS) trainer.progress_bar=false || exit $$?; \
 	done
 	FERBENCH_DATA=$(GALLERY_DATA) $(BIN)/python -m ferbench.results.gallery $(GALLERY_RUNS) results/gallery --reidentify
-	@for t in $(GALLERY_TABLES); do \
-		FERBENCH_DATA=$(GALLERY_DATA) $(BIN)/ferbench table $${t%%:*} profile=budget --render-only \
-			data_dirs.ckplus=$(GALLERY_DATA)/ckplus48 results_dir=results/gallery || exit $$?; \
-	done
+	$(BIN)/ferbench gallery data_root=$(GALLERY_DATA) data_dirs.ckplus=$(GALLERY_DATA)/ckplus48
 
 clean: ## remove run outputs (results/), keep the venv
 	rm -rf results/runs results/hydra results/cache

@@ -24,11 +24,13 @@ def write_record(
     folds: bool = False,
     leakage: dict | None = None,
     stopped_early: bool | None = None,
+    columns: dict | None = None,
 ) -> Path:
     """A complete run under ``results/runs/<run_id>``: a ``metrics.csv`` row per fold (one per accuracy), and where
     asked its ``history.csv`` (train_acc rising per epoch), ``folds.npz`` (fold k tests images k..k+n_test-1, the
     same for every run) and ``leakage.json``. ``stopped_early`` defaults to a run that ended before its cap
-    (``epochs < max_epochs``): converged by the stopping rule."""
+    (``epochs < max_epochs``): converged by the stopping rule. ``columns``: more metrics.csv columns, a value for
+    every fold or a list with one per fold (``train_seconds``, ``git_commit``, ...)."""
     from ferbench.data.leakage import LEAKAGE_FILE
 
     d = results / "runs" / run_id
@@ -55,6 +57,9 @@ def write_record(
         )
         for k, a in enumerate(accuracies)
     ]
+    for name, value in (columns or {}).items():
+        for k, row in enumerate(rows):
+            row[name] = value[k] if isinstance(value, list) else value
     pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
     if history:
         rows = [

@@ -420,3 +420,40 @@ def test_leakage_checks_its_output_path_before_the_work(tmp_path):
     done = ferbench("leakage", "--out", "/proc/nope/x.json", f"results_dir={tmp_path}", "data.options.n_train=70")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert error_lines(done.stderr) == ["ferbench: error: cannot write /proc/nope/x.json: No such file or directory"]
+
+
+# issue 30, item 4: a profile some tables lack
+
+
+def test_all_or_a_paper_leaves_out_tables_without_the_profile_in_one_warning_line(tmp_path, caplog):
+    from ferbench.results.spec import find_specs
+
+    base = {"paper": "p", "base": ["model=simplecnn"], "rows": [{"key": "r", "label": "R"}]}
+    (tmp_path / "p").mkdir()
+    for name, profiles in [("a", {"smoke": [], "budget": []}), ("b", {"smoke": []}), ("c", {"smoke": []})]:
+        (tmp_path / "p" / f"{name}.yaml").write_text(yaml.safe_dump({**base, "table": name, "profiles": profiles}))
+    for target in ("all", "p"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="ferbench"):
+            assert [s.name for s in find_specs(target, tmp_path, profile="budget")] == ["p/a"]
+        (line,) = caplog.messages
+        assert line == f"2 of 3 tables of '{target}' have no profile 'budget', left out: p/b, p/c"
+    assert len(find_specs("all", tmp_path)) == 3  # no profile asked: every table
+    assert [s.name for s in find_specs("p/b", tmp_path, profile="budget")] == ["p/b"]  # named: its build fails
+    with pytest.raises(ConfigError, match="no table of 'p' has profile 'nope'; its tables have: budget, smoke"):
+        find_specs("p", tmp_path, profile="nope")
+
+
+def test_table_command_skips_a_paper_s_tables_without_the_profile_and_fails_on_one_named(tmp_path, capsys):
+    from ferbench.cli import main
+
+    rendered = [f"results_dir={tmp_path}", f"data_root={tmp_path / 'no-data'}", "--render-only", "profile=budget"]
+    main(["table", "lightvgg", *rendered])
+    warnings_ = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings_) == 1 and "have no profile 'budget', left out: lightvgg/figure8" in warnings_[0]
+    assert (tmp_path / "tables" / "lightvgg" / "table3.md").is_file()
+    assert not (tmp_path / "tables" / "lightvgg" / "table1.md").exists()
+    with pytest.raises(SystemExit) as exited:
+        main(["table", "lightvgg/table1", *rendered])
+    assert exited.value.code == 2
+    assert "lightvgg/table1.yaml: no profile 'budget'; choose from: paper, smoke" in capsys.readouterr().err

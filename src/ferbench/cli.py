@@ -3,6 +3,7 @@
 ferbench run [group=choice ...] [key=value ...] [-m]   one run, or a Hydra sweep with -m
 ferbench datasets [--data-root DIR]                    every data set: where, present, counts
 ferbench table <paper>/<table>|<paper>|all [profile=smoke|paper] [--render-only] [key=value ...]
+ferbench gallery [--manifest results/gallery/gallery.yaml] [key=value ...]   the gallery page, from its records
 ferbench leakage [--out F.json] [--grid F.png] [key=value ...]   train/test overlap of a config's split
 ferbench bench [--cases a,b] [--steps N] [--batch-size B] [--device auto|cpu|cuda] [--quick] [--options]
                [--concurrent 1,2,4] [--pack 1,8,32] [--out FILE] [key=value ...]
@@ -34,6 +35,7 @@ commands:
   datasets  list every data set: where ferbench looks, whether it is there, images per class and split
   profile   parameters, multiply-adds, size, activation memory and fps of one configured model
   table     train a paper table's missing cells, then render it beside the paper's figures
+  gallery   render every results-gallery table from its records and write the gallery's README.md from them
   leakage   subject / sequence / duplicate-image overlap between train and test of a split (no training)
   bench     training/evaluation images/s of ferbench beside a hand-written PyTorch loop (CSV + table)
 
@@ -294,7 +296,7 @@ def _table(argv: list[str]) -> None:
     assignments = [t for t in args.targets if "=" in t]
     profile = next((a.split("=", 1)[1] for a in assignments if a.startswith("profile=")), "smoke")
     extra = ["trainer.progress_bar=false", *(a for a in assignments if not a.startswith("profile="))]
-    specs = [spec for target in targets or ["all"] for spec in find_specs(target)]
+    specs = [spec for target in targets or ["all"] for spec in find_specs(target, profile=profile)]
     only = [k for k in args.only.split(",") if k]
     check_only(specs, only)
     seeds = _seeds(args.seeds)
@@ -326,6 +328,13 @@ def _seeds(text: str) -> list[int]:
         return [int(k) for k in text.split(",") if k.strip()]
     except ValueError:
         raise FerbenchError(f"--seeds takes comma-separated integers (e.g. 0,1,2), got {text!r}") from None
+
+
+def _gallery(argv: list[str]) -> None:
+    from ferbench.results.gallery_page import gallery_command
+    from ferbench.tables import build_table
+
+    gallery_command(argv, build_table)
 
 
 def _bench(argv: list[str]) -> None:
@@ -404,6 +413,7 @@ COMMANDS = {
     "run": _hydra_run,
     "datasets": _datasets,
     "table": _table,
+    "gallery": _gallery,
     "bench": _bench,
     "profile": _profile,
     "leakage": _leakage,

@@ -312,11 +312,15 @@ def all_specs(root: Path | None = None) -> list[TableSpec]:
     return [load_spec(p) for p in sorted(Path(root).glob("*/*.yaml"))]
 
 
-def find_specs(target: str, root: Path | None = None) -> list[TableSpec]:
+def find_specs(target: str, root: Path | None = None, profile: str | None = None) -> list[TableSpec]:
     """``all`` | ``<paper>`` | ``<paper>/<table>`` | a table file's path (a user's own table, anywhere).
 
     Only the files asked for are loaded: a broken table file fails the commands that name it; under ``all`` it is
     a one-line warning and the other tables go on. An unknown name lists what exists.
+
+    With ``profile``, ``all`` and a paper key keep only the tables that have that profile (or need none: ``layers``
+    and ``counts`` tables), and say in one warning line which they left out; a table named on its own is kept, so
+    that building it fails on the missing profile, naming the ones it has.
     """
     root = Path(root or experiments_dir())
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
@@ -325,12 +329,39 @@ def find_specs(target: str, root: Path | None = None) -> list[TableSpec]:
         return [load_spec(Path(target))]
     files = sorted(root.glob("*/*.yaml"))
     if target == "all":
-        return [spec for spec in map(_loaded_or_warned, files) if spec is not None]
+        return _with_profile(target, [spec for spec in map(_loaded_or_warned, files) if spec is not None], profile)
     chosen = [p for p in files if target in (p.parent.name, f"{p.parent.name}/{p.stem}")]
     if not chosen:
         names = ", ".join(f"{p.parent.name}/{p.stem}" for p in files)
         raise ConfigError(f"unknown table '{target}'; choose from: all, a paper key, a table file, or one of {names}")
-    return [load_spec(p) for p in chosen]
+    specs = [load_spec(p) for p in chosen]
+    return specs if "/" in target else _with_profile(target, specs, profile)
+
+
+PROFILE_FREE = ("layers", "counts")
+"""Kinds of table that train nothing and read no profile."""
+
+
+def _with_profile(target: str, specs: list[TableSpec], profile: str | None) -> list[TableSpec]:
+    """``specs`` less those without ``profile`` (one warning line names them); none left is an error."""
+    if profile is None:
+        return specs
+    has = [s.kind in PROFILE_FREE or profile in s.profiles for s in specs]
+    kept = [s for s, ok in zip(specs, has, strict=True) if ok]
+    left_out = [s.name for s, ok in zip(specs, has, strict=True) if not ok]
+    if left_out and not any(s.kind not in PROFILE_FREE for s in kept):
+        have = sorted({p for s in specs for p in s.profiles})
+        raise ConfigError(f"no table of '{target}' has profile '{profile}'; its tables have: {', '.join(have)}")
+    if left_out:
+        logging.getLogger("ferbench").warning(
+            "%d of %d tables of '%s' have no profile '%s', left out: %s",
+            len(left_out),
+            len(specs),
+            target,
+            profile,
+            ", ".join(left_out),
+        )
+    return kept
 
 
 def _loaded_or_warned(path: Path) -> TableSpec | None:
