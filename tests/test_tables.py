@@ -158,7 +158,7 @@ def test_every_experiment_file_parses_and_plans():
     assert len(specs) >= 23  # every paper's tables: a glob that found nothing would pass the loop below
     for spec in specs:
         assert spec.kind in ("layers", "counts") or {"paper", "smoke"} <= set(spec.profiles), spec.name
-        assert set(spec.profiles) <= {"paper", "smoke", "budget", "until_flat", "paper_literal"}, spec.name
+        assert set(spec.profiles) <= {"paper", "smoke", "budget", "until_flat", "converge", "paper_literal"}, spec.name
         for capped in set(spec.profiles) - {"paper", "smoke"}:  # the paper's recipe, shorter: never more epochs
             epochs = [int(o.split("=")[1]) for o in spec.profiles[capped] if o.startswith("trainer.max_epochs=")]
             assert epochs and epochs[-1] <= (spec.paper_epochs or 0), (spec.name, capped, epochs)
