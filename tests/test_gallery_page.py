@@ -94,7 +94,8 @@ def test_page_numbers_are_the_records_sums_counts_and_labels(tmp_path):
     # the claim in column c is judged and listed; the one in column d is not run and left out
     (claim,) = [line for line in text.splitlines() if line.startswith("| new > base")]
     diff = (np.array(ACCURACY["new"]) - base).mean() * 100
-    assert claim.startswith(f"| new > base | C (5-fold, subject) | *holds* | +{diff:.2f} pt |")
+    # 8 of the 10 folds ran to the cap without early stopping: the verdict is provisional, the effect still shown
+    assert claim.startswith(f"| new > base | C (5-fold, subject) | *provisional* | +{diff:.2f} pt |")
     assert "(1 of 2 claim × column checks" in text
     assert (results / "figures" / "paperx" / "t1-claims.png").stat().st_size > 0
     assert "](figures/paperx/t1-claims.png)" in text and "[table](tables/paperx/t1.md)" in text

@@ -60,7 +60,8 @@ def cell_text(cell: CellResult, scale: float) -> str:
 def grid(spec: TableSpec, cells: Sequence[CellResult]) -> pd.DataFrame:
     """Rows x columns of cell texts, in the paper's order."""
     by_key = {(c.row, c.column): c for c in cells}
-    columns = [c.label for c in spec.columns] or [""]
+    ran = {c.column: c.column_label for c in cells if c.n}
+    columns = [ran.get(c.key, c.label) for c in spec.columns] or [""]
     data = []
     for row in spec.rows:
         keys = [c.key for c in spec.columns] or [""]
