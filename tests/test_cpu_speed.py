@@ -16,9 +16,20 @@ from ferbench.training.trainer import resolve_threads
 
 
 def test_omp_threads_wait_passively_unless_the_user_says_otherwise():
-    import ferbench  # noqa: F401  (sets it on import, before torch loads its OpenMP runtime)
+    """In a fresh interpreter (this one imported ferbench long ago): unset becomes PASSIVE on import, a user's own
+    setting is kept."""
+    import subprocess
+    import sys
 
-    assert os.environ["OMP_WAIT_POLICY"] in ("PASSIVE", os.environ.get("OMP_WAIT_POLICY"))
+    probe = "import ferbench, os; print(os.environ['OMP_WAIT_POLICY'])"
+
+    def policy_after_import(**env: str) -> str:
+        clean = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        done = subprocess.run([sys.executable, "-c", probe], env={**clean, **env}, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    assert policy_after_import() == "PASSIVE"
+    assert policy_after_import(OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
 
 
 @pytest.mark.parametrize(("load", "cores", "expected"), [(0.0, 2, 2), (1.2, 2, 1), (3.0, 2, 1), (0.4, 8, 8)])
