@@ -1,6 +1,6 @@
 """``ferbench table ... --plan``: what each missing cell will cost in CPU hours, before anything trains.
 
-A gallery on a CPU is filled over several sessions of a few hours: the cells worth training first are those that
+A gallery on a CPU is filled over several sittings of a few hours: the cells worth training first are those that
 decide the most claims per CPU hour. Each missing run's cost is projected from its own folds (the split as it will
 be drawn, so the image counts are exact), its epoch cap (the most it can take) and, where converged runs of the
 same model and profile exist, their mean epochs; the rate is the training images per second measured in run records
