@@ -137,13 +137,27 @@ def training_images(cfg: DictConfig) -> tuple[int, int]:
     return len(folds), int(sum(len(f.train) * min(fraction, 1.0) + len(f.val) for f in folds))
 
 
-def plan_costs(spec: TableSpec, cells: Sequence, rows: pd.DataFrame, only: Sequence[str] = ()) -> list[RunCost]:
-    """One RunCost per missing run of the chosen cells (a run shared by several cells is costed once)."""
+def chosen_cells(
+    spec: TableSpec, profile: str, extra: Sequence[str], only: Sequence[str] = (), seeds: Sequence[int] = ()
+) -> list:
+    """The planned cells of a ``runs`` table that ``--only`` names (all without it), composing only those."""
+    from ferbench.tables import plan, plan_cell
+
+    if spec.kind != "runs":
+        return plan(spec, profile, extra, seeds)
+    return [
+        plan_cell(spec, row, column, profile, extra, seeds)
+        for row in spec.rows
+        for column in spec.columns
+        if not only or {row.key, column.key, f"{row.key}:{column.key}"} & set(only)
+    ]
+
+
+def plan_costs(spec: TableSpec, cells: Sequence, rows: pd.DataFrame) -> list[RunCost]:
+    """One RunCost per missing run of these cells (a run shared by several cells is costed once)."""
     claims = claims_per_cell(spec)
     costs: dict[str, RunCost] = {}
     for cell in cells:
-        if only and not {cell.row.key, cell.key[1], ":".join(cell.key)} & set(only):
-            continue
         for cfg, run_id in zip(cell.configs, cell.run_ids, strict=True):
             if run_id in costs or rec.is_complete(rec.run_dir(cfg.results_dir, run_id)):
                 continue
@@ -195,14 +209,13 @@ def table_costs(
     """Every missing run of these tables under ``profile``, costed from the records in the results dir and in the
     committed gallery (``results/gallery``: measured on the machines its README names)."""
     from ferbench.config import compose_config
-    from ferbench.tables import plan
 
     results_dir = Path(compose_config(list(extra)).results_dir)
     rows = pd.concat([record_rows([results_dir]).assign(own=True), record_rows([GALLERY]).assign(own=False)])
     costs: list[RunCost] = []
     seen: set[str] = set()
     for spec in specs:
-        for cost in plan_costs(spec, plan(spec, profile, extra, seeds), rows, only):
+        for cost in plan_costs(spec, chosen_cells(spec, profile, extra, only, seeds), rows):
             if cost.run_id not in seen:  # a run two tables share (amdcnn Tables 3 and 8) is costed once
                 seen.add(cost.run_id)
                 costs.append(cost)
