@@ -81,6 +81,9 @@ def test_the_detector_learns_real_expressions_at_table2s_recipe(tmp_path: Path) 
     yardstick = simplecnn(tmp_path / "simple", DETECTOR_FACES)
     assert row["map50"] >= 0.2, row.to_dict()  # chance: ~0.02 (7 classes, few boxes scored right)
     assert row["accuracy"] >= max(2 * CHANCE, yardstick - MARGIN), (row.to_dict(), yardstick)
+    # confident, not only ranked right: on real JAFFE a 0.47 mAP came with no detection at score >= 0.5 (issue 31)
+    assert row["score_threshold"] == 0.5, row.to_dict()
+    assert row["recall"] >= 0.2 and row["f1"] >= 0.15, row.to_dict()  # measured 0.44 / 0.37
 
 
 def test_the_classifier_form_learns_real_expressions_at_table2s_recipe(tmp_path: Path) -> None:
