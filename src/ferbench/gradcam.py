@@ -22,6 +22,7 @@ from torch import nn
 from ferbench.errors import FerbenchError
 from ferbench.records import record as rec
 from ferbench.records.gradcam_record import GradcamRecord, read_gradcam, write_gradcam
+from ferbench.records.safe_load import load_weights
 
 log = logging.getLogger("ferbench")
 
@@ -35,7 +36,7 @@ def load_trained_model(run_dir: Path, fold: int = 0) -> tuple[nn.Module, object]
     classes = json.loads(metrics["classes"].iloc[0])
     model = build_model(cfg, num_classes=len(classes))
     checkpoint = rec.best_checkpoint(run_dir, fold)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = load_weights(checkpoint, "Grad-CAM")["state_dict"]  # weights-only: a planted file runs no code
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     return model.eval(), cfg
 

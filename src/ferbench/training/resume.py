@@ -16,8 +16,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
+from ferbench.errors import UnsafeFile
 from ferbench.records.atomic import atomic_path
 from ferbench.records.integrity import set_aside
+from ferbench.records.safe_load import load_weights
 
 
 def epoch_seed(seed: int, fold: int, epoch: int) -> int:
@@ -105,13 +107,17 @@ def make_resumable(trainer: pl.Trainer, last: Path, seed: int, fold: int) -> pl.
 
 def read_last(last: Path) -> dict | None:
     """The ``last.ckpt`` a killed fold left, or None. One that cannot be read (a disk fault, a copy cut short)
-    is set aside with a warning naming it, and the fold starts again from scratch."""
+    is set aside with a warning naming it, and the fold starts again from scratch.
+
+    Loaded weights-only: a file that would run code raises ``UnsafeFile`` (one line) and is left where it is."""
     if not last.is_file():
         return None
     try:
-        return torch.load(last, map_location="cpu", weights_only=False)
+        return load_weights(last, "resume state")
+    except UnsafeFile:
+        raise
     except Exception as exc:  # torch's zip reader, pickle and EOF errors alike: none is a checkpoint
-        reason = f"cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+        reason = f"cannot be read: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:80]}"
         set_aside(last, reason, "this fold starts again from epoch 1")
         return None
 
