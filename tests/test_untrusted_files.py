@@ -1,9 +1,11 @@
-"""Files a hostile user can hand ferbench or plant in a results dir (issue 33, item 1): loading one never runs
-its code, and the user reads one line naming the file."""
+"""Files a hostile user can hand ferbench or plant in a results dir (issue 33, items 1 and 10): loading one never
+runs its code (the user reads one line naming the file), and a checkpoint that is no checkpoint is set aside with a
+line instead of failing every rerun or a whole table."""
 
 from __future__ import annotations
 
 import ast
+import logging
 import os
 import subprocess
 import sys
@@ -14,10 +16,13 @@ import torch
 
 from ferbench.data.identity import run_id_of
 from ferbench.errors import UnsafeFile
+from ferbench.gradcam import ensure_gradcam
 from ferbench.paths import PACKAGE_DIR
 from ferbench.records import record as rec
+from ferbench.records.gradcam_record import GRADCAM_FILE
 from ferbench.records.safe_load import load_weights
 from ferbench.run import run
+from ferbench.training.resume import read_last
 
 FERBENCH = [sys.executable, "-c", "from ferbench.cli import main; main()"]
 
@@ -85,3 +90,42 @@ def test_a_planted_last_checkpoint_runs_none_of_its_code(make_cfg, tmp_path):
         run(cfg)
     assert not marker.exists()
     assert last.is_file()  # left where it is for the user to look at: ferbench never loaded it
+
+
+def test_a_last_checkpoint_that_is_no_checkpoint_is_set_aside_and_the_fold_restarts(make_cfg, caplog):
+    cfg = make_cfg("trainer.max_epochs=2")
+    last = rec.checkpoint_dir(rec.run_dir(cfg.results_dir, run_id_of(cfg)), 0) / rec.LAST_CHECKPOINT
+    last.parent.mkdir(parents=True)
+    torch.save({"a": 1}, last)
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        record = run(cfg)
+    lines = [r.getMessage() for r in caplog.records if str(last) in r.getMessage()]
+    assert len(lines) == 1 and "not a checkpoint" in lines[0] and "starts again from epoch 1" in lines[0], lines
+    assert list(record.history["epoch"]) == [1, 2] and not bool(record.metrics["resumed"].iloc[0])
+    assert len(list(last.parent.glob("last.ckpt.corrupt-*"))) == 1
+
+
+def test_read_last_sets_aside_a_dict_without_a_checkpoints_keys(tmp_path, caplog):
+    last = tmp_path / "last.ckpt"
+    torch.save([1, 2, 3], last)
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        assert read_last(last) is None
+    assert not last.exists() and "not a checkpoint" in caplog.text
+
+
+def test_a_truncated_or_hostile_best_checkpoint_skips_its_grad_cam_row_with_a_line(make_cfg, tmp_path, caplog):
+    runs = [run(make_cfg(f"model.drop_rate={rate}")).run_dir for rate in (0.0, 0.1, 0.2)]
+    truncated, hostile = rec.best_checkpoint(runs[1]), rec.best_checkpoint(runs[2])
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    marker = tmp_path / "ran"
+    hostile_checkpoint(hostile, marker)
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        written = ensure_gradcam(runs, n_images=3)
+    assert written == [runs[0] / GRADCAM_FILE]  # the sound run's maps are made; the table goes on
+    assert not marker.exists()
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(str(truncated) in line and "is corrupt" in line for line in lines), lines
+    assert any(runs[1].name in line and "Grad-CAM row skipped" in line for line in lines), lines
+    assert any(str(hostile) in line and "refused" in line and "Grad-CAM row skipped" in line for line in lines), lines
+    assert len(list(truncated.parent.glob("best.ckpt.corrupt-*"))) == 1
+    assert not (runs[1] / GRADCAM_FILE).exists() and not (runs[2] / GRADCAM_FILE).exists()
