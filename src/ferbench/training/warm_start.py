@@ -54,11 +54,11 @@ def init_source(init: str, results_dir: Path) -> Path:
     if as_path.is_file():
         return as_path
     run_id, _, fold = str(init).partition("/fold_")
-    run_dir = rec.run_dir(results_dir, run_id)
-    checkpoint = rec.best_checkpoint(run_dir, int(fold or 0))
-    if checkpoint.is_file():
+    run_dir = rec.run_dir(results_dir, run_id) if rec.is_folder_name(run_id) else None  # never a path elsewhere
+    checkpoint = rec.best_checkpoint(run_dir, int(fold or 0)) if run_dir else None
+    if checkpoint and checkpoint.is_file():
         return checkpoint
-    if run_dir.is_dir():
+    if run_dir and run_dir.is_dir():
         raise ConfigError(f"model.init={init}: run {run_id} has no best checkpoint at {checkpoint}")
     raise ConfigError(
         f"model.init={init}: neither a file nor a run under {rec.runs_dir(results_dir)} "
