@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import cv2
@@ -148,3 +149,30 @@ def test_damaged_cache_is_rebuilt(tmp_path):
     first.cache_path.write_bytes(b"garbage")
     again = prepare_images(_ck(tmp_path), 24, 1, cache_dir=cache, progress=False)
     assert not again.from_cache and np.load(again.cache_path).shape == (13, 24, 24, 1)
+
+
+@pytest.mark.parametrize(
+    "swap",
+    ["zeros of another shape", "float64 x1000", "other pixels of the same shape"],
+)
+def test_a_cached_array_of_the_right_row_count_but_other_contents_is_rebuilt_with_one_line(tmp_path, swap, caplog):
+    """Row count alone was trusted: zeros (N,32,32,1) or float64 x1000 were trained on (issue 33, item 5)."""
+    cache = tmp_path / "cache"
+    first = prepare_images(_ck(tmp_path), 24, 1, cache_dir=cache, progress=False)
+    clean = np.array(first.images)
+    n = len(clean)
+    planted = {
+        "zeros of another shape": np.zeros((n, 32, 32, 1), dtype=np.uint8),
+        "float64 x1000": clean.astype(np.float64) * 1000,
+        "other pixels of the same shape": 255 - clean,
+    }[swap]
+    np.save(first.cache_path, planted)
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        again = prepare_images(_ck(tmp_path), 24, 1, cache_dir=cache, progress=False)
+    assert not again.from_cache and np.array_equal(again.images, clean)
+    lines = [r.getMessage() for r in caplog.records if str(first.cache_path) in r.getMessage()]
+    assert len(lines) == 1 and "rebuilt" in lines[0], caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        assert prepare_images(_ck(tmp_path), 24, 1, cache_dir=cache, progress=False).from_cache  # rebuilt, trusted
+    assert not caplog.records
