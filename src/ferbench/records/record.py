@@ -175,9 +175,9 @@ def _read_optional(path: Path) -> pd.DataFrame:
 
 
 def is_complete(run_dir: Path) -> bool:
-    """A whole metrics.csv (every fold's row, every value), and the config, folds and leakage files beside it
-    readable: a cut or empty metrics.csv does not count, nor one whose companions are damaged (the run is then
-    rebuilt from its fold records, its companions written again)."""
+    """A whole metrics.csv (every fold's row, every value), and its config, samples, folds and leakage files
+    beside it, present and readable: a cut or empty metrics.csv does not count, nor one whose companions are
+    missing or damaged (the run is then rebuilt from its fold records, its companions written again)."""
     from ferbench.records.integrity import companion_problems, metrics_problem
 
     metrics = Path(run_dir) / "metrics.csv"
