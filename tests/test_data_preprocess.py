@@ -176,3 +176,15 @@ def test_a_cached_array_of_the_right_row_count_but_other_contents_is_rebuilt_wit
     with caplog.at_level(logging.WARNING, logger="ferbench"):
         assert prepare_images(_ck(tmp_path), 24, 1, cache_dir=cache, progress=False).from_cache  # rebuilt, trusted
     assert not caplog.records
+
+
+@pytest.mark.parametrize("meta", ["{}", "[1, 2]", '{"dropped": "x", "skipped": {}}'])
+def test_a_cache_meta_that_is_not_ours_rebuilds_with_one_line(tmp_path, meta, caplog):
+    """Cache meta JSON ``{}`` or ``[1,2]`` raised a KeyError/TypeError traceback (issue 33, item 11)."""
+    cache = tmp_path / "cache"
+    first = prepare_images(_ck(tmp_path), 24, 1, cache_dir=cache, progress=False)
+    first.cache_path.with_suffix(".json").write_text(meta)
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        again = prepare_images(_ck(tmp_path), 24, 1, cache_dir=cache, progress=False)
+    assert not again.from_cache and np.array_equal(again.images, first.images)
+    assert len(caplog.records) == 1 and "unreadable" in caplog.text and "rebuilt" in caplog.text
