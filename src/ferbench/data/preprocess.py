@@ -300,6 +300,7 @@ def prepare_images(
             "version": PREPROCESS_VERSION,
             "digest": array_digest(result.images),
         }
+        array_path.with_suffix(".phash.npy").unlink(missing_ok=True)  # the old array's hashes (data.leakage)
         write_stream(array_path, lambda handle: np.save(handle, result.images))
         write_bytes(meta_path, json.dumps(meta, indent=1).encode())
         result.cache_path = array_path
