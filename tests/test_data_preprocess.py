@@ -188,3 +188,20 @@ def test_a_cache_meta_that_is_not_ours_rebuilds_with_one_line(tmp_path, meta, ca
         again = prepare_images(_ck(tmp_path), 24, 1, cache_dir=cache, progress=False)
     assert not again.from_cache and np.array_equal(again.images, first.images)
     assert len(caplog.records) == 1 and "unreadable" in caplog.text and "rebuilt" in caplog.text
+
+
+@pytest.mark.parametrize("stored", ["[]", "3", '{"x": 1}'])
+def test_a_digest_cache_that_is_not_a_mapping_is_read_as_empty(tmp_path, monkeypatch, stored):
+    """A file-digest cache JSON ``[]`` raised AttributeError (issue 33, item 11): a cache, so it is rebuilt."""
+    import hashlib
+
+    from ferbench.data.base import file_digests
+
+    monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
+    image = write(tmp_path / "a" / "x.png", GREY)
+    base = str(image.parent)
+    store = tmp_path / "cache" / "file-digests" / f"{hashlib.sha1(base.encode()).hexdigest()[:16]}.json"
+    store.parent.mkdir(parents=True)
+    store.write_text(stored)
+    digests = file_digests([str(image)], base)
+    assert digests[str(image)] == hashlib.blake2b(image.read_bytes(), digest_size=16).hexdigest()
