@@ -64,3 +64,34 @@ def test_catalog(tmp_path):
     assert {"config", "present", "images", "error"} <= set(table.columns)
     long = class_table(list(statuses.values()))
     assert long.query("config == 'fer2013'")["count"].sum() == 28
+
+
+@pytest.mark.parametrize("garbage", [b"garbage", "float64", "short"])
+def test_a_garbage_phash_cache_is_hashed_again_with_one_line(tmp_path, garbage, caplog):
+    """A garbage ``.phash.npy`` raised a traceback and left a half-made run dir (issue 33, item 11)."""
+    import logging
+
+    from ferbench.data.leakage import cached_hashes
+
+    prepared = prepare_images(DATASETS.get("ckplus")(ck48(tmp_path / "d")), 24, 1, cache_dir=tmp_path / "c")
+    clean = cached_hashes(prepared.images, prepared.cache_path)
+    path = prepared.cache_path.with_suffix(".phash.npy")
+    if isinstance(garbage, bytes):
+        path.write_bytes(garbage)
+    else:
+        np.save(path, clean.astype(np.float64) if garbage == "float64" else clean[:-1])
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        assert np.array_equal(cached_hashes(prepared.images, prepared.cache_path), clean)
+    assert len(caplog.records) == 1 and str(path) in caplog.text and "hashed again" in caplog.text
+    assert np.array_equal(np.load(path), clean)  # written again
+
+
+def test_an_image_cache_written_anew_drops_the_old_arrays_hashes(tmp_path):
+    from ferbench.data.leakage import cached_hashes
+
+    source = DATASETS.get("ckplus")(ck48(tmp_path / "d"))
+    prepared = prepare_images(source, 24, 1, cache_dir=tmp_path / "c")
+    cached_hashes(prepared.images, prepared.cache_path)
+    np.save(prepared.cache_path, 255 - np.asarray(prepared.images))  # fails its digest: written anew
+    assert not prepare_images(source, 24, 1, cache_dir=tmp_path / "c").from_cache
+    assert not prepared.cache_path.with_suffix(".phash.npy").exists()

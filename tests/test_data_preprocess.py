@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import cv2
@@ -148,3 +149,59 @@ def test_damaged_cache_is_rebuilt(tmp_path):
     first.cache_path.write_bytes(b"garbage")
     again = prepare_images(_ck(tmp_path), 24, 1, cache_dir=cache, progress=False)
     assert not again.from_cache and np.load(again.cache_path).shape == (13, 24, 24, 1)
+
+
+@pytest.mark.parametrize(
+    "swap",
+    ["zeros of another shape", "float64 x1000", "other pixels of the same shape"],
+)
+def test_a_cached_array_of_the_right_row_count_but_other_contents_is_rebuilt_with_one_line(tmp_path, swap, caplog):
+    """Row count alone was trusted: zeros (N,32,32,1) or float64 x1000 were trained on (issue 33, item 5)."""
+    cache = tmp_path / "cache"
+    first = prepare_images(_ck(tmp_path), 24, 1, cache_dir=cache, progress=False)
+    clean = np.array(first.images)
+    n = len(clean)
+    planted = {
+        "zeros of another shape": np.zeros((n, 32, 32, 1), dtype=np.uint8),
+        "float64 x1000": clean.astype(np.float64) * 1000,
+        "other pixels of the same shape": 255 - clean,
+    }[swap]
+    np.save(first.cache_path, planted)
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        again = prepare_images(_ck(tmp_path), 24, 1, cache_dir=cache, progress=False)
+    assert not again.from_cache and np.array_equal(again.images, clean)
+    lines = [r.getMessage() for r in caplog.records if str(first.cache_path) in r.getMessage()]
+    assert len(lines) == 1 and "rebuilt" in lines[0], caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        assert prepare_images(_ck(tmp_path), 24, 1, cache_dir=cache, progress=False).from_cache  # rebuilt, trusted
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("meta", ["{}", "[1, 2]", '{"dropped": "x", "skipped": {}}'])
+def test_a_cache_meta_that_is_not_ours_rebuilds_with_one_line(tmp_path, meta, caplog):
+    """Cache meta JSON ``{}`` or ``[1,2]`` raised a KeyError/TypeError traceback (issue 33, item 11)."""
+    cache = tmp_path / "cache"
+    first = prepare_images(_ck(tmp_path), 24, 1, cache_dir=cache, progress=False)
+    first.cache_path.with_suffix(".json").write_text(meta)
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        again = prepare_images(_ck(tmp_path), 24, 1, cache_dir=cache, progress=False)
+    assert not again.from_cache and np.array_equal(again.images, first.images)
+    assert len(caplog.records) == 1 and "unreadable" in caplog.text and "rebuilt" in caplog.text
+
+
+@pytest.mark.parametrize("stored", ["[]", "3", '{"x": 1}'])
+def test_a_digest_cache_that_is_not_a_mapping_is_read_as_empty(tmp_path, monkeypatch, stored):
+    """A file-digest cache JSON ``[]`` raised AttributeError (issue 33, item 11): a cache, so it is rebuilt."""
+    import hashlib
+
+    from ferbench.data.base import file_digests
+
+    monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
+    image = write(tmp_path / "a" / "x.png", GREY)
+    base = str(image.parent)
+    store = tmp_path / "cache" / "file-digests" / f"{hashlib.sha1(base.encode()).hexdigest()[:16]}.json"
+    store.parent.mkdir(parents=True)
+    store.write_text(stored)
+    digests = file_digests([str(image)], base)
+    assert digests[str(image)] == hashlib.blake2b(image.read_bytes(), digest_size=16).hexdigest()

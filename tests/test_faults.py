@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+import logging
 import os
 import random
 import signal
@@ -337,6 +339,43 @@ def test_a_complete_run_with_a_damaged_companion_file_is_rebuilt_not_reused(make
     assert len(list(first.run_dir.glob(f"{name}.corrupt-*"))) == 1
     assert rec.is_complete(first.run_dir)
     pd.testing.assert_frame_equal(first.metrics[["fold", "accuracy"]], again.metrics[["fold", "accuracy"]])
+
+
+@pytest.mark.parametrize("names", [["folds.npz"], ["samples.csv.gz"], ["config.yaml"], ["folds.npz", "leakage.json"]])
+def test_a_complete_run_missing_a_companion_is_damaged_said_in_one_line_and_rebuilt(
+    make_cfg, monkeypatch, caplog, names
+):
+    """A deleted folds.npz (or samples.csv.gz, config.yaml, leakage.json) under a complete run was reused and never
+    rebuilt; the claims then switched to Welch with a false "nothing pairs" (issue 33, item 4)."""
+    cfg = make_cfg("trainer.max_epochs=1", "split=kfold", "split.k=2")
+    first = run(cfg)
+    before = {name: (first.run_dir / name).read_bytes() for name in names}
+    for name in names:
+        (first.run_dir / name).unlink()
+    assert not rec.is_complete(first.run_dir)
+    monkeypatch.setattr("ferbench.run.train_solo", lambda *a, **k: pytest.fail("a finished fold was retrained"))
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        again = run(cfg)
+    lines = [r.getMessage() for r in caplog.records if "missing" in r.getMessage()]
+    assert len(lines) == 1 and f"{first.run_dir} is damaged: {', '.join(names)} missing" in lines[0], caplog.text
+    assert rec.is_complete(first.run_dir) and not again.reused
+    for name in names:
+        if name == "samples.csv.gz":  # gzip stamps its own time: the table, not the bytes
+            pd.testing.assert_frame_equal(pd.read_csv(first.run_dir / name), pd.read_csv(io.BytesIO(before[name]),
+                                          compression="gzip"))  # fmt: skip
+        elif name != "leakage.json":
+            assert (first.run_dir / name).read_bytes() == before[name], name
+    pd.testing.assert_frame_equal(first.metrics[["fold", "accuracy"]], again.metrics[["fold", "accuracy"]])
+
+
+def test_a_run_dir_without_metrics_names_no_missing_companion(tmp_path, caplog):
+    """A run not yet finished (or starting) lacks its companions by design: nothing to say about them."""
+    from ferbench.records.integrity import companion_problems, set_aside_damaged_metrics
+
+    (tmp_path / "run").mkdir()
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        set_aside_damaged_metrics(tmp_path / "run")
+    assert companion_problems(tmp_path / "run") == {} and not caplog.records
 
 
 def test_render_says_when_a_leakage_file_is_damaged(tmp_path, caplog):

@@ -119,3 +119,33 @@ def test_fingerprint_reads_back_as_text_from_csv(tmp_path):
             float(fingerprint)
     pd.DataFrame({"f": [fingerprint]}).to_csv(tmp_path / "m.csv", index=False)
     assert pd.read_csv(tmp_path / "m.csv")["f"].iloc[0] == fingerprint
+
+
+def test_a_run_id_part_that_is_a_path_is_refused_before_anything_is_written(make_cfg, tmp_path):
+    """``data.variant=x/../../../../outside_rd`` wrote a run record outside results_dir (issue 33, item 2)."""
+    import pytest
+
+    from ferbench.errors import ConfigError
+
+    for bad in ("x/../../../../outside_rd", "..", "a b", "x\\y", ".hidden", "é"):
+        with pytest.raises(ConfigError, match=r"data.variant=.* cannot be part of a run id .*no '/', no '\.\.'"):
+            run(make_cfg(f"data.variant='{bad}'"))
+    with pytest.raises(ConfigError, match="split.name"):
+        rec.run_id(make_cfg("split.name=a/b"), "x")
+    with pytest.raises(ConfigError, match="is not a run folder's name"):
+        rec.run_dir(tmp_path, "../elsewhere")
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if "cache" not in p.parts)
+    assert not [p for p in written if "outside_rd" in p or "runs" in p], written
+
+
+def test_every_shipped_choice_stays_a_valid_run_id_part():
+    """The sanitising changes no existing run id: every config group's name and data variant passes as it is."""
+    import yaml
+
+    from ferbench.paths import config_dir
+
+    for path in Path(config_dir()).glob("*/*.yaml"):
+        body = yaml.safe_load(path.read_text()) or {}
+        for key in ("name", "variant"):
+            if isinstance(body.get(key), str):
+                assert rec.id_part(key, body[key]) == body[key], path

@@ -386,7 +386,7 @@ def _leakage(argv: list[str]) -> None:
     from ferbench.config import compose_config
     from ferbench.leakage_scan import draw_grid, examples, scan
     from ferbench.records.atomic import write_text
-    from ferbench.records.record import data_choice
+    from ferbench.records.record import data_choice, id_part
     from ferbench.terminal import print_leakage
 
     parser = argparse.ArgumentParser(prog="ferbench leakage", description="train/test overlap of a split")
@@ -398,7 +398,8 @@ def _leakage(argv: list[str]) -> None:
     parser.add_argument("--examples", type=int, default=8, help="leaking test images shown in the grid")
     args = parser.parse_args(argv)
     cfg = compose_config(args.overrides)
-    grid = args.grid or Path(cfg.results_dir) / "leakage" / f"{data_choice(cfg)}-{cfg.split.name}-s{cfg.seed}.png"
+    name = f"{data_choice(cfg)}-{id_part('split.name', cfg.split.name)}-s{cfg.seed}.png"  # never a path elsewhere
+    grid = args.grid or Path(cfg.results_dir) / "leakage" / name
     for target in (args.out, grid):  # before the work, not after it
         if target is not None:
             _check_writable_file(target)

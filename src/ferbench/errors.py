@@ -15,6 +15,10 @@ class DataError(FerbenchError):
     """A data set is missing or malformed; the message names the file (and line) and the expected layout."""
 
 
+class UnsafeFile(FerbenchError):
+    """A file would run code (or build objects ferbench's own files never hold) if loaded; it was not loaded."""
+
+
 class RunFailed(FerbenchError):
     """A training run could not finish (e.g. the loss became NaN); recorded, and a sweep goes on."""
 

@@ -19,9 +19,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from ferbench.errors import FerbenchError
+from ferbench.errors import DataError, FerbenchError, UnsafeFile
 from ferbench.records import record as rec
 from ferbench.records.gradcam_record import GradcamRecord, read_gradcam, write_gradcam
+from ferbench.records.integrity import set_aside
+from ferbench.records.safe_load import load_weights
 
 log = logging.getLogger("ferbench")
 
@@ -34,10 +36,28 @@ def load_trained_model(run_dir: Path, fold: int = 0) -> tuple[nn.Module, object]
     metrics = pd.read_csv(run_dir / "metrics.csv")
     classes = json.loads(metrics["classes"].iloc[0])
     model = build_model(cfg, num_classes=len(classes))
-    checkpoint = rec.best_checkpoint(run_dir, fold)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = best_weights(rec.best_checkpoint(run_dir, fold))
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     return model.eval(), cfg
+
+
+def best_weights(checkpoint: Path) -> dict:
+    """The ``state_dict`` of a best checkpoint, loaded weights-only (a planted file runs no code: ``UnsafeFile``).
+
+    One that is truncated or holds no state dict is set aside, said in one line, and raises ``DataError``: the
+    caller skips that run's Grad-CAM row, not the table."""
+    try:
+        state = load_weights(checkpoint, "Grad-CAM")
+    except UnsafeFile:
+        raise
+    except Exception as exc:  # torch's zip reader, pickle and EOF errors alike: not a checkpoint to explain
+        reason = f"cannot be read: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:80]}"
+    else:
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            return state["state_dict"]
+        reason = "not a checkpoint: it holds no state_dict"
+    aside = set_aside(checkpoint, reason, "its run's Grad-CAM row is skipped")
+    raise DataError(f"{checkpoint} was corrupt (kept as {aside.name})")
 
 
 def pick_test_images(run_dir: Path, cfg, n_images: int, fold: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -116,18 +136,23 @@ def ensure_gradcam(run_dirs: Sequence[Path], n_images: int, fold: int = 0) -> li
     """Every run's maps on the first run's test faces, in each run's record; maps already stored for these faces
     are kept, and a run without a checkpoint keeps what it has. Returns the files written.
 
-    A run whose maps cannot be made (its data absent or unreadable) is said in one line; the table goes on.
+    Faces that cannot be chosen (the first run's data absent or unreadable) are said in one line, and so is each run
+    whose checkpoint is corrupt or refused (its row skipped); the table goes on.
     """
     todo = stale_gradcam(run_dirs, n_images, fold)
     if not todo:
         return []
     source = Path(run_dirs[0])
-    written: list[Path] = []
     try:
         held = read_gradcam(source)
         faces = held if _current(held, source, n_images, fold) else chosen_faces(source, n_images, fold)
-        for run_dir in todo:
-            written.append(write_gradcam(run_dir, explain_run(run_dir, faces, fold)))
     except FerbenchError as exc:
         log.warning("Grad-CAM maps of %s not computed: %s", ", ".join(d.name for d in todo), exc)
+        return []
+    written: list[Path] = []
+    for run_dir in todo:
+        try:
+            written.append(write_gradcam(run_dir, explain_run(run_dir, faces, fold)))
+        except FerbenchError as exc:  # this run's checkpoint: the other rows still get their maps
+            log.warning("Grad-CAM row skipped: no maps for %s: %s", run_dir.name, exc)
     return written

@@ -170,6 +170,8 @@ def file_digests(paths: Sequence[str], base: str) -> dict[str, str]:
         saved = json.loads(store.read_text()) if store.is_file() else {}
     except (OSError, ValueError):
         saved = {}
+    if not isinstance(saved, dict):  # ``[]`` or a number: not ours, so nothing known (written again below)
+        saved = {}
     out, changed = {}, False
     for p in paths:
         st = os.stat(p)

@@ -150,12 +150,20 @@ _FIELDS = dict(
 
 
 def cached_hashes(images: np.ndarray, cache_path: Path | None) -> np.ndarray:
-    """pHash of every prepared image, stored as ``<array>.phash.npy`` beside a cached array: hashed once."""
+    """pHash of every prepared image, stored as ``<array>.phash.npy`` beside a cached array: hashed once. A stored
+    file that does not read, or is not one uint64 per image, is hashed again with one line (``preprocess`` deletes
+    it whenever it writes the array anew)."""
     path = None if cache_path is None else Path(cache_path).with_suffix(".phash.npy")
     if path is not None and path.is_file():
-        hashes = np.load(path)
-        if len(hashes) == len(images):
+        try:
+            hashes = np.load(path)
+        except (OSError, ValueError, EOFError) as exc:
+            hashes, why = None, f"unreadable ({type(exc).__name__}: {exc})"
+        else:
+            why = f"shape {hashes.shape} {hashes.dtype}, not ({len(images)},) uint64"
+        if hashes is not None and hashes.shape == (len(images),) and hashes.dtype == np.uint64:
             return hashes
+        log.warning("cached image hashes %s %s; hashed again", path, why)
     hashes = image_hashes(np.asarray(images))
     if path is not None:
         write_stream(path, lambda handle: np.save(handle, hashes))

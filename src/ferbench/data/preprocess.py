@@ -3,7 +3,8 @@
 Steps per image: decode -> optional Haar-cascade face crop (a miss keeps the whole image and is counted
 as ``no_face_kept_whole``) -> optional histogram equalisation (lightvgg, paper 001) -> resize -> channels.
 The result is cached as ``<cache_dir>/<key>.npy`` (memory-mapped when loaded again) beside
-``<key>.json`` (dropped rows, skipped counts, settings); the key hashes the data set's name, files
+``<key>.json`` (dropped rows, skipped counts, settings, the array's digest: an entry whose shape, dtype or bytes
+differ is rebuilt with one line); the key hashes the data set's name, files
 (``fingerprint``), sample table and every setting, so a changed file or setting never reuses a stale array.
 """
 
@@ -124,19 +125,46 @@ def cache_key(
     return f"{source.name}-{size}x{channels}-{digest}"
 
 
-def _load_cached(array_path: Path, meta_path: Path, n: int) -> PreparedImages | None:
+def array_digest(images: np.ndarray) -> str:
+    """SHA-1 of the array's bytes, a block of rows at a time (a memory-mapped cache is never read whole)."""
+    digest = hashlib.sha1()
+    rows = max(1, (64 << 20) // max(1, images[:1].nbytes))  # about 64 MiB per update
+    for start in range(0, len(images), rows):
+        digest.update(np.ascontiguousarray(images[start : start + rows]).data)
+    return digest.hexdigest()
+
+
+def _load_cached(array_path: Path, meta_path: Path, n: int, size: int, channels: int) -> PreparedImages | None:
+    """The cached array, when it is exactly what was written: its rows, shape, dtype and bytes' digest as its meta
+    records them. A damaged, foreign or older entry (no digest) is rebuilt with one line; never trusted."""
     if not (array_path.is_file() and meta_path.is_file()):
         return None
     try:
         meta = json.loads(meta_path.read_text())
         images = np.load(array_path, mmap_mode="r")
-    except (OSError, ValueError):
-        return None  # a damaged cache entry is rebuilt, never trusted
-    keep = np.ones(n, dtype=bool)
-    keep[np.asarray(meta["dropped"], dtype=np.int64)] = False
-    if images.shape[0] != keep.sum():
+        keep = np.ones(n, dtype=bool)
+        keep[np.asarray(meta["dropped"], dtype=np.int64)] = False
+        skipped = dict(meta["skipped"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        log.warning("cached images %s unreadable (%s: %s); rebuilt", array_path, type(exc).__name__, exc)
         return None
-    return PreparedImages(images, keep, dict(meta["skipped"]), array_path, from_cache=True)
+    if problem := _cache_problem(images, meta, (int(keep.sum()), size, size, channels)):
+        log.warning("cached images %s %s; rebuilt", array_path, problem)
+        return None
+    return PreparedImages(images, keep, skipped, array_path, from_cache=True)
+
+
+def _cache_problem(images: np.ndarray, meta: dict, shape: tuple[int, ...]) -> str | None:
+    """Why a cached array is not the one its meta describes, or None."""
+    if images.shape != shape:
+        return f"have shape {images.shape}, not {shape}"
+    if images.dtype != np.uint8:
+        return f"are {images.dtype}, not uint8"
+    if "digest" not in meta:
+        return "carry no digest (an older ferbench's cache)"
+    if array_digest(images) != meta["digest"]:
+        return "do not match the digest recorded when they were made"
+    return None
 
 
 def _progress(total: int, enabled: bool, description: str):
@@ -203,7 +231,7 @@ def prepare_images(
     if cache_dir is not None:
         key = cache_key(source, size, channels, **settings)
         array_path, meta_path = Path(cache_dir) / f"{key}.npy", Path(cache_dir) / f"{key}.json"
-        cached = _load_cached(array_path, meta_path, len(source))
+        cached = _load_cached(array_path, meta_path, len(source), size, channels)
         if cached is not None:
             return cached
 
@@ -270,7 +298,9 @@ def prepare_images(
             "channels": channels,
             **settings,
             "version": PREPROCESS_VERSION,
+            "digest": array_digest(result.images),
         }
+        array_path.with_suffix(".phash.npy").unlink(missing_ok=True)  # the old array's hashes (data.leakage)
         write_stream(array_path, lambda handle: np.save(handle, result.images))
         write_bytes(meta_path, json.dumps(meta, indent=1).encode())
         result.cache_path = array_path

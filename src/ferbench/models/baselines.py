@@ -20,6 +20,7 @@ from ferbench.attention import AttnFactory, NoAttention
 from ferbench.errors import ConfigError
 from ferbench.models.heads import HeadFactory, LinearHead
 from ferbench.models.registry import MODELS
+from ferbench.records import safe_load
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"model.pretrained_path: {path} is not a file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = safe_load.load_weights(path, "model.pretrained_path")  # weights-only: the file runs no code
     for key in ("state_dict", "model"):
         state = state.get(key, state) if isinstance(state, dict) else state
     own = model.state_dict()

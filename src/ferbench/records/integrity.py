@@ -77,9 +77,16 @@ def _not_numbers(frame: pd.DataFrame) -> str | None:
     return None
 
 
+COMPANIONS = ("config.yaml", "samples.csv.gz", "folds.npz", "leakage.json")
+"""What a complete run's reuse depends on beside ``metrics.csv``: its config, its sample table, its folds' indices
+(which pair it with other runs for the claims) and its leakage figures (table notes)."""
+
+
 def companion_problems(run_dir: Path) -> dict[str, str]:
-    """The files a complete run's reuse depends on beside ``metrics.csv`` (its config, its folds' indices, which
-    pair it with other runs, and its leakage figures) that exist but do not read: {file name: why}."""
+    """The companions (``COMPANIONS``) that do not read, and, beside a ``metrics.csv`` (a run that says it is
+    complete), those that are missing: {file name: why}. A deleted ``folds.npz`` used to be reused silently, and
+    the claims then found nothing to pair."""
+    import gzip
     import json
     import zipfile
 
@@ -101,13 +108,24 @@ def companion_problems(run_dir: Path) -> dict[str, str]:
         if not isinstance(json.loads(path.read_text()), dict):
             raise ValueError("not a mapping")
 
+    def samples(path: Path) -> None:
+        with gzip.open(path, "rb") as handle:  # decompressed to its end: a cut file fails here
+            if not handle.readline().strip():
+                raise ValueError("no header line")
+            while handle.read(1 << 20):
+                pass
+
+    claims_complete = (Path(run_dir) / "metrics.csv").is_file()
+    checks = {"config.yaml": config, "samples.csv.gz": samples, "folds.npz": folds, "leakage.json": leakage}
     problems = {}
-    for name, check in (("config.yaml", config), ("folds.npz", folds), ("leakage.json", leakage)):
+    for name in COMPANIONS:
         path = Path(run_dir) / name
         if not path.is_file():
+            if claims_complete:
+                problems[name] = "missing"
             continue
         try:
-            check(path)
+            checks[name](path)
         except (OSError, ValueError, UnicodeDecodeError, EOFError, zipfile.BadZipFile, yaml.YAMLError) as exc:
             problems[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]
     return problems
@@ -124,11 +142,22 @@ def set_aside(path: Path, reason: str, then: str = "the run is rebuilt") -> Path
 
 
 def set_aside_damaged_metrics(run_dir: Path) -> None:
-    """Before a run is rebuilt: a damaged metrics.csv, config.yaml, folds.npz or leakage.json moves aside (its fold
-    records stay and are reused; the run's config and seeded split write the others again)."""
+    """Before a run is rebuilt: a damaged metrics.csv or companion moves aside, and missing companions of a run
+    that said it was complete are named in one line (its fold records stay and are reused; the run's config and
+    seeded split write the others again)."""
     path = Path(run_dir) / "metrics.csv"
     problem = metrics_problem(path) if path.is_file() else None
     if problem:
         set_aside(path, problem, "the run is rebuilt from its fold records (folds without one are trained)")
-    for name, why in companion_problems(run_dir).items():
-        set_aside(Path(run_dir) / name, why, "it is written again from the run's config and data")
+    problems = companion_problems(run_dir)
+    missing = [name for name, why in problems.items() if why == "missing"]
+    if missing:
+        log.warning(
+            "%s is damaged: %s missing beside its metrics.csv; written again from the run's config and data "
+            "(finished folds are not retrained)",
+            run_dir,
+            ", ".join(missing),
+        )
+    for name, why in problems.items():
+        if why != "missing":
+            set_aside(Path(run_dir) / name, why, "it is written again from the run's config and data")

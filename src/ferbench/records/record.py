@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ferbench import __version__
-from ferbench.errors import RunBusy
+from ferbench.errors import ConfigError, RunBusy
 from ferbench.paths import PACKAGE_DIR
 from ferbench.records.atomic import write_csv, write_text
 
@@ -111,12 +112,34 @@ def run_id(cfg: DictConfig, data_fingerprint: str) -> str:
     """
     identity = {**experiment_identity(cfg), "data_fingerprint": data_fingerprint}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return f"{cfg.model.name}-{cfg.attn.name}-{data_choice(cfg)}-{cfg.split.name}-s{cfg.seed}-{digest}"
+    model, attn, split = (id_part(f"{axis}.name", cfg[axis].name) for axis in ("model", "attn", "split"))
+    seed = id_part("seed", f"s{cfg.seed}")
+    return f"{model}-{attn}-{data_choice(cfg)}-{split}-{seed}-{digest}"
+
+
+ID_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+"""What a part of a run id may be: it names a folder under ``runs/``, so never a path (no ``/``, no ``..``)."""
+ID_PART_RULE = "letters, digits and _ . + - (starting with a letter or digit; no '/', no '..')"
+
+
+def id_part(key: str, value: object) -> str:
+    """``value`` as a part of a run id, or a ConfigError naming ``key``: ``data.variant=x/../../out`` would
+    otherwise put a run's record outside ``results_dir``."""
+    text = str(value)
+    if is_folder_name(text):
+        return text
+    raise ConfigError(f"{key}={text!r} cannot be part of a run id (a folder name): use {ID_PART_RULE}")
+
+
+def is_folder_name(text: str) -> bool:
+    """Can ``text`` be a run id or a part of one (one folder's name, never a path)?"""
+    return bool(ID_PART.fullmatch(text)) and ".." not in text
 
 
 def data_choice(cfg: DictConfig) -> str:
     """The data config chosen (``ckplus6``), not its loader (``data.name`` ckplus): what records call the data."""
-    return str(cfg.data.get("variant") or cfg.data.name)
+    variant = cfg.data.get("variant")
+    return id_part("data.variant" if variant else "data.name", variant or cfg.data.name)
 
 
 def axis_choices(cfg: DictConfig) -> dict[str, str]:
@@ -152,9 +175,9 @@ def _read_optional(path: Path) -> pd.DataFrame:
 
 
 def is_complete(run_dir: Path) -> bool:
-    """A whole metrics.csv (every fold's row, every value), and the config, folds and leakage files beside it
-    readable: a cut or empty metrics.csv does not count, nor one whose companions are damaged (the run is then
-    rebuilt from its fold records, its companions written again)."""
+    """A whole metrics.csv (every fold's row, every value), and its config, samples, folds and leakage files
+    beside it, present and readable: a cut or empty metrics.csv does not count, nor one whose companions are
+    missing or damaged (the run is then rebuilt from its fold records, its companions written again)."""
     from ferbench.records.integrity import companion_problems, metrics_problem
 
     metrics = Path(run_dir) / "metrics.csv"
@@ -167,7 +190,10 @@ def runs_dir(results_dir: Path) -> Path:
 
 
 def run_dir(results_dir: Path, run_id: str) -> Path:
-    """``<results_dir>/runs/<run_id>``: the one folder a run owns, whether or not it exists yet."""
+    """``<results_dir>/runs/<run_id>``: the one folder a run owns, whether or not it exists yet; a run id that is
+    not one folder's name (``../x``, given to ``model.init``) is a ConfigError, never a path elsewhere."""
+    if not is_folder_name(str(run_id)):
+        raise ConfigError(f"run id {str(run_id)!r} is not a run folder's name: run ids use {ID_PART_RULE}")
     return runs_dir(results_dir) / run_id
 
 

@@ -37,6 +37,7 @@ from ferbench.data.splits import Fold
 from ferbench.data.transforms import BatchAugment, normalize_batch
 from ferbench.records.atomic import write_atomic
 from ferbench.records.record import BEST_CHECKPOINT
+from ferbench.records.safe_load import load_weights
 from ferbench.training.loggers import log_epoch
 from ferbench.training.metrics import test_metrics
 from ferbench.training.optim import PackedOptimizer, lr_at_epoch, masked_assign
@@ -458,7 +459,7 @@ class PackedTrainer:
             path = member.checkpoint_dir / PACKED_LAST
             if not path.is_file():
                 continue
-            saved = torch.load(path, map_location="cpu", weights_only=False)
+            saved = load_weights(path, "pack resume state")  # weights-only: a planted file runs no code
             streams = saved.get("random_streams", streams)
             for n, t in saved["params"].items():
                 self.params[n][i].copy_(t)

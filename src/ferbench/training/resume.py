@@ -16,8 +16,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
+from ferbench.errors import UnsafeFile
 from ferbench.records.atomic import atomic_path
 from ferbench.records.integrity import set_aside
+from ferbench.records.safe_load import load_weights
 
 
 def epoch_seed(seed: int, fold: int, epoch: int) -> int:
@@ -103,17 +105,41 @@ def make_resumable(trainer: pl.Trainer, last: Path, seed: int, fold: int) -> pl.
     return trainer
 
 
+RESUME_KEYS = ("epoch", "global_step", "state_dict", "optimizer_states", "loops")
+"""What Lightning's resume reads from a checkpoint: a file without them is no ``last.ckpt`` of ours."""
+
+
 def read_last(last: Path) -> dict | None:
-    """The ``last.ckpt`` a killed fold left, or None. One that cannot be read (a disk fault, a copy cut short)
-    is set aside with a warning naming it, and the fold starts again from scratch."""
+    """The ``last.ckpt`` a killed fold left, or None. One that cannot be read (a disk fault, a copy cut short) or
+    that loads but is no checkpoint is set aside with a warning naming it, and the fold starts again from scratch.
+
+    Loaded weights-only: a file that would run code raises ``UnsafeFile`` (one line) and is left where it is."""
     if not last.is_file():
         return None
     try:
-        return torch.load(last, map_location="cpu", weights_only=False)
+        state = load_weights(last, "resume state")
+    except UnsafeFile:
+        raise
     except Exception as exc:  # torch's zip reader, pickle and EOF errors alike: none is a checkpoint
-        reason = f"cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+        reason = f"cannot be read: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:80]}"
         set_aside(last, reason, "this fold starts again from epoch 1")
         return None
+    if reason := _not_a_checkpoint(state):
+        set_aside(last, reason, "this fold starts again from epoch 1")
+        return None
+    return state
+
+
+def _not_a_checkpoint(state: Any) -> str | None:
+    """Why a loaded ``last.ckpt`` cannot resume a fit, or None when it holds what Lightning's resume reads."""
+    if not isinstance(state, dict):
+        return f"not a checkpoint: it holds a {type(state).__name__}, not a dict"
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        return f"not a checkpoint: no {', '.join(missing)}"
+    if not isinstance(state["epoch"], int) or not isinstance(state["state_dict"], dict):
+        return "not a checkpoint: its epoch or state_dict is of the wrong type"
+    return None
 
 
 def random_streams() -> dict[str, Any]:

@@ -19,6 +19,7 @@ from ferbench.data.splits import Fold, subset_train
 from ferbench.errors import Interrupted, RunFailed
 from ferbench.models.profile import count_macs, inference_speed
 from ferbench.records.record import BEST_CHECKPOINT, LAST_CHECKPOINT
+from ferbench.records.safe_load import allowed_types
 from ferbench.training.detection import detection_parts
 from ferbench.training.fold import FoldData, FoldResult, RunWork
 from ferbench.training.loggers import build_logger
@@ -66,7 +67,8 @@ def train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str = "") -
         if resumed and stopped_early(state):  # killed between early stopping and the fold's record
             module.history = list(state["ferbench_history"])
         else:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumed else None)
+            with allowed_types():  # Lightning loads last.ckpt again: weights-only, as read_last did
+                trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumed else None, weights_only=True)
     except RunFailed as exc:
         history = pd.DataFrame(module.history)
         return FoldResult(fold, history, failure=str(exc), failed_epoch=len(module.history) + 1)
@@ -83,7 +85,9 @@ def train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str = "") -
             return None
         trainer = _solo_tester(cfg, module, checkpoint_dir, has_val)
     started = time.perf_counter()
-    trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best.exists() else None, verbose=False)
+    with allowed_types():
+        tested = str(best) if best.exists() else None
+        trainer.test(module, datamodule=datamodule, ckpt_path=tested, verbose=False, weights_only=True)
     test_seconds = time.perf_counter() - started
     return FoldResult(
         fold,

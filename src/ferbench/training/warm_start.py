@@ -17,6 +17,7 @@ The run id covers the choice: a run id names a recorded experiment, a file is na
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from torch import nn
 
 from ferbench.errors import ConfigError
 from ferbench.records import record as rec
+from ferbench.records.safe_load import load_weights
 
 log = logging.getLogger("ferbench")
 
@@ -52,11 +54,11 @@ def init_source(init: str, results_dir: Path) -> Path:
     if as_path.is_file():
         return as_path
     run_id, _, fold = str(init).partition("/fold_")
-    run_dir = rec.run_dir(results_dir, run_id)
-    checkpoint = rec.best_checkpoint(run_dir, int(fold or 0))
-    if checkpoint.is_file():
+    run_dir = rec.run_dir(results_dir, run_id) if rec.is_folder_name(run_id) else None  # never a path elsewhere
+    checkpoint = rec.best_checkpoint(run_dir, int(fold or 0)) if run_dir else None
+    if checkpoint and checkpoint.is_file():
         return checkpoint
-    if run_dir.is_dir():
+    if run_dir and run_dir.is_dir():
         raise ConfigError(f"model.init={init}: run {run_id} has no best checkpoint at {checkpoint}")
     raise ConfigError(
         f"model.init={init}: neither a file nor a run under {rec.runs_dir(results_dir)} "
@@ -65,13 +67,23 @@ def init_source(init: str, results_dir: Path) -> Path:
 
 
 def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The model's tensors in a Lightning checkpoint (``state_dict`` with ``model.`` keys) or a plain state dict."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    """The model's tensors in a Lightning checkpoint (``state_dict`` with ``model.`` keys) or a plain state dict.
+
+    Loaded weights-only (``records.safe_load``): a file that would run code is refused before any of it runs."""
+    try:
+        state = load_weights(path, "model.init")
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:  # truncated, not torch's, unreadable
+        why = f"{type(exc).__name__}: {_first_line(exc)}"
+        raise ConfigError(f"model.init: {path} cannot be read as weights ({why})") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise ConfigError(f"model.init: {path} holds no state dict")
-    prefixed = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    prefixed = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.") and torch.is_tensor(v)}
     return prefixed or {k: v for k, v in state.items() if torch.is_tensor(v)}
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0][:120]
 
 
 def load_matching(model: nn.Module, path: Path) -> LoadReport:
