@@ -456,4 +456,4 @@ def test_table_command_skips_a_paper_s_tables_without_the_profile_and_fails_on_o
     with pytest.raises(SystemExit) as exited:
         main(["table", "lightvgg/table1", *rendered])
     assert exited.value.code == 2
-    assert "lightvgg/table1.yaml: no profile 'budget'; choose from: paper, smoke" in capsys.readouterr().err
+    assert "lightvgg/table1.yaml: no profile 'budget'; choose from: converge, paper, smoke" in capsys.readouterr().err
