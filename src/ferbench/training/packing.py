@@ -120,6 +120,7 @@ def train_packed(works: list[RunWork], data: FoldData, record: Recorder) -> dict
     """Train every pending fold of ``works`` (runs that differ at most in seed) in packs, ``record`` each fold's
     result as it comes. Returns the failures by run id (a NaN fails its own run only)."""
     cfg = works[0].cfg
+    apply_numerics(cfg.trainer)  # as build_trainer does: the vmap probe and the pack run under the run's settings
     limit = pack_limit(cfg)
     jobs = _jobs(works, data)
     fits = {id(m) for m in packable([j.member for j in jobs], int(cfg.trainer.batch_size))[0]}
@@ -168,7 +169,6 @@ def _train_pack(jobs: list[_Job], data: FoldData, record: Recorder) -> dict[str,
     macs = count_macs(members[0].net.model, cfg.model.input_size, cfg.model.in_chans)
     if cfg.trainer.progress_bar:
         _say(f"packing {len(members)} models of {cfg.model.name}+{cfg.attn.name} (folds x seeds) into one")
-    apply_numerics(cfg.trainer)  # matmul precision, deterministic algorithms: as build_trainer sets them
     started = time.perf_counter()
     trainer = PackedTrainer(members, data.images, data.labels, pack_settings(cfg, len(data.classes)))
     try:
