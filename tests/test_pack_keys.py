@@ -108,3 +108,16 @@ def test_an_unhonoured_trainer_key_trains_alone_and_the_record_says_why(make_cfg
     record = run(make_cfg(*PACKED_2, "trainer.deterministic=true"))
     assert set(record.metrics["packed"]) == {1}
     assert all(note.startswith("not packed: trainer.deterministic=True") for note in record.metrics["pack_note"])
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled", "warn_only"), [(True, True, False), ("warn", True, True), (False, False, False)]
+)
+def test_apply_numerics_sets_what_lightnings_deterministic_flag_sets(value, enabled, warn_only, torch_numerics):
+    from ferbench.training.trainer import apply_numerics
+
+    apply_numerics(OmegaConf.create({"deterministic": value, "matmul_precision": "medium", "cudnn_benchmark": True}))
+    assert torch.are_deterministic_algorithms_enabled() is enabled
+    assert torch.is_deterministic_algorithms_warn_only_enabled() is warn_only
+    assert torch.get_float32_matmul_precision() == "medium"
+    assert torch.backends.cudnn.benchmark is not enabled  # deterministic turns cuDNN's timing off, as Lightning

@@ -186,8 +186,9 @@ def apply_numerics(t: Any) -> None:
     the process had before (issue 32). This does what Lightning's ``_set_torch_flags`` does, explicitly both ways:
     a run with ``deterministic=false`` after one with ``true`` in the same process is not left deterministic."""
     set_matmul_precision(str(t.get("matmul_precision", "highest")))
-    deterministic = bool(t.get("deterministic", False))
-    torch.use_deterministic_algorithms(deterministic)
+    value = t.get("deterministic", False)
+    deterministic = bool(value)  # "warn", as Lightning takes it: deterministic where torch can, warning elsewhere
+    torch.use_deterministic_algorithms(deterministic, warn_only=value == "warn")
     torch.backends.cudnn.benchmark = bool(t.get("cudnn_benchmark", False)) and not deterministic
     if deterministic:  # cuBLAS is reproducible only with a fixed workspace (Lightning sets the same)
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
