@@ -61,6 +61,7 @@ def packed_path(s: Setting, k: int) -> dict:
     from ferbench.factory import build_net
     from ferbench.training.packed import Member, PackedTrainer
     from ferbench.training.packing import pack_settings
+    from ferbench.training.trainer import apply_numerics
 
     cfg = s.cfg
     rows = np.arange(len(s.images))
@@ -73,6 +74,7 @@ def packed_path(s: Setting, k: int) -> dict:
         members.append(Member(f"bench {seed}", seed, Fold(0, rows, rows[:0], rows[:0]), net, augment, Path(".")))
     settings = pack_settings(cfg, NUM_CLASSES)
     settings.device, settings.progress = s.device, None
+    apply_numerics(cfg.trainer)  # the solo path's build_trainer sets the same: both timed under one setting
     trainer = PackedTrainer(members, s.images, s.labels, settings)
     batches = [trainer.epoch_batches(i) for i in range(k)]
     lr = torch.full((k,), float(cfg.optim.lr), device=s.device)

@@ -1,8 +1,9 @@
 """Which folds train as one pack, and training them: the runner hands ``RunWork`` over, gets ``FoldResult``s back.
 
 A pack holds folds (and seeds) of one experiment; anything that would make a packed model differ from its solo
-run (an op vmap cannot batch, a random training step, an optimiser key the packed update lacks, mix-up) sends the
-whole group to ``train_solo`` one model at a time, and each record's ``pack_note`` says why.
+run (an op vmap cannot batch, a random training step, an optimiser or trainer key the packed loop does not apply
+(``pack_keys``), mix-up) sends the whole group to ``train_solo`` one model at a time, and each record's
+``pack_note`` says why.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ferbench.training.loggers import build_logger
 from ferbench.training.metrics import flatten
 from ferbench.training.mixup import build_mixup
 from ferbench.training.optim import packed_optimizer_gap
+from ferbench.training.pack_keys import identity_gap
 from ferbench.training.packed import (
     PACKED_LAST,
     Member,
@@ -38,7 +40,7 @@ from ferbench.training.packed import (
     packable,
 )
 from ferbench.training.solo import train_solo
-from ferbench.training.trainer import ema_decay, training_device
+from ferbench.training.trainer import apply_numerics, ema_decay, training_device
 
 AUTO_PACK_MAX = 64
 """``trainer.pack=auto`` on an accelerator: up to this many models per pack."""
@@ -118,6 +120,7 @@ def train_packed(works: list[RunWork], data: FoldData, record: Recorder) -> dict
     """Train every pending fold of ``works`` (runs that differ at most in seed) in packs, ``record`` each fold's
     result as it comes. Returns the failures by run id (a NaN fails its own run only)."""
     cfg = works[0].cfg
+    apply_numerics(cfg.trainer)  # as build_trainer does: the vmap probe and the pack run under the run's settings
     limit = pack_limit(cfg)
     jobs = _jobs(works, data)
     fits = {id(m) for m in packable([j.member for j in jobs], int(cfg.trainer.batch_size))[0]}
@@ -145,7 +148,7 @@ def unpackable(cfg: DictConfig, net: PackNet) -> str | None:
     """Why this model cannot train in a pack (vmap cannot batch one of its ops, an unsupported option), or None."""
     if build_mixup(cfg.aug.get("mixup")) is not None:
         return "aug.mixup mixes batches in the Lightning training step, which packs do not run"
-    if why := packed_optimizer_gap(cfg.optim):
+    if why := packed_optimizer_gap(cfg.optim) or identity_gap(cfg):
         return why
     if str(cfg.trainer.precision) not in ("32-true", "32", "bf16-mixed"):
         return f"trainer.precision={cfg.trainer.precision} (packs train in 32-true or bf16-mixed)"

@@ -178,6 +178,22 @@ def set_matmul_precision(value: str) -> None:
     torch.backends.cudnn.allow_tf32 = value != "highest"
 
 
+def apply_numerics(t: Any) -> None:
+    """The process-wide numeric settings of a ``trainer`` config, set for the solo and the packed loop alike.
+
+    ``matmul_precision`` (TF32 or not) and ``deterministic`` are in the run id; Lightning applies ``deterministic``
+    (and ``cudnn_benchmark``) inside ``pl.Trainer``, which a pack never builds, so a pack trained under whatever
+    the process had before (issue 32). This does what Lightning's ``_set_torch_flags`` does, explicitly both ways:
+    a run with ``deterministic=false`` after one with ``true`` in the same process is not left deterministic."""
+    set_matmul_precision(str(t.get("matmul_precision", "highest")))
+    value = t.get("deterministic", False)
+    deterministic = bool(value)  # "warn", as Lightning takes it: deterministic where torch can, warning elsewhere
+    torch.use_deterministic_algorithms(deterministic, warn_only=value == "warn")
+    torch.backends.cudnn.benchmark = bool(t.get("cudnn_benchmark", False)) and not deterministic
+    if deterministic:  # cuBLAS is reproducible only with a fixed workspace (Lightning sets the same)
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+
+
 class EpochLines(pl.Callback):
     """Where stderr is not a terminal: one ``ferbench: epoch N/M ...`` line per epoch (losses, accuracy, seconds).
 
@@ -249,7 +265,7 @@ def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: 
     """
     quiet_lightning()
     t = cfg.trainer
-    set_matmul_precision(str(t.get("matmul_precision", "highest")))
+    apply_numerics(t)
     callbacks: list[pl.Callback] = [speed_options(t), *overrides.pop("callbacks", [])]
     if checkpoint_dir is not None:
         callbacks.append(
