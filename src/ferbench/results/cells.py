@@ -8,9 +8,10 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,8 @@ from ferbench.data.leakage import read_leakage
 from ferbench.records import record as rec
 from ferbench.results.aggregate import Problem, read_run
 from ferbench.results.spec import StatTest, TableSpec
+
+T = TypeVar("T")
 
 FRACTION_METRICS = (
     "accuracy",
@@ -239,13 +242,21 @@ def cut_by_cap(metrics: pd.DataFrame, patience: int | None) -> int:
     return len(metrics) - stopped_before_cap(metrics)
 
 
-def patience_of(run_dir: Path) -> int | None:
-    """``trainer.early_stopping_patience`` from a run's ``config.yaml``; None where it cannot be read."""
+def run_setting(run_dir: Path, dotted: str, cast: Callable[[Any], T]) -> T | None:
+    """One setting of a run (``trainer.early_stopping_patience``) from its ``config.yaml``, cast; None where the file
+    or the key cannot be read."""
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-        return int(config["trainer"]["early_stopping_patience"])
+        node = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        for key in dotted.split("."):
+            node = node[key]
+        return cast(node)
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
         return None
+
+
+def patience_of(run_dir: Path) -> int | None:
+    """``trainer.early_stopping_patience`` of a run; None where it cannot be read."""
+    return run_setting(run_dir, "trainer.early_stopping_patience", int)
 
 
 STATE_ORDER = ("failed", "corrupt", "running", "incomplete")

@@ -106,9 +106,9 @@ def judge_claims(spec: TableSpec, cells: Sequence[CellResult]) -> list[ClaimResu
                     result.why_not, result.test = "fewer than 2 runs per cell", None
             results.append(result)
     judged = [r for r in results if r.test is not None and converged(r)]
-    margin = equivalence_margin(spec, results[0].better if results else None)
-    for r in judged:
-        r.margin, r.tost_p = margin, st.tost_p(r.test, margin)
+    for r in judged:  # each claim's margin in its own cells' units (a claim may name another metric)
+        r.margin = equivalence_margin(spec, r.better)
+        r.tost_p = st.tost_p(r.test, r.margin)
     # Holm over the tests that can reach a verdict: a provisional one is judged by no p-value, so it adds no test
     adjusted = st.holm([r.test.p_value for r in judged])
     adjusted_tost = st.holm([r.tost_p for r in judged])

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from ferbench.records import record as rec
 from ferbench.results.aggregate import read_run
-from ferbench.results.cells import CellResult, improving_at_cap
+from ferbench.results.cells import CellResult, improving_at_cap, run_setting
 
 RAN = ("ours", "failed")
 """Cell statuses that have values of ours (a failed cell may still hold some seeds' runs)."""
@@ -155,11 +154,7 @@ def ran_label(table_label: str, metrics: pd.DataFrame, results_dir: Path) -> str
 
 
 def _split_ratio(run_dir: Path) -> float | None:
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-        return float(config["split"]["ratio"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
-        return None
+    return run_setting(run_dir, "split.ratio", float)
 
 
 def numbers(values: Sequence) -> str:
