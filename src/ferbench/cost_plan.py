@@ -67,11 +67,13 @@ class RunCost:
         return self.claims / hours if hours and math.isfinite(hours) else 0.0
 
 
-def record_rows(results_dirs: Iterable[Path]) -> pd.DataFrame:
-    """Every fold row of every complete run under these results dirs (and their sub-folders' ``runs/``)."""
+def record_rows(results_dirs: Iterable[Path], nested: bool = False) -> pd.DataFrame:
+    """Every fold row of every complete run in these results dirs' ``runs/`` (``nested``: their sub-folders' too,
+    as the gallery's folders are)."""
     frames = []
+    pattern = "**/runs/*/metrics.csv" if nested else "runs/*/metrics.csv"
     for root in results_dirs:
-        for metrics in sorted(Path(root).glob("**/runs/*/metrics.csv")):
+        for metrics in sorted(Path(root).glob(pattern)):
             try:
                 frames.append(pd.read_csv(metrics))
             except (OSError, ValueError, pd.errors.ParserError):
@@ -211,7 +213,8 @@ def table_costs(
     from ferbench.config import compose_config
 
     results_dir = Path(compose_config(list(extra)).results_dir)
-    rows = pd.concat([record_rows([results_dir]).assign(own=True), record_rows([GALLERY]).assign(own=False)])
+    own, gallery = record_rows([results_dir]), record_rows([GALLERY], nested=True)
+    rows = pd.concat([own.assign(own=True), gallery.assign(own=False)])
     costs: list[RunCost] = []
     seen: set[str] = set()
     for spec in specs:
