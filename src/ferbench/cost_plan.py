@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from ferbench.data.identity import load_source
 from ferbench.data.splits import run_folds
 from ferbench.records import record as rec
+from ferbench.results.cells import early_stop_fired
 from ferbench.results.spec import TableSpec
 
 GALLERY = Path("results/gallery")
@@ -108,11 +109,7 @@ def expected_epochs(rows: pd.DataFrame, cfg: DictConfig) -> float:
     need = {"model", "max_epochs", "epochs_run", "stopped_early"}
     if rows.empty or not need <= set(rows.columns):
         return float(cap)
-    same = rows[
-        rows["model"].eq(cfg.model.name)
-        & rows["max_epochs"].eq(cap)
-        & rows["stopped_early"].astype(str).str.lower().eq("true")
-    ]
+    same = rows[rows["model"].eq(cfg.model.name) & rows["max_epochs"].eq(cap) & early_stop_fired(rows)]
     return float(same["epochs_run"].mean()) if len(same) else float(cap)
 
 

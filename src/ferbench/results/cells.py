@@ -220,11 +220,16 @@ def folds_as_ran(label: str, n_folds: int) -> str:
     return re.sub(r"\b\d+-fold\b", f"{n_folds}-fold", label) if n_folds > 1 else label
 
 
+def early_stop_fired(metrics: pd.DataFrame) -> pd.Series:
+    """Per fold row, did its early stopping fire (``stopped_early``, True/False as a CSV reads it back)."""
+    return metrics["stopped_early"].astype(str).str.lower().eq("true")
+
+
 def stopped_before_cap(metrics: pd.DataFrame) -> int:
-    """Folds of one run whose early stopping fired (``stopped_early``) before the epoch cap."""
+    """Folds of one or more runs whose early stopping fired (``stopped_early``) before the epoch cap."""
     if not {"stopped_early", "epochs_run", "max_epochs"} <= set(metrics.columns):
         return 0
-    fired = metrics["stopped_early"].astype(str).str.lower().eq("true")
+    fired = early_stop_fired(metrics)
     return int((fired & (metrics["epochs_run"].astype(int) < metrics["max_epochs"].astype(int))).sum())
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ferbench.records import record as rec
 from ferbench.results.aggregate import read_run
-from ferbench.results.cells import CellResult, improving_at_cap, run_setting
+from ferbench.results.cells import CellResult, improving_at_cap, run_setting, stopped_before_cap
 
 RAN = ("ours", "failed")
 """Cell statuses that have values of ours (a failed cell may still hold some seeds' runs)."""
@@ -57,12 +57,11 @@ def fold_counts(metrics: pd.DataFrame) -> Folds:
     """``metrics``: fold rows (``metrics.csv``) of one or more runs, each run's rows once."""
     ran_epochs = metrics["epochs_run"].astype(int)
     cap = metrics["max_epochs"].astype(int)
-    fired = metrics["stopped_early"].astype(str).str.lower().eq("true") if "stopped_early" in metrics else False
     seconds = metrics["train_seconds"].astype(float).sum() if "train_seconds" in metrics else math.nan
     return Folds(
         runs=int(metrics["run_id"].nunique()),
         folds=len(metrics),
-        stopped_early=int((fired & (ran_epochs < cap)).sum()),
+        stopped_early=stopped_before_cap(metrics),
         at_cap=int((ran_epochs >= cap).sum()),
         best_in_last_two=improving_at_cap(metrics),
         train_seconds=float(seconds),
