@@ -19,6 +19,7 @@ CHECKS: list[Check] = [
     ("trainer.max_epochs", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     ("trainer.batch_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     ("trainer.early_stopping_patience", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0 = off)"),
+    ("trainer.early_stopping_min_delta", lambda v: isinstance(v, int | float) and v >= 0, "a number >= 0"),
     ("trainer.num_workers", lambda v: v == "auto" or (isinstance(v, int) and v >= 0), "an integer >= 0 or 'auto'"),
     ("trainer.limit_train_fraction", lambda v: 0 < v <= 1, "a number in (0, 1]"),
     ("optim.lr", lambda v: v > 0, "a number > 0"),

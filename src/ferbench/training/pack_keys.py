@@ -25,6 +25,7 @@ PACK_HONOURED_TRAINER: dict[str, str] = {
     "max_epochs": "PackSettings.max_epochs: each model's epochs and its learning-rate schedule",
     "batch_size": "PackSettings.batch_size: each model's batches, drop_last as the solo loader",
     "early_stopping_patience": "one StoppingRule per model, the rule ValLossStopping applies",
+    "early_stopping_min_delta": "the same StoppingRule's min_delta, as ValLossStopping",
     "accelerator": "training_device, as Lightning resolves it",
     "devices": "pack_limit: more than one device never packs",
     "strategy": "pack_limit: DDP never packs",

@@ -111,6 +111,7 @@ class PackSettings:
     patience: int
     num_classes: int
     device: torch.device
+    min_delta: float = 0.0
     precision: str = "32-true"
     gradient_clip_val: float | None = None
     gpu_augment: bool = False
@@ -148,7 +149,7 @@ class PackedTrainer:
         self.epoch = [0] * self.k
         self.done = [False] * self.k
         self.results = [MemberResult() for _ in self.members]
-        self.stopping = [StoppingRule(s.patience) for _ in range(self.k)]
+        self.stopping = [StoppingRule(s.patience, s.min_delta) for _ in range(self.k)]
         self.best_params = {n: p.detach().clone() for n, p in self.params.items()}
         self.best_buffers = {n: b.clone() for n, b in self.buffers.items()}
         self._train_step = vmap(self._member_train, randomness="different")
@@ -430,6 +431,7 @@ class PackedTrainer:
             "done": self.done[i],
             "best_val": self.stopping[i].best,
             "wait": self.stopping[i].wait,
+            "ref_val": self.stopping[i].ref,
             "history": list(self.results[i].history),
             "best_epoch": self.results[i].best_epoch,
             "failure": self.results[i].failure,
@@ -472,6 +474,7 @@ class PackedTrainer:
             self.optimizer.load_state_of(i, saved["optimizer"])
             self.epoch[i], self.done[i] = saved["epoch"], saved["done"]
             self.stopping[i].best, self.stopping[i].wait = saved["best_val"], saved["wait"]
+            self.stopping[i].ref = saved.get("ref_val", saved["best_val"])  # state files before min_delta
             result = self.results[i]
             result.history, result.best_epoch = list(saved["history"]), saved["best_epoch"]
             result.failure, result.failed_epoch = saved["failure"], saved["failed_epoch"]

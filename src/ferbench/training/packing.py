@@ -107,6 +107,7 @@ def pack_settings(cfg: DictConfig, num_classes: int) -> PackSettings:
         max_epochs=int(t.max_epochs),
         batch_size=int(t.batch_size),
         patience=int(t.early_stopping_patience),
+        min_delta=float(t.early_stopping_min_delta),
         num_classes=num_classes,
         device=training_device(cfg),
         precision=str(t.precision),

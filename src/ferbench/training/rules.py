@@ -57,14 +57,20 @@ def epoch_row(
 @dataclass
 class StoppingRule:
     """Early stopping and the best checkpoint, for one model: the lowest validation loss is the best epoch (its
-    weights are the ones tested); ``patience`` epochs without a lower one, or a non-finite one, stop training.
+    weights are the ones tested); ``patience`` epochs without one ``min_delta`` under the last such low (``ref``),
+    or a non-finite loss, stop training.
 
-    Lightning's ``EarlyStopping`` + ``ModelCheckpoint(mode="min")`` semantics (strict improvement, no min_delta),
-    kept in one place for the three loops: the Lightning ones through ``ValLossStopping``, the packed one per model.
+    Lightning's ``EarlyStopping(min_delta=...)`` + ``ModelCheckpoint(mode="min")`` semantics: the checkpoint follows
+    every strict improvement, the patience count only those of at least ``min_delta``. Why a ``min_delta``: under a
+    cosine decay the validation loss keeps creeping down by thousandths near the cap, so with strict improvement the
+    rule may never fire. Kept in one place for the three loops: the Lightning ones through ``ValLossStopping``, the
+    packed one per model.
     """
 
     patience: int  # 0: never stop early (the best epoch is still chosen)
+    min_delta: float = 0.0
     best: float = math.inf
+    ref: float = math.inf
     wait: int = 0
     stopped: bool = False
 
@@ -73,12 +79,15 @@ class StoppingRule:
         if not math.isfinite(val_loss):
             self.stopped = True
             return False
+        if val_loss < self.ref - self.min_delta:
+            self.ref, self.wait = val_loss, 0
+        else:
+            self.wait += 1
+            if self.patience > 0 and self.wait >= self.patience:
+                self.stopped = True
         if val_loss < self.best:
-            self.best, self.wait = val_loss, 0
+            self.best = val_loss
             return True
-        self.wait += 1
-        if self.patience > 0 and self.wait >= self.patience:
-            self.stopped = True
         return False
 
 

@@ -231,8 +231,8 @@ class ValLossStopping(pl.Callback):
     Checked at the training epoch's end, after that epoch's validation, as Lightning's ``EarlyStopping`` does; its
     state (best, wait, the epoch it stopped) goes into ``last.ckpt`` so a resumed fold stops where it would have."""
 
-    def __init__(self, patience: int) -> None:
-        self.rule = StoppingRule(patience)
+    def __init__(self, patience: int, min_delta: float = 0.0) -> None:
+        self.rule = StoppingRule(patience, min_delta)
         self.stopped_epoch = 0
 
     @property
@@ -249,10 +249,12 @@ class ValLossStopping(pl.Callback):
             self.stopped_epoch = trainer.current_epoch + 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.rule.best, "wait": self.rule.wait, "stopped_epoch": self.stopped_epoch}
+        rule = self.rule
+        return {"best": rule.best, "ref": rule.ref, "wait": rule.wait, "stopped_epoch": self.stopped_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rule.best, self.rule.wait = float(state["best"]), int(state["wait"])
+        self.rule.ref = float(state.get("ref", self.rule.best))  # checkpoints before min_delta: ref was best
         self.stopped_epoch = int(state.get("stopped_epoch", 0))
         self.rule.stopped = self.stopped_epoch > 0
 
@@ -280,7 +282,7 @@ def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: 
             )
         )
     if has_val and t.early_stopping_patience > 0:
-        callbacks.append(ValLossStopping(int(t.early_stopping_patience)))
+        callbacks.append(ValLossStopping(int(t.early_stopping_patience), float(t.early_stopping_min_delta)))
     if ema := weight_average(t):
         callbacks.append(ema)
     bar = bool(t.progress_bar) and sys.stderr.isatty()
