@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from ferbench.records.gradcam_record import GRADCAM_FILE, read_gradcam
 from ferbench.results.spec import load_spec
@@ -202,3 +203,39 @@ def test_results_imports_no_model_code():
     code = "import json, sys, ferbench.results.figures, ferbench.results.gallery; print(json.dumps(list(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert [m for m in json.loads(loaded) if _within(m, MODEL_CODE)] == []
+
+
+def test_gradcam_faces_of_a_copies_run_are_the_images_its_split_indexes(tmp_path):
+    """``split=paper_copies`` indexes the copies (5 per image): Grad-CAM picks from them, not from the originals
+    (before: the test indices ran past the originals, an IndexError, or other faces than the split's)."""
+    from ferbench.config import compose_config
+    from ferbench.gradcam import pick_test_images
+    from ferbench.run import run
+
+    cfg = compose_config(
+        [
+            "model=simplecnn",
+            "model.widths=[8,16]",
+            "aug=none",
+            "data=synthetic",
+            "data.options.n_train=30",
+            "data.options.n_test=10",
+            "split=paper_copies",
+            "trainer.max_epochs=1",
+            "trainer.batch_size=32",
+            "trainer.progress_bar=false",
+            "trainer.threads=1",
+            f"results_dir={tmp_path / 'results'}",
+            f"cache_dir={tmp_path / 'cache'}",
+        ]
+    )
+    record = run(cfg)
+    run_dir = Path(record.run_dir)
+    samples = pd.read_csv(run_dir / "samples.csv.gz")
+    test = np.load(run_dir / "folds.npz")["test_0"]
+    assert test.max() >= 40  # the split indexes copies beyond the 40 originals
+
+    indices, images, labels = pick_test_images(run_dir, OmegaConf.load(run_dir / "config.yaml"), n_images=4)
+    assert set(indices.tolist()) <= set(test.tolist())
+    assert labels.tolist() == samples["label"].to_numpy()[indices].tolist()
+    assert images.shape[0] == 4

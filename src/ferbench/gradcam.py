@@ -62,21 +62,21 @@ def best_weights(checkpoint: Path) -> dict:
 
 def pick_test_images(run_dir: Path, cfg, n_images: int, fold: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first test image of each class (then more, round-robin) from the run's own split: their indices into
-    the run's images, the images, their labels."""
+    the run's images, the images, their labels. The images are the run's as it trained on them (``load_run_data``:
+    cropped, corrupt files left out, ``split=paper_copies``'s copies made), so the split's indices point at them."""
     from ferbench.data.identity import load_source
-    from ferbench.factory import prepare
+    from ferbench.run import load_run_data
 
-    source = load_source(cfg)
-    prepared = prepare(cfg, source, progress=False)
-    labels = source.samples["label"].to_numpy()[prepared.keep]
+    data = load_run_data(cfg, load_source(cfg), fingerprint="", progress=False)
     test = np.load(run_dir / "folds.npz")[f"test_{fold}"]
+    labels = data.labels
     by_class = [test[labels[test] == k].tolist() for k in range(labels.max() + 1)]
     chosen: list[int] = []
     while len(chosen) < n_images and any(by_class):
         for members in by_class:
             if members and len(chosen) < n_images:
                 chosen.append(members.pop(0))
-    return np.asarray(chosen, dtype=np.int64), prepared.images[chosen], labels[chosen]
+    return np.asarray(chosen, dtype=np.int64), data.images[chosen], labels[chosen]
 
 
 def last_conv(model: nn.Module) -> nn.Module:

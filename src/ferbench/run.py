@@ -133,9 +133,10 @@ class RunData:
         return record
 
 
-def load_run_data(cfg: DictConfig, source: DataSource, fingerprint: str) -> RunData:
-    """Decode (or reuse the cached array), drop what ``skip_corrupt`` leaves out, make the folds."""
-    prepared = prepare(cfg, source)
+def load_run_data(cfg: DictConfig, source: DataSource, fingerprint: str, progress: bool | None = None) -> RunData:
+    """Decode (or reuse the cached array), drop what ``skip_corrupt`` leaves out, make the copies and the folds:
+    the one way a run's images are made, for training and for what reads them after (Grad-CAM)."""
+    prepared = prepare(cfg, source, progress=progress)
     samples = source.samples[prepared.keep].reset_index(drop=True)
     labels = samples["label"].to_numpy(dtype=np.int64)
     skipped_files = source.samples.loc[~prepared.keep, ["path"]].assign(reason="corrupt_images")
