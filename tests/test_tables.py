@@ -12,6 +12,7 @@ import yaml
 from scipy import stats
 
 from ferbench.errors import ConfigError
+from ferbench.paths import experiments_dir
 from ferbench.results.cells import aggregate_cell, t_test
 from ferbench.results.render import cell_text
 from ferbench.results.spec import Column, Row, StatTest, load_spec
@@ -482,3 +483,20 @@ def test_a_profiles_note_is_printed_under_its_table_and_must_name_a_profile(tmp_
     assert not any("GroupNorm" in n for n in table_notes(spec, [], "budget"))
     with pytest.raises(ConfigError, match="profile_notes names profile 'learns', which the table lacks"):
         _spec(tmp_path, {**CAPPED_TABLE, "profile_notes": {"learns": "x"}})
+
+
+def test_a_layers_table_sizes_its_classifier_by_its_own_classes(tmp_path):
+    """shufflecsp Table 1's last convolution has the paper's 32,263 parameters (512 x 7 x 9 + 7) because the
+    table names 7 classes; a layers table that names none is an error, not a silent 7."""
+    from dataclasses import replace
+
+    from ferbench.config import compose_config
+    from ferbench.results.render_kinds import render_static
+
+    spec = load_spec(experiments_dir() / "shufflecsp" / "table1.yaml")
+    paths = render_static(spec, compose_config([]), [], tmp_path)
+    table = pd.read_csv(paths["csv"])
+    conv_out = table[table["layer (paper)"].str.startswith("C, k=3,s=1,p=1 [512")]
+    assert conv_out["params ours"].tolist() == ["32,263"]
+    with pytest.raises(ConfigError, match="needs 'classes'"):
+        render_static(replace(spec, classes=()), compose_config([]), [], tmp_path)

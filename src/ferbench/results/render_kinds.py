@@ -179,7 +179,9 @@ def _layers(spec: TableSpec, cfg: DictConfig) -> tuple[pd.DataFrame, list[str]]:
     from ferbench.factory import build_model
     from ferbench.models.profile import layer_table
 
-    model = build_model(cfg, num_classes=7)
+    if not spec.classes:  # the classifier's parameters depend on the class count: the table says it, not the code
+        raise ConfigError(f"{spec.path}: a layers table needs 'classes' (the paper's classes: its classifier's size)")
+    model = build_model(cfg, num_classes=len(spec.classes))
     ours = layer_table(model, cfg.model.input_size, cfg.model.in_chans)
     param_col = next(c for c in ours.columns if "param" in c.lower())
     op_col = next((c for c in ours.columns if c.lower() in ("operator", "layer", "name")), ours.columns[0])
