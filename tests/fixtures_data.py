@@ -133,6 +133,26 @@ def ck48(root: Path) -> Path:
     return root
 
 
+CK48_EXPRESSIONS = {"anger": "angry", "contempt": "neutral", "disgust": "disgust", "fear": "fear",
+                    "happy": "happy", "sadness": "sad", "surprise": "surprise"}  # fmt: skip
+
+
+def ck48_drawn(root: Path, subjects: int = 6, seed: int = 0) -> Path:
+    """CK+48's layout with synthetic faces the Haar cascade finds (``ck48``'s blobs it does not): subject k posed
+    k % 3 + 1 expressions, 3 frames each, so subjects differ in how many faces they have."""
+    from ferbench.data.synthetic import EXPRESSIONS, draw_face
+
+    rng = np.random.default_rng(seed)
+    classes = list(CK48_EXPRESSIONS)
+    for k in range(subjects):
+        for q in range(k % 3 + 1):
+            cls = classes[(k + q) % len(classes)]
+            for frame in range(3):
+                image = draw_face(EXPRESSIONS[CK48_EXPRESSIONS[cls]], 48, rng, difficulty=0.5)
+                write(root / "CK+48" / cls / f"S{k + 100:03d}_{q + 1:03d}_{frame + 10:08d}.png", image)
+    return root
+
+
 def jaffe(root: Path) -> Path:
     names = ["KA.AN1.39.tiff", "KA.HA2.30.tiff", "KL.SU1.160.tiff", "KL.NE1.155.tiff", "YM.DI3.66.tiff",
              "YM.FE1.67.tiff", "NA.SA2.210.tiff"]  # fmt: skip
