@@ -170,7 +170,7 @@ def test_the_jaffe_like_stand_in_trains_on_the_finders_boxes(make_cfg, tmp_path)
 @pytest.mark.slow
 def test_the_jaffe_like_stand_in_on_real_ckplus48():
     """JAFFE's scale (10 people, 213 images) from real CK+48, and how far the finder's boxes sit from the paste
-    boxes. Measured (seed 0): 102 faces of 10 people in 213 canvases, mean IoU 0.90, 0.9% under 0.5, 2 misses."""
+    boxes. Measured (seed 0): 102 faces of 10 people in 213 canvases, mean IoU 0.90, 2 under 0.5: the 2 misses."""
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not present at {SHARED_DATA}")
     from ferbench.config import compose_config, plain_dict
