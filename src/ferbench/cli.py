@@ -25,7 +25,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from hydra.errors import CompactHydraException  # noqa: E402
 
-from ferbench.errors import FerbenchError, Interrupted, RunFailed  # noqa: E402
+from ferbench.errors import DISK_FULL, CannotWrite, FerbenchError, Interrupted, RunFailed, cannot_write  # noqa: E402
 from ferbench.paths import config_dir  # noqa: E402
 
 USAGE = """usage: ferbench <command> [args]
@@ -152,13 +152,23 @@ def _run_task(cfg) -> float | None:
     except FerbenchError as exc:
         _fail(str(exc))
         _remove_empty_output_dir()
-        if multirun:
+        if multirun and not isinstance(exc, CannotWrite):  # a full or read-only disk fails every job alike: stop
             raise SweepRunFailed(str(exc)) from None
         sys.exit(EXIT_RUN_FAILED if isinstance(exc, RunFailed) else EXIT_BAD_INPUT)
+    except OSError as exc:
+        _fail_on_full_disk(exc)
     if not is_primary():
         return None
     print_run_summary(record)
     return float(record.metrics["accuracy"].mean())
+
+
+def _fail_on_full_disk(exc: OSError) -> None:
+    """A full disk outside a run's folder (a log, a figure): one line naming the file; any other OSError raises."""
+    if exc.errno not in DISK_FULL:
+        raise exc
+    _fail(str(cannot_write(exc, exc.filename or "a file")))
+    sys.exit(EXIT_BAD_INPUT)
 
 
 def _remove_empty_output_dir() -> None:
@@ -437,6 +447,8 @@ def main(argv: list[str] | None = None) -> None:
     except FerbenchError as exc:
         _fail(str(exc))
         sys.exit(EXIT_RUN_FAILED if isinstance(exc, RunFailed) else EXIT_BAD_INPUT)
+    except OSError as exc:
+        _fail_on_full_disk(exc)
     except KeyboardInterrupt:
         _interrupted(Interrupted(signal.SIGINT))
     except Interrupted as exc:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ferbench.config import compose_config
 from ferbench.data.identity import fingerprint_of
-from ferbench.errors import ConfigError, FerbenchError, RunBusy
+from ferbench.errors import CannotWrite, ConfigError, FerbenchError, RunBusy
 from ferbench.paths import config_dir
 from ferbench.records import record as rec
 from ferbench.records.atomic import write_text
@@ -232,6 +232,8 @@ def train_missing(
             more = f" (+{len(run_ids) - 1} seeds)" if len(run_ids) > 1 else ""
             on_progress(run_ids[0] + more, done, len(todo))
         for run_id, outcome in zip(run_ids, run_many([todo[r] for r in run_ids]), strict=True):
+            if isinstance(outcome, CannotWrite):  # a full or read-only disk fails every run alike: stop here
+                raise outcome
             if isinstance(outcome, FerbenchError) and not isinstance(outcome, RunBusy):
                 failures[run_id] = str(outcome)
         done += len(run_ids)
