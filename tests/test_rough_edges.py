@@ -1,0 +1,88 @@
+"""Rough edges a hostile user found (issue 33, item 14): each one line that says what happened, once."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ferbench.run import run
+from ferbench.sweep_report import SweepRunFailed, _QuietReport
+
+FERBENCH = [sys.executable, "-c", "from ferbench.cli import main; main()"]
+
+
+def ferbench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*FERBENCH, *args], capture_output=True, text=True, timeout=300)
+
+
+def lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+# (a) A sweep: a bad value fails before anything trains; a job that fails is told once, in its own line.
+
+
+def test_a_bad_value_in_a_sweep_is_one_line_exit_2_before_any_run_trains(tmp_path):
+    done = ferbench("run", "-m", "seed=0,x", f"results_dir={tmp_path}")
+    assert done.returncode == 2
+    assert lines(done.stderr) == ["ferbench: error: seed must be an integer >= 0, got 'x'"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_failed_sweep_job_is_its_own_line_and_hydra_does_not_report_it_again(tmp_path):
+    done = ferbench(
+        "run", "-m", "data=ckplus", f"data_root={tmp_path / 'nowhere'}", "seed=0,1", f"results_dir={tmp_path}"
+    )
+    assert done.returncode == 1
+    said = lines(done.stderr)
+    assert len(said) == 2 and all(line.startswith("ferbench: error: data folder not found: ") for line in said)
+
+
+def test_the_quiet_report_drops_hydras_three_writes_and_passes_a_real_traceback():
+    out = io.StringIO()
+    quiet = _QuietReport(out)
+    for text in (
+        "ferbench: error: seed must be an integer\n",
+        "Error executing job with overrides: ['seed=x']" + os.linesep,
+        SweepRunFailed.MARK + os.linesep,
+        "\nSet the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n",
+    ):
+        quiet.write(text)
+    assert out.getvalue() == "ferbench: error: seed must be an integer\n"
+    real = ["Error executing job with overrides: ['seed=1']\n", "Traceback (most recent call last):\n", "\nSet ...\n"]
+    for text in real:
+        quiet.write(text)
+    assert out.getvalue().endswith("".join(real))
+
+
+# (b) A fold killed after its last epoch, before its record: resumed to be tested, and said so.
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_fold_killed_after_its_last_epoch_says_it_is_only_tested(make_cfg, monkeypatch, caplog):
+    from ferbench.training.module import FERModule
+
+    cfg = make_cfg("trainer.max_epochs=2")
+
+    def die(module):
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(FERModule, "on_test_start", die, raising=False)
+        with pytest.raises(Killed):
+            run(cfg)
+    with caplog.at_level(logging.INFO, logger="ferbench"):
+        again = run(cfg)
+    assert "from epoch 3 of 2" not in caplog.text
+    assert "resumed fold 0: its 2 epochs were trained already (trainer.max_epochs=2); nothing more to train" in (
+        caplog.text
+    )
+    assert list(again.history["epoch"]) == [1, 2]
