@@ -86,3 +86,43 @@ def test_a_fold_killed_after_its_last_epoch_says_it_is_only_tested(make_cfg, mon
         caplog.text
     )
     assert list(again.history["epoch"]) == [1, 2]
+
+
+# (c) Two `ferbench table` processes sharing a table: each counts only the runs it trained.
+
+TINY_TABLE = {
+    "paper": "paperx",
+    "table": "t1",
+    "title": "Tiny",
+    "base": ["model=simplecnn", "model.widths=[8,16]", "aug=none", "data=synthetic"],
+    "profiles": {"smoke": ["trainer.max_epochs=1", "trainer.batch_size=32", "trainer.threads=1"]},
+    "columns": [
+        {"key": "syn", "label": "Synthetic", "overrides": ["data.options.n_train=70", "data.options.n_test=35"]}
+    ],
+    "rows": [{"key": "a", "label": "A"}, {"key": "b", "label": "B", "overrides": ["model.drop_rate=0.0"]}],
+}
+
+
+def test_runs_another_process_finished_meanwhile_are_not_counted_as_trained_here(tmp_path, monkeypatch):
+    import yaml
+
+    from ferbench import tables
+    from ferbench.results.spec import load_spec
+
+    path = tmp_path / "paperx" / "t1.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(TINY_TABLE))
+    spec = load_spec(path)
+    extra = [f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "trainer.progress_bar=false"]
+    planned = tables.pending_runs
+
+    def the_other_process_trains_row_a(cells):
+        todo = planned(cells)
+        for cfg in todo.values():  # as a second `ferbench table` would, once this one had planned
+            if cfg.model.drop_rate != 0.0:
+                run(cfg)
+        return todo
+
+    monkeypatch.setattr(tables, "pending_runs", the_other_process_trains_row_a)
+    outcome = tables.build_table(spec, "smoke", extra)
+    assert (outcome.trained, outcome.left_to_others, outcome.failures) == (1, 1, {})
