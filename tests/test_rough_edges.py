@@ -126,3 +126,25 @@ def test_runs_another_process_finished_meanwhile_are_not_counted_as_trained_here
     monkeypatch.setattr(tables, "pending_runs", the_other_process_trains_row_a)
     outcome = tables.build_table(spec, "smoke", extra)
     assert (outcome.trained, outcome.left_to_others, outcome.failures) == (1, 1, {})
+
+
+# (d) A Grad-CAM figure drawn with fewer rows than its table names says which it left out.
+
+
+def test_a_gradcam_row_without_maps_is_named_when_the_figure_is_drawn_without_it(tmp_path, caplog):
+    import yaml
+
+    from ferbench.results.spec import load_spec
+    from ferbench.tables import build_table
+
+    path = tmp_path / "paperx" / "t1.yaml"
+    path.parent.mkdir()
+    figure = {"kind": "gradcam", "rows": ["a", "b"], "column": "syn", "n_images": 3}
+    path.write_text(yaml.safe_dump({**TINY_TABLE, "figures": [figure]}))
+    extra = [f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}", "trainer.progress_bar=false"]
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        outcome = build_table(load_spec(path), "smoke", extra, only=["a"])
+    assert "t1_gradcam_syn" in outcome.paths
+    assert "paperx/t1: Grad-CAM figure drawn without row(s) b: no run of theirs in column syn has stored maps" in (
+        caplog.text
+    )
