@@ -148,3 +148,40 @@ def test_a_gradcam_row_without_maps_is_named_when_the_figure_is_drawn_without_it
     assert "paperx/t1: Grad-CAM figure drawn without row(s) b: no run of theirs in column syn has stored maps" in (
         caplog.text
     )
+
+
+# (e) One image filed under two classes of a folder data set: one warning line with the count.
+
+
+def test_images_in_two_class_folders_are_counted_in_one_warning_once(tmp_path, caplog, monkeypatch):
+    import shutil
+
+    from ferbench.data import folder
+    from fixtures_data import face, write
+
+    monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
+    for k, name in enumerate(["happy", "sad"]):
+        for i in range(3):
+            write(tmp_path / "faces" / name / f"{name}{i}.png", face(10 * k + i))
+    for i in range(2):  # two of happy's images copied into sad as well
+        shutil.copy(tmp_path / "faces" / "happy" / f"happy{i}.png", tmp_path / "faces" / "sad" / f"copy{i}.png")
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        folder.load_folder(tmp_path / "faces")
+        folder.load_folder(tmp_path / "faces")
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [
+        f"{tmp_path / 'faces'}: 2 image(s) are filed under two or more classes (same bytes, e.g. happy/happy0.png "
+        "and sad/copy0.png); each copy keeps its folder's label"
+    ]
+
+
+def test_a_folder_data_set_without_shared_images_warns_nothing(tmp_path, caplog, monkeypatch):
+    from ferbench.data import folder
+    from fixtures_data import face, write
+
+    monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
+    for k, name in enumerate(["happy", "sad"]):
+        write(tmp_path / "faces" / name / "a.png", face(k))  # one name in both classes, different images
+    with caplog.at_level(logging.WARNING, logger="ferbench"):
+        folder.load_folder(tmp_path / "faces")
+    assert not caplog.records
