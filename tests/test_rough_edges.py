@@ -185,3 +185,29 @@ def test_a_folder_data_set_without_shared_images_warns_nothing(tmp_path, caplog,
     with caplog.at_level(logging.WARNING, logger="ferbench"):
         folder.load_folder(tmp_path / "faces")
     assert not caplog.records
+
+
+# (f) Third-party warnings ferbench handles itself are filtered in one place; any other still shows.
+
+
+def test_known_noisy_warnings_are_dropped_and_others_still_show():
+    import warnings
+
+    import numpy as np
+    import torch
+    from scipy import stats
+    from torchmetrics.classification import MulticlassAveragePrecision
+
+    from ferbench.quiet import quiet_known_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_known_warnings()
+        stats.ttest_rel([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])  # seeds that agree: nan, and two RuntimeWarnings
+        metric = MulticlassAveragePrecision(num_classes=3)  # class 2 absent from the test set
+        metric.update(torch.softmax(torch.randn(6, 3), 1), torch.tensor([0, 0, 1, 1, 0, 1]))
+        metric.compute()
+        assert not [str(w.message) for w in caught]
+        np.float64(1.0) / np.float64(0.0)  # ours, not scipy's: still shown
+        warnings.warn("something new", UserWarning, stacklevel=1)
+    assert [w.category for w in caught] == [RuntimeWarning, UserWarning]

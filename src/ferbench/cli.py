@@ -25,6 +25,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from ferbench.errors import DISK_FULL, CannotWrite, FerbenchError, Interrupted, RunFailed, cannot_write  # noqa: E402
 from ferbench.paths import config_dir  # noqa: E402
+from ferbench.quiet import quiet_known_warnings  # noqa: E402
 from ferbench.sweep_report import SweepRunFailed, quiet_sweep_report  # noqa: E402
 
 USAGE = """usage: ferbench <command> [args]
@@ -438,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"unknown command '{command}'; choose from: {', '.join(COMMANDS)}")
         sys.exit(EXIT_BAD_INPUT)
     _log_to_stderr()
+    quiet_known_warnings()
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         COMMANDS[command](rest)
