@@ -211,3 +211,17 @@ def test_known_noisy_warnings_are_dropped_and_others_still_show():
         np.float64(1.0) / np.float64(0.0)  # ours, not scipy's: still shown
         warnings.warn("something new", UserWarning, stacklevel=1)
     assert [w.category for w in caught] == [RuntimeWarning, UserWarning]
+
+
+# A key the default choice of its group has, set for a choice that lacks it: not "did you mean <the same key>?"
+
+
+def test_a_key_of_another_choice_is_not_suggested_as_its_own_nearest_key():
+    from ferbench.config import compose_config
+    from ferbench.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        compose_config(["data=ckplus", "data.options.n_train=140"])
+    assert str(raised.value) == (
+        "unknown config key data.options.n_train for data=ckplus; only another choice of its group has it"
+    )
