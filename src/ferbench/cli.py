@@ -23,10 +23,10 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from hydra.errors import CompactHydraException  # noqa: E402
-
-from ferbench.errors import FerbenchError, Interrupted, RunFailed  # noqa: E402
+from ferbench.errors import DISK_FULL, CannotWrite, FerbenchError, Interrupted, RunFailed, cannot_write  # noqa: E402
 from ferbench.paths import config_dir  # noqa: E402
+from ferbench.quiet import quiet_known_warnings  # noqa: E402
+from ferbench.sweep_report import SweepRunFailed, quiet_sweep_report  # noqa: E402
 
 USAGE = """usage: ferbench <command> [args]
 
@@ -82,10 +82,6 @@ LAUNCHER_PLUGINS = {
     "ray_cluster": ("hydra_plugins.hydra_ray_launcher", "ray"),
 }
 """hydra/launcher choice -> the plugin module it needs and the ferbench extra that installs it."""
-
-
-class SweepRunFailed(CompactHydraException):
-    """A failed run inside a sweep: Hydra runs every other job, then prints this one line and exits 1."""
 
 
 def _parallel_job() -> int:
@@ -152,13 +148,23 @@ def _run_task(cfg) -> float | None:
     except FerbenchError as exc:
         _fail(str(exc))
         _remove_empty_output_dir()
-        if multirun:
-            raise SweepRunFailed(str(exc)) from None
+        if multirun and not isinstance(exc, CannotWrite):  # a full or read-only disk fails every job alike: stop
+            raise SweepRunFailed(SweepRunFailed.MARK) from None
         sys.exit(EXIT_RUN_FAILED if isinstance(exc, RunFailed) else EXIT_BAD_INPUT)
+    except OSError as exc:
+        _fail_on_full_disk(exc)
     if not is_primary():
         return None
     print_run_summary(record)
     return float(record.metrics["accuracy"].mean())
+
+
+def _fail_on_full_disk(exc: OSError) -> None:
+    """A full disk outside a run's folder (a log, a figure): one line naming the file; any other OSError raises."""
+    if exc.errno not in DISK_FULL:
+        raise exc
+    _fail(str(cannot_write(exc, exc.filename or "a file")))
+    sys.exit(EXIT_BAD_INPUT)
 
 
 def _remove_empty_output_dir() -> None:
@@ -212,10 +218,11 @@ SWEEP_SYNTAX = ("choice(", "range(", "interval(", "glob(", "sort(", "shuffle(", 
 
 
 def _check_overrides(argv: list[str]) -> None:
-    """Compose the config once before Hydra does, so that an unknown choice or key is one ``ferbench: error:``
-    line naming the choices or the nearest key (Hydra's own message is several lines without the prefix). A sweep
-    is checked with the first value of each comma list; sweep functions and ``hydra`` overrides are left to Hydra."""
-    from ferbench.config import compose_config
+    """Compose and validate the config once before Hydra does, so that an unknown choice or key, or a value out of
+    range, is one ``ferbench: error:`` line naming the choices, the nearest key or what was expected (Hydra's own
+    message is several lines without the prefix), before any run of a sweep trains. Every swept value is checked
+    beside the first of the others; sweep functions and ``hydra`` overrides are left to Hydra."""
+    from ferbench.config import compose_config, validate
 
     if any(a.split("=", 1)[0] in INFO_FLAGS for a in argv):
         return
@@ -225,10 +232,10 @@ def _check_overrides(argv: list[str]) -> None:
     sweep = "-m" in argv or "--multirun" in argv
     values = [a.partition("=")[2].split(",") if sweep else [a.partition("=")[2]] for a in plain]
     firsts = [f"{a.partition('=')[0]}={v[0]}" if "=" in a else a for a, v in zip(plain, values, strict=True)]
-    compose_config(firsts)
+    validate(compose_config(firsts))
     for i, arg in enumerate(plain):  # each other value of a swept override, beside the others' first values
         for value in values[i][1:]:
-            compose_config([*firsts[:i], f"{arg.partition('=')[0]}={value}", *firsts[i + 1 :]])
+            validate(compose_config([*firsts[:i], f"{arg.partition('=')[0]}={value}", *firsts[i + 1 :]]))
 
 
 def _hydra_run(argv: list[str]) -> None:
@@ -240,7 +247,8 @@ def _hydra_run(argv: list[str]) -> None:
     sys.argv = ["ferbench-run", *argv]
     main_fn = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_run_task)
     try:
-        main_fn()
+        with quiet_sweep_report():
+            main_fn()
     except SystemExit as exc:
         if exc.code == 1 and not _TASKS_STARTED:  # Hydra refused the config or overrides: bad input
             sys.exit(EXIT_BAD_INPUT)
@@ -431,12 +439,15 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"unknown command '{command}'; choose from: {', '.join(COMMANDS)}")
         sys.exit(EXIT_BAD_INPUT)
     _log_to_stderr()
+    quiet_known_warnings()
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         COMMANDS[command](rest)
     except FerbenchError as exc:
         _fail(str(exc))
         sys.exit(EXIT_RUN_FAILED if isinstance(exc, RunFailed) else EXIT_BAD_INPUT)
+    except OSError as exc:
+        _fail_on_full_disk(exc)
     except KeyboardInterrupt:
         _interrupted(Interrupted(signal.SIGINT))
     except Interrupted as exc:

@@ -82,6 +82,13 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
     raise ConfigError(hydra_error_line(str(refusal), overrides)) from refusal
 
 
+def _choice_of(key: str, overrides: Sequence[str]) -> str:
+    """``data=ckplus`` for ``data.options.n_train`` among ``overrides`` (the group's last choice given)."""
+    group = key.split(".", 1)[0]
+    chosen = [o for o in overrides if o.split("=", 1)[0] == group]
+    return chosen[-1] if chosen else f"this {group}"
+
+
 def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
     if not isinstance(node, dict):
         return [prefix] if prefix else []
@@ -110,6 +117,8 @@ def hydra_error_line(message: str, overrides: Sequence[str] = ()) -> str:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             base = OmegaConf.to_container(compose("config"), resolve=False)
         near = difflib.get_close_matches(key, _dotted_keys(base), n=1, cutoff=0.6)
+        if near == [key]:  # the default choice of its group has it; the one chosen does not
+            return f"unknown config key {key} for {_choice_of(key, overrides)}; only another choice of its group has it"
         hint = f"; did you mean {near[0]}?" if near else f"; to add a new key write +{key}=..."
         return f"unknown config key {key}{hint}"
     return f"{lines[0] if lines else message} (overrides: {' '.join(overrides)})"

@@ -1,6 +1,8 @@
 """User-facing errors: the CLI prints their message as one line, never a traceback."""
 
+import errno
 import signal
+from pathlib import Path
 
 
 class FerbenchError(Exception):
@@ -25,6 +27,55 @@ class RunFailed(FerbenchError):
 
 class RunBusy(FerbenchError):
     """Another process holds the run's lock and is training it now; this one skips it."""
+
+
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""No space left, or the user's quota spent: freeing space and running again is the way back."""
+READ_ONLY = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+NOT_A_FOLDER = frozenset({errno.ENOTDIR, errno.EEXIST})
+
+
+class CannotWrite(FerbenchError, OSError):
+    """A folder ferbench must write in is full, read-only or not a folder: one line naming it.
+
+    Still an OSError with its errno, so that code which copes with an unwritable file (a cache it can do
+    without) goes on coping.
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(code, message)
+        self.message = message
+
+    def __reduce__(self) -> tuple:  # picklable with its fields (a launcher may ship it back from a job)
+        return type(self), (self.message, self.errno)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def cannot_write(exc: OSError, folder: Path | str, what: str = "") -> CannotWrite | None:
+    """``exc`` (raised writing in ``folder``) as one line when the user can fix it; None for any other OSError."""
+    head = f"{folder}: cannot write {what}".rstrip()
+    reason = exc.strerror or str(exc)
+    if exc.errno in DISK_FULL:
+        return CannotWrite(f"{head}: {reason}; free some space and run the same command", exc.errno)
+    if exc.errno in READ_ONLY:
+        return CannotWrite(f"{head} here (read-only?): {reason}", exc.errno)
+    if exc.errno in NOT_A_FOLDER:
+        return CannotWrite(f"{head} here: it is a file, not a folder", exc.errno)
+    return None
+
+
+def disk_full_in_run(exc: OSError, run_dir: Path) -> CannotWrite | None:
+    """A full disk (or quota) while a run trains: its finished folds are on disk, and the same command resumes."""
+    if exc.errno not in DISK_FULL:
+        return None
+    reason = exc.strerror or str(exc)
+    return CannotWrite(
+        f"{run_dir}: {reason.lower()} while training; the finished folds are kept there: free some space and run "
+        "the same command to resume",
+        exc.errno,
+    )
 
 
 class Interrupted(BaseException):

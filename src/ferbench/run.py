@@ -24,7 +24,7 @@ from ferbench.data.copies import expand_copies
 from ferbench.data.identity import data_fingerprint, data_root, load_source
 from ferbench.data.leakage import write_run_leakage
 from ferbench.data.splits import Fold, run_folds
-from ferbench.errors import FerbenchError, RunFailed
+from ferbench.errors import FerbenchError, RunFailed, disk_full_in_run
 from ferbench.factory import FOLD_BUILDERS, build_model, prepare
 from ferbench.records import record as rec
 from ferbench.records.atomic import write_atomic, write_csv, write_stream, write_text
@@ -85,7 +85,7 @@ def run(cfg: DictConfig) -> rec.RunRecord:
     if not is_primary():
         return _train_run(cfg, run_id, run_dir, data)
     ensure_writable(run_dir)
-    with rec.run_lock(run_dir), _own_ddp_session():
+    with rec.run_lock(run_dir), _own_ddp_session(), _disk_full_keeps_folds(run_dir):
         if rec.is_complete(run_dir):  # finished by another process between our check and the lock
             return rec.RunRecord.load(run_dir)
         set_aside_damaged_metrics(run_dir)
@@ -150,6 +150,19 @@ def load_run_data(cfg: DictConfig, source: DataSource, fingerprint: str, progres
         cache_path = None  # the copies are not the cached array: hash them afresh
     folds = run_folds(cfg, samples, labels)
     return RunData(source, fingerprint, images, samples, labels, folds, skipped, skipped_files, targets, cache_path)
+
+
+@contextmanager
+def _disk_full_keeps_folds(run_dir: Path) -> Iterator[None]:
+    """A full disk or quota, wherever it strikes (a checkpoint, a record), is one line: the finished folds are
+    kept and the same command resumes, so a traceback would only hide the way back."""
+    try:
+        yield
+    except OSError as exc:
+        line = disk_full_in_run(exc, run_dir)
+        if line is None:
+            raise
+        raise line from None
 
 
 DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -273,7 +286,8 @@ def _run_seeds(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
             works.append((i, RunWork(cfg, run_id, run_dir, 0, [])))
         if works:
             try:
-                _train_seeds([w for _, w in works], source, fingerprint)
+                with _disk_full_keeps_folds(works[0].run_dir.parent):
+                    _train_seeds([w for _, w in works], source, fingerprint)
             except FerbenchError as exc:  # the data: every seed shares it
                 for i, _ in works:
                     outcomes[i] = exc

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ferbench.config import compose_config
 from ferbench.data.identity import fingerprint_of
-from ferbench.errors import ConfigError, FerbenchError, RunBusy
+from ferbench.errors import CannotWrite, ConfigError, FerbenchError, RunBusy
 from ferbench.paths import config_dir
 from ferbench.records import record as rec
 from ferbench.records.atomic import write_text
@@ -53,6 +53,8 @@ class CellPlan:
     substituted: str | None = None  # the data set smoke replaced by synthetic
     missing: str | None = None  # where the absent data set was looked for
     failure: str | None = None
+    trained_here: list[str] = field(default_factory=list)
+    """Its runs this process trained (not reused, not finished by another process sharing the table)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -222,6 +224,7 @@ def train_missing(
     from ferbench.run import run_many, seedless_key
 
     failures: dict[str, str] = {}
+    trained: set[str] = set()
     todo = pending_runs(cells)
     groups: dict[str, list[str]] = {}  # a cell's seeds (and its folds) train together where trainer.pack packs
     for run_id, cfg in todo.items():
@@ -232,12 +235,17 @@ def train_missing(
             more = f" (+{len(run_ids) - 1} seeds)" if len(run_ids) > 1 else ""
             on_progress(run_ids[0] + more, done, len(todo))
         for run_id, outcome in zip(run_ids, run_many([todo[r] for r in run_ids]), strict=True):
+            if isinstance(outcome, CannotWrite):  # a full or read-only disk fails every run alike: stop here
+                raise outcome
             if isinstance(outcome, FerbenchError) and not isinstance(outcome, RunBusy):
                 failures[run_id] = str(outcome)
+            elif isinstance(outcome, rec.RunRecord) and not outcome.reused:
+                trained.add(run_id)
         done += len(run_ids)
     if on_progress:
         on_progress("", len(todo), len(todo))
     for cell in cells:
+        cell.trained_here = [r for r in cell.run_ids if r in trained]
         reasons = [failures[r] for r in cell.run_ids if r in failures]
         if reasons:
             cell.failure = reasons[0]
@@ -294,7 +302,7 @@ class TableOutcome:
     failures: dict[str, str]
     seconds: float
     left_to_others: int = 0
-    """Missing runs another process was training (their lock held): neither trained here nor failed."""
+    """Missing runs another process trained (their lock held, or finished while this one planned): not ours."""
 
 
 def build_table(
@@ -336,6 +344,6 @@ def build_table(
         links = "\n".join(f"![{f.stem}](../../figures/{spec.paper}/{f.name})" for f in figures)
         write_text(paths["md"], paths["md"].read_text() + "\n" + links + "\n")
         paths.update({f.stem: f for f in figures})
-    trained = 0 if render_only else sum(rec.is_complete(rec.run_dir(cfg.results_dir, r)) for r, cfg in todo.items())
-    left = 0 if render_only else len(todo) - trained - len(failures)
+    trained = len({r for cell in chosen for r in cell.trained_here})  # by this process: another's are its own
+    left = 0 if render_only else len(todo) - trained - len(failures)  # busy, or finished by another meanwhile
     return TableOutcome(spec, results, paths, trained, failures, time.perf_counter() - started, left)

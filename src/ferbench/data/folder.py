@@ -5,14 +5,19 @@ Also the shared scanner of class-folder trees that the FER2013 and CK+48 loaders
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ferbench.data.base import DATASETS, DataSource, require_dir, sample_table, tree_fingerprint
+from ferbench.data.base import DATASETS, DataSource, file_digests, require_dir, sample_table, tree_fingerprint
 from ferbench.errors import DataError
+
+log = logging.getLogger("ferbench")
+_WARNED: set[str] = set()
+"""Roots already warned about images in two classes: once per process, not once per cell of a table."""
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm", ".webp"})
 SPLIT_DIRS = {
@@ -109,6 +114,30 @@ def load_folder(
         skipped.update(tree.skipped)
         rows += [{"path": str(p), "label": index[c], "official_split": split} for p, c in tree.files]
     samples = sample_table(rows)
-    return DataSource(
-        name, class_list, samples, skipped=dict(skipped), fingerprint=tree_fingerprint([Path(r["path"]) for r in rows])
-    )
+    fingerprint = tree_fingerprint([Path(r["path"]) for r in rows])
+    _warn_images_in_two_classes(root, rows)
+    return DataSource(name, class_list, samples, skipped=dict(skipped), fingerprint=fingerprint)
+
+
+def _warn_images_in_two_classes(root: Path, rows: list[dict]) -> None:
+    """One image (the same bytes: a copy or a link) filed under two class folders has two labels: the run trains
+    on both, and at best one is right. Counted in one warning line, with an example; the digests are the
+    fingerprint's, already read."""
+    if str(root) in _WARNED or not rows:
+        return
+    paths = [os.path.abspath(r["path"]) for r in rows]
+    digests = file_digests(paths, os.path.commonpath([os.path.dirname(p) for p in paths]))
+    labels: dict[str, dict[int, str]] = {}
+    for path, row in zip(paths, rows, strict=True):
+        labels.setdefault(digests[path], {}).setdefault(row["label"], path)
+    mixed = [found for found in labels.values() if len(found) > 1]
+    if mixed:
+        _WARNED.add(str(root))
+        example = " and ".join(os.path.relpath(p, root) for p in list(mixed[0].values())[:2])
+        log.warning(
+            "%s: %d image(s) are filed under two or more classes (same bytes, e.g. %s); each copy keeps its "
+            "folder's label",
+            root,
+            len(mixed),
+            example,
+        )

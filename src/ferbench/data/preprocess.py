@@ -26,7 +26,7 @@ import numpy as np
 from ferbench.data.base import DataSource
 from ferbench.data.identity import table_digest
 from ferbench.errors import DataError
-from ferbench.records.atomic import write_bytes, write_stream
+from ferbench.records.atomic import check_writable, write_bytes, write_stream
 
 MIN_IMAGE_SIDE = 16
 """Smaller images are kept (upscaled) but counted as ``tiny_images`` and warned about: likely not faces."""
@@ -234,6 +234,7 @@ def prepare_images(
         cached = _load_cached(array_path, meta_path, len(source), size, channels)
         if cached is not None:
             return cached
+        check_writable(Path(cache_dir), "the image cache (cache_dir)")  # before decoding, not after
 
     out = np.empty((len(source), size, size, channels), dtype=np.uint8)
     keep = np.ones(len(source), dtype=bool)

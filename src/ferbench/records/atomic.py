@@ -15,6 +15,8 @@ from typing import BinaryIO
 
 import pandas as pd
 
+from ferbench.errors import DISK_FULL, FerbenchError, cannot_write
+
 
 def umask_mode() -> int:
     """The mode a plain ``open()`` gives a new file under this process's umask (0644 under umask 022)."""
@@ -34,18 +36,44 @@ def atomic_path(path: Path) -> Iterator[Path]:
     as they could any file the user writes.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _temporary_in(path.parent, f".{path.name}.")
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk mid-write: one line naming the folder (the old file is intact)
+        if exc.errno in DISK_FULL and not isinstance(exc, FerbenchError):
+            raise cannot_write(exc, path.parent) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _temporary_in(folder: Path, prefix: str, what: str = "") -> Path:
+    """A new empty file in ``folder`` (made if missing); a folder that is read-only, full or a file is one line
+    naming it, before anything is written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise (cannot_write(exc, _first_missing_or_blocked(folder), what) or exc) from None
+    os.close(fd)
+    return Path(name)
+
+
+def _first_missing_or_blocked(folder: Path) -> Path:
+    """The folder a user must mend: the deepest one that exists (or the file standing where a folder should)."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return candidate
+    return folder
+
+
+def check_writable(folder: Path, what: str = "") -> None:
+    """Fail before the work, not after it, when ``folder`` cannot take a file (read-only, full, a file)."""
+    _temporary_in(Path(folder), ".write_probe.", what).unlink()
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:

@@ -137,6 +137,15 @@ def _gradcam(
     if why:
         log.warning("%s: Grad-CAM figure not drawn: %s", spec.name, why)
         return None
+    drawn = {label for label, _ in rows}
+    left_out = [k for k in figure.get("rows", []) if getattr(by_key.get((k, column)), "row_label", k) not in drawn]
+    if left_out:  # drawn with fewer rows than the table file names: said, not left to be noticed
+        log.warning(
+            "%s: Grad-CAM figure drawn without row(s) %s: no run of theirs in column %s has stored maps",
+            spec.name,
+            ", ".join(left_out),
+            column,
+        )
     named = path.with_name(f"{path.stem}_{column}{path.suffix}") if column else path
     title = _gradcam_title(spec, column, by_key, rows[0][1])
     return gradcam_figure(stored, run_classes(rows[0][1]), named, title)

@@ -59,9 +59,7 @@ def train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str = "") -
     state = read_last(last)  # None when absent; one that cannot be read is set aside and the fold starts again
     resumed = state is not None
     if resumed:
-        log.info(
-            "resumed fold %d from epoch %d of %d (%s)", fold.index, state["epoch"] + 2, cfg.trainer.max_epochs, last
-        )
+        log.info(resumed_line(fold.index, state, cfg.trainer.max_epochs, last))
     started = time.perf_counter()
     try:
         if resumed and stopped_early(state):  # killed between early stopping and the fold's record
@@ -119,6 +117,20 @@ def _interrupted(exc: BaseException, trainer: pl.Trainer, where: str) -> BaseExc
     if trainer.interrupted:  # Lightning turned Ctrl-C into sys.exit(1)
         return Interrupted(signal.SIGINT, where)
     return exc
+
+
+def resumed_line(fold: int, state: dict, max_epochs: int, last: object) -> str:
+    """Where a resumed fold picks up. One killed after its last epoch (or after early stopping) trains nothing
+    more and is only tested: said so, not as "from epoch 9 of 8"."""
+    done = int(state["epoch"]) + 1
+    if stopped_early(state):
+        return f"resumed fold {fold}: it had stopped early after epoch {done} of {max_epochs}; testing it ({last})"
+    if done >= max_epochs:
+        return (
+            f"resumed fold {fold}: its {done} epochs were trained already (trainer.max_epochs={max_epochs}); "
+            f"nothing more to train, testing it ({last})"
+        )
+    return f"resumed fold {fold} from epoch {done + 1} of {max_epochs} ({last})"
 
 
 def _solo_tester(cfg: DictConfig, module: FERModule, checkpoint_dir, has_val: bool) -> pl.Trainer:

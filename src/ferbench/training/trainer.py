@@ -6,7 +6,6 @@ import functools
 import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint, TQDMProgressBar
 
 from ferbench.errors import ConfigError
+from ferbench.quiet import quiet_known_warnings
 from ferbench.records.record import BEST_CHECKPOINT
 from ferbench.training.rules import StoppingRule
 
@@ -29,13 +29,7 @@ def quiet_lightning() -> None:
     """Progress bar on, quiet otherwise: no banner about devices, no hints we have already weighed."""
     for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*number of training batches.*")
-    warnings.filterwarnings("ignore", message=".*tensorboardX.*")
-    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # a resumed fold; ferbench says so
-    # epoch metrics are torchmetrics objects, already reduced over DDP ranks by compute(): no sync_dist needed
-    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+    quiet_known_warnings()  # Lightning's, torchmetrics' and scipy's weighed warnings: listed in ferbench.quiet
 
 
 class SpeedOptions(pl.Callback):
