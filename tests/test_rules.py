@@ -59,3 +59,14 @@ def test_min_delta_at_zero_stays_out_of_the_run_identity():
     assert "early_stopping_min_delta" not in plain["trainer"]
     assert experiment_identity(compose(["trainer.early_stopping_min_delta=0.0"])) == plain
     assert experiment_identity(compose(["trainer.early_stopping_min_delta=0.002"])) != plain
+
+
+def test_the_rule_resumes_from_its_state_and_from_a_state_before_min_delta():
+    rule = StoppingRule(patience=3, min_delta=0.01)
+    observe_all(rule, [1.0, 0.5, 0.495])
+    again = StoppingRule(patience=3, min_delta=0.01)
+    again.restore(rule.state())
+    assert (again.best, again.ref, again.wait) == (0.495, 0.5, 1)
+    old = StoppingRule(patience=3)
+    old.restore({"best": 0.4, "wait": 2})  # a checkpoint written before min_delta: the reference was the best
+    assert (old.best, old.ref, old.wait) == (0.4, 0.4, 2)

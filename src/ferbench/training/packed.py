@@ -429,9 +429,7 @@ class PackedTrainer:
             "optimizer": self.optimizer.state_of(i),
             "epoch": self.epoch[i],
             "done": self.done[i],
-            "best_val": self.stopping[i].best,
-            "wait": self.stopping[i].wait,
-            "ref_val": self.stopping[i].ref,
+            "stopping": self.stopping[i].state(),
             "history": list(self.results[i].history),
             "best_epoch": self.results[i].best_epoch,
             "failure": self.results[i].failure,
@@ -473,8 +471,8 @@ class PackedTrainer:
                 self.best_buffers[n][i].copy_(t)
             self.optimizer.load_state_of(i, saved["optimizer"])
             self.epoch[i], self.done[i] = saved["epoch"], saved["done"]
-            self.stopping[i].best, self.stopping[i].wait = saved["best_val"], saved["wait"]
-            self.stopping[i].ref = saved.get("ref_val", saved["best_val"])  # state files before min_delta
+            old = {"best": saved.get("best_val"), "wait": saved.get("wait")}  # state files before "stopping"
+            self.stopping[i].restore(saved.get("stopping", old))
             result = self.results[i]
             result.history, result.best_epoch = list(saved["history"]), saved["best_epoch"]
             result.failure, result.failed_epoch = saved["failure"], saved["failed_epoch"]

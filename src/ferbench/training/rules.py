@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 LOSS_CHECK_EVERY = 50
 """Training steps between looks at the per-step loss on an accelerator (each look waits for the device; on a CPU
@@ -89,6 +90,15 @@ class StoppingRule:
             self.best = val_loss
             return True
         return False
+
+    def state(self) -> dict[str, float | int]:
+        """What a checkpoint keeps of the rule (whether it stopped is the loop's: it knows the epoch)."""
+        return {"best": self.best, "ref": self.ref, "wait": self.wait}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """From ``state()``, or from a checkpoint written before ``min_delta`` (no ``ref``: it was the best)."""
+        self.best, self.wait = float(state["best"]), int(state["wait"])
+        self.ref = float(state.get("ref", self.best))
 
 
 STOPPING_STATE_KEYS = ("ValLossStopping", "EarlyStopping")

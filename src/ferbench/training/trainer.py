@@ -243,12 +243,10 @@ class ValLossStopping(pl.Callback):
             self.stopped_epoch = trainer.current_epoch + 1
 
     def state_dict(self) -> dict[str, Any]:
-        rule = self.rule
-        return {"best": rule.best, "ref": rule.ref, "wait": rule.wait, "stopped_epoch": self.stopped_epoch}
+        return {**self.rule.state(), "stopped_epoch": self.stopped_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rule.best, self.rule.wait = float(state["best"]), int(state["wait"])
-        self.rule.ref = float(state.get("ref", self.rule.best))  # checkpoints before min_delta: ref was best
+        self.rule.restore(state)
         self.stopped_epoch = int(state.get("stopped_epoch", 0))
         self.rule.stopped = self.stopped_epoch > 0
 
