@@ -3,10 +3,15 @@ traceback, a silently wrong record or a half-made folder (issue 33, items 3, 6, 
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
+import cv2
 import pytest
 
 from ferbench.cli import main
-from fixtures_data import ck48
+from fixtures_data import ck48, face
 
 
 def _fails_with_one_line(argv: list[str], capsys) -> str:
@@ -32,3 +37,40 @@ def test_leakage_output_given_a_folder_is_one_line_before_the_scan(tmp_path, cap
     line = _fails_with_one_line(["leakage", "data=ckplus", *common, flag, str(folder)], capsys)
     expected = f"{flag} {folder}: a folder, not a file; give a file's name, e.g. {folder / example}"
     assert line == f"ferbench: error: {expected}"
+
+
+# 6. An image replaced by another of the same size, its mtime set back.
+
+
+def _stored_png(path: Path, seed: int) -> int:
+    """A PNG stored uncompressed: its size depends on its shape only, so two images are the same size."""
+    ok, data = cv2.imencode(".png", face(seed), [cv2.IMWRITE_PNG_COMPRESSION, 0])
+    assert ok
+    path.write_bytes(data.tobytes())
+    return path.stat().st_size
+
+
+@pytest.mark.parametrize("how", ["in place", "renamed over it"])
+def test_an_image_replaced_at_its_size_and_mtime_changes_the_fingerprint_and_the_pixels(tmp_path, monkeypatch, how):
+    from ferbench.data.base import DATASETS
+    from ferbench.data.preprocess import prepare_images
+
+    monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "digests"))
+    root = ck48(tmp_path / "ck")
+    image = next((root / "CK+48" / "anger").glob("*.png"))
+    size = _stored_png(image, 1)
+    first = DATASETS.get("ckplus")(root)
+    assert prepare_images(first, 24, 1, cache_dir=tmp_path / "c").from_cache is False
+    stamp = image.stat()
+    time.sleep(0.02)  # past the kernel's clock tick, as any real replacement is
+    if how == "in place":
+        assert _stored_png(image, 99) == size
+    else:
+        assert _stored_png(tmp_path / "new.png", 99) == size
+        os.replace(tmp_path / "new.png", image)
+    os.utime(image, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # as touch -r, cp -p or rsync -t would
+    assert image.stat().st_size == size and image.stat().st_mtime_ns == stamp.st_mtime_ns
+    second = DATASETS.get("ckplus")(root)
+    assert second.fingerprint != first.fingerprint
+    assert prepare_images(second, 24, 1, cache_dir=tmp_path / "c").from_cache is False
+    assert DATASETS.get("ckplus")(root).fingerprint == second.fingerprint  # unchanged since: the same id again
