@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from ferbench.cli import main
@@ -74,3 +75,40 @@ def test_an_image_replaced_at_its_size_and_mtime_changes_the_fingerprint_and_the
     assert second.fingerprint != first.fingerprint
     assert prepare_images(second, 24, 1, cache_dir=tmp_path / "c").from_cache is False
     assert DATASETS.get("ckplus")(root).fingerprint == second.fingerprint  # unchanged since: the same id again
+
+
+# 7. A phone photo's EXIF orientation: the pixels as the photo is meant to be seen, not sideways.
+
+
+def _photo(path: Path, orientation: int) -> Path:
+    """An asymmetric RGB picture (a bright corner, a colour per side) stored with an EXIF orientation tag."""
+    from PIL import Image
+
+    picture = np.zeros((12, 20, 3), dtype=np.uint8)
+    picture[:3, :5] = 255
+    picture[:, -2:, 0] = 200
+    picture[-2:, :, 2] = 150
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(picture).save(path, exif=exif.tobytes())
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pillow_applies_it(tmp_path, orientation):
+    from PIL import Image, ImageOps
+
+    from ferbench.data.images import read_image
+
+    path = _photo(tmp_path / "photo.png", orientation)  # PNG: lossless, so pixel for pixel
+    with Image.open(path) as im:
+        seen = np.asarray(ImageOps.exif_transpose(im))
+    assert np.array_equal(read_image(path), seen)
+
+
+def test_a_sideways_jpeg_from_a_phone_is_read_upright(tmp_path):
+    from ferbench.data.images import read_image
+
+    image = read_image(_photo(tmp_path / "photo.jpg", 6))  # 6: the camera was turned a quarter clockwise
+    assert image.shape == (20, 12, 3)
+    assert image[:5, -3:].mean() > 200 and image[-5:, :3].mean() < 80  # the bright corner now top right
