@@ -112,3 +112,59 @@ def test_a_sideways_jpeg_from_a_phone_is_read_upright(tmp_path):
     image = read_image(_photo(tmp_path / "photo.jpg", 6))  # 6: the camera was turned a quarter clockwise
     assert image.shape == (20, 12, 3)
     assert image[:5, -3:].mean() > 200 and image[-5:, :3].mean() < 80  # the bright corner now top right
+
+
+# 13. Nothing half-made after an error: no run folder without a fold, no empty results dir.
+
+THREADS = "trainer.threads=1"
+
+
+def test_a_model_init_error_fails_before_the_run_folder(make_cfg):
+    from ferbench.errors import ConfigError
+    from ferbench.run import run
+
+    cfg = make_cfg("model.init=no-such-run", THREADS)
+    with pytest.raises(ConfigError, match="neither a file nor a run"):
+        run(cfg)
+    assert not list((Path(cfg.results_dir) / "runs").glob("*"))
+
+
+def test_an_error_before_any_fold_removes_the_folder_it_made_and_keeps_one_that_was_there(make_cfg, monkeypatch):
+    import ferbench.run as run_module
+    from ferbench.errors import DataError
+    from ferbench.records import record as rec
+
+    def broken(*args, **kwargs):
+        raise DataError("a cache went bad")
+
+    monkeypatch.setattr(run_module, "write_run_leakage", broken)
+    cfg = make_cfg(THREADS)
+    with pytest.raises(DataError):
+        run_module.run(cfg)
+    assert not list((Path(cfg.results_dir) / "runs").glob("*"))
+    kept = rec.run_dir(cfg.results_dir, run_module.rec.run_id(cfg, _fingerprint(cfg)))
+    (kept / "fold_0").mkdir(parents=True)  # a fold from an earlier attempt: never removed
+    with pytest.raises(DataError):
+        run_module.run(cfg)
+    assert (kept / "fold_0").is_dir()
+
+
+def _fingerprint(cfg) -> str:
+    from ferbench.data.identity import fingerprint_of
+
+    return fingerprint_of(cfg)
+
+
+def test_the_low_space_check_leaves_no_empty_results_dir(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    from ferbench.errors import FerbenchError
+    from ferbench.run import ensure_writable
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 10 * 2**20, 10 * 2**20))
+    (tmp_path / "there").mkdir()
+    with pytest.raises(FerbenchError, match="only 10 MiB free"):
+        ensure_writable(tmp_path / "there" / "results" / "runs" / "x")
+    assert list(tmp_path.rglob("*")) == [tmp_path / "there"]
