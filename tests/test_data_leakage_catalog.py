@@ -66,7 +66,7 @@ def test_catalog(tmp_path):
     assert long.query("config == 'fer2013'")["count"].sum() == 28
 
 
-@pytest.mark.parametrize("garbage", [b"garbage", "float64", "short"])
+@pytest.mark.parametrize("garbage", [b"garbage", b"PK\x03\x04 not a zip", "npz", "float64", "short"])
 def test_a_garbage_phash_cache_is_hashed_again_with_one_line(tmp_path, garbage, caplog):
     """A garbage ``.phash.npy`` raised a traceback and left a half-made run dir (issue 33, item 11)."""
     import logging
@@ -78,6 +78,9 @@ def test_a_garbage_phash_cache_is_hashed_again_with_one_line(tmp_path, garbage, 
     path = prepared.cache_path.with_suffix(".phash.npy")
     if isinstance(garbage, bytes):
         path.write_bytes(garbage)
+    elif garbage == "npz":  # np.load opens any file starting "PK" as an archive
+        with open(path, "wb") as handle:
+            np.savez(handle, hashes=clean)
     else:
         np.save(path, clean.astype(np.float64) if garbage == "float64" else clean[:-1])
     with caplog.at_level(logging.WARNING, logger="ferbench"):

@@ -119,3 +119,27 @@ def test_paper_copies_move_boxes_and_leak_across_the_split() -> None:
     train_of = set(expanded["copy_of"].to_numpy()[np.concatenate([fold.train, fold.val])])
     test_of = set(expanded["copy_of"].to_numpy()[fold.test])
     assert len(fold.test) == 10 and train_of & test_of  # the leak the paper's protocol has
+
+
+def test_csv_boxes_take_find_style_paths_and_refuse_a_csv_matching_nothing(tmp_path) -> None:
+    """``find .`` prints ``./happy/x.png``: those rows are the images' boxes; a CSV matching no image is an error."""
+    csv = fx.pasted_faces(tmp_path, ("happy", "sad"), 2, size=64)
+    table = pd.read_csv(csv)
+    source = load_folder(tmp_path / "images")
+    keep = np.ones(len(source), dtype=bool)
+    table.assign(path="./" + table["path"]).to_csv(tmp_path / "dot.csv", index=False)
+    boxes = face_boxes(source, keep, None, tmp_path / "dot.csv")
+    assert boxes.counts == {"no_box_in_csv": 0} and all(b.shape == (1, 4) for b in boxes.boxes)
+    table.assign(path="elsewhere/" + table["path"].str.replace("/", "_")).to_csv(tmp_path / "none.csv", index=False)
+    with pytest.raises(DataError, match=r"no row of .*none\.csv matches an image"):
+        face_boxes(source, keep, None, tmp_path / "none.csv")
+
+
+def test_csv_box_with_a_nan_coordinate_names_its_line(tmp_path) -> None:
+    csv = fx.pasted_faces(tmp_path, ("happy",), 3, size=64)
+    lines = csv.read_text().splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0] + ",nan"
+    csv.write_text("\n".join(lines[:2] + [""] + lines[2:]) + "\n")  # a blank line before it: still line 4
+    source = load_folder(tmp_path / "images")
+    with pytest.raises(DataError, match=r"boxes\.csv line 4: expected a path and four finite numbers"):
+        face_boxes(source, np.ones(len(source), dtype=bool), None, csv)

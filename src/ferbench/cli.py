@@ -375,8 +375,11 @@ def _profile(argv: list[str]) -> None:
     print_profile(cfg, profile_report(model, size, chans, args.device), layers, args.device)
 
 
-def _check_writable_file(path: Path) -> None:
-    """An output file's folder can be made and written, or a one-line error naming it."""
+def _check_writable_file(path: Path, flag: str, example: str) -> None:
+    """An output file's folder can be made and written, or a one-line error naming it; a folder given where a file
+    is wanted (``--out results/``) is named too, before the work rather than as a traceback after it."""
+    if Path(path).is_dir():
+        raise FerbenchError(f"{flag} {path}: a folder, not a file; give a file's name, e.g. {Path(path) / example}")
     folder = Path(path).parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -408,9 +411,9 @@ def _leakage(argv: list[str]) -> None:
     cfg = compose_config(args.overrides)
     name = f"{data_choice(cfg)}-{id_part('split.name', cfg.split.name)}-s{cfg.seed}.png"  # never a path elsewhere
     grid = args.grid or Path(cfg.results_dir) / "leakage" / name
-    for target in (args.out, grid):  # before the work, not after it
+    for flag, target, example in (("--out", args.out, "leakage.json"), ("--grid", grid, name)):  # before the work
         if target is not None:
-            _check_writable_file(target)
+            _check_writable_file(target, flag, example)
     found = scan(cfg)
     drawn = draw_grid(found, examples(found, args.examples), grid)
     if args.out:

@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from ferbench.data.copies import expand_copies
 from ferbench.data.identity import data_fingerprint, data_root, load_source
 from ferbench.data.leakage import write_run_leakage
 from ferbench.data.splits import Fold, run_folds
-from ferbench.errors import FerbenchError, RunFailed, disk_full_in_run
+from ferbench.errors import FerbenchError, RunBusy, RunFailed, disk_full_in_run
 from ferbench.factory import FOLD_BUILDERS, build_model, prepare
 from ferbench.records import record as rec
 from ferbench.records.atomic import write_atomic, write_csv, write_stream, write_text
@@ -34,13 +34,26 @@ from ferbench.training.fold import FoldData, FoldResult, RunWork, failure_line, 
 from ferbench.training.packing import Recorder, has_packed_state, pack_limit, train_packed
 from ferbench.training.solo import train_solo
 from ferbench.training.trainer import configure_cpu
+from ferbench.training.warm_start import init_source, load_matching
 
 MIN_FREE_BYTES = 200 * 2**20
 log = logging.getLogger("ferbench")
 
 
 def ensure_writable(run_dir: Path) -> None:
-    """Fail before training, not after an hour, if the record cannot be written."""
+    """Fail before training, not after an hour, if the record cannot be written; a failed check leaves none of
+    the folders it made behind (an empty results dir beside a full disk's one line)."""
+    made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    try:
+        _check_room(run_dir)
+    except FerbenchError:
+        for folder in made:  # deepest first; a folder something else wrote in meanwhile is not ours to empty
+            with suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _check_room(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         # a probe file of this process's own: two runs starting at once in one results_dir once shared a name,
@@ -53,6 +66,14 @@ def ensure_writable(run_dir: Path) -> None:
     free = shutil.disk_usage(run_dir).free
     if free < MIN_FREE_BYTES:
         raise FerbenchError(f"results directory {run_dir} has only {free // 2**20} MiB free (need 200 MiB)")
+
+
+def check_model(cfg: DictConfig, num_classes: int) -> None:
+    """Build the model and load ``model.init``'s weights into it once, so that a wrong switch or a missing,
+    unreadable or foreign checkpoint fails before the run's folder exists, not in its first fold."""
+    model = build_model(cfg, num_classes)
+    if cfg.model.get("init"):
+        load_matching(model, init_source(str(cfg.model.init), Path(cfg.results_dir)))
 
 
 def save_split(run_dir: Path, samples: pd.DataFrame, folds: list[Fold]) -> None:
@@ -81,11 +102,17 @@ def run(cfg: DictConfig) -> rec.RunRecord:
         return rec.RunRecord.load(run_dir)
     configure_cpu(cfg.trainer)
     data = load_run_data(cfg, source, fingerprint)  # data and model errors fail here, before the run's folder
-    build_model(cfg, len(source.classes))
+    check_model(cfg, len(source.classes))
     if not is_primary():
         return _train_run(cfg, run_id, run_dir, data)
+    existed = run_dir.exists()
     ensure_writable(run_dir)
-    with rec.run_lock(run_dir), _own_ddp_session(), _disk_full_keeps_folds(run_dir):
+    with (
+        rec.run_lock(run_dir),
+        _own_ddp_session(),
+        _disk_full_keeps_folds(run_dir),
+        _half_made_removed(run_dir, existed),
+    ):
         if rec.is_complete(run_dir):  # finished by another process between our check and the lock
             return rec.RunRecord.load(run_dir)
         set_aside_damaged_metrics(run_dir)
@@ -163,6 +190,28 @@ def _disk_full_keeps_folds(run_dir: Path) -> Iterator[None]:
         if line is None:
             raise
         raise line from None
+
+
+KEPT_AFTER = (RunFailed, RunBusy)
+"""Errors whose run folder stays: a failed run's failed.json is its record; a busy run's folder is another's."""
+
+
+@contextmanager
+def _half_made_removed(run_dir: Path, existed: bool) -> Iterator[None]:
+    """An error before any fold started (a bad cache, a config error only training finds) leaves no half-made
+    folder that this attempt made; one that existed before, or holds a fold, is kept."""
+    try:
+        yield
+    except Exception as exc:
+        if not existed and not isinstance(exc, KEPT_AFTER):
+            remove_half_made(run_dir)
+        raise
+
+
+def remove_half_made(run_dir: Path) -> None:
+    """Remove ``run_dir`` unless some fold of it began (its ``fold_<k>`` folder exists)."""
+    if run_dir.is_dir() and not any(run_dir.glob("fold_*")):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -265,6 +314,7 @@ def _run_seeds(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
         return [exc] * len(cfgs)
     with ExitStack() as locks:
         works: list[tuple[int, RunWork]] = []
+        made: list[Path] = []  # run folders this call made: removed again if the shared data fails
         for i, cfg in enumerate(cfgs):
             try:
                 validate(cfg)
@@ -274,6 +324,7 @@ def _run_seeds(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
                     outcomes[i] = rec.RunRecord.load(run_dir)
                     continue
                 configure_cpu(cfg.trainer)
+                existed = run_dir.exists()
                 ensure_writable(run_dir)
                 locks.enter_context(rec.run_lock(run_dir))
             except FerbenchError as exc:
@@ -284,11 +335,15 @@ def _run_seeds(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
                 continue
             set_aside_damaged_metrics(run_dir)
             works.append((i, RunWork(cfg, run_id, run_dir, 0, [])))
+            if not existed:
+                made.append(run_dir)
         if works:
             try:
-                with _disk_full_keeps_folds(works[0].run_dir.parent):
+                with _disk_full_keeps_folds(works[0][1].run_dir.parent):
                     _train_seeds([w for _, w in works], source, fingerprint)
             except FerbenchError as exc:  # the data: every seed shares it
+                for run_dir in made:
+                    remove_half_made(run_dir)
                 for i, _ in works:
                     outcomes[i] = exc
                 return outcomes  # type: ignore[return-value]
@@ -300,7 +355,7 @@ def _run_seeds(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
 
 def _train_seeds(works: list[RunWork], source: DataSource, fingerprint: str) -> None:
     data = load_run_data(works[0].cfg, source, fingerprint)
-    build_model(works[0].cfg, len(data.classes))  # a config error fails here, before any run's folder is written
+    check_model(works[0].cfg, len(data.classes))  # a config error fails here, before any run's record is written
     for work in works:
         folds = run_folds(work.cfg, data.samples, data.labels)
         _start_record(work.cfg, work.run_dir, data, folds)

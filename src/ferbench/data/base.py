@@ -32,7 +32,7 @@ class DataSource:
     skipped: dict[str, int] = field(default_factory=dict)
     """Reason -> count of items left out while reading; copied into the run record, never hidden."""
     fingerprint: str = ""
-    """Changes whenever the underlying files change (sizes and mtimes); part of the cache key."""
+    """Changes whenever the underlying files' bytes change (``tree_fingerprint``); part of the cache key."""
     whole_frames: bool = False
     """The images are camera frames, not face crops (CK+'s original layout): they are always face-cropped."""
     boxes: list[np.ndarray] | None = None
@@ -137,8 +137,8 @@ def pick_layout(title: str, key: str, root: Path, layout: str, layouts: Sequence
 def tree_fingerprint(paths: Sequence[Path]) -> str:
     """What files hold: each one's path (relative to the files' common folder, so a moved copy matches) and a digest
     of its bytes. Content, not dates: every copy of a data set (``cp -r``, a fresh checkout, another machine) has
-    new mtimes, and must keep its runs' ids; an image replaced by another of the same size must not. Each file is
-    read once per (size, mtime): ``file_digests`` keeps the digests on disk."""
+    new mtimes, and must keep its runs' ids; an image replaced by another of the same size must not, even with its
+    mtime set back. Each file is read once per ``stat_key``: ``file_digests`` keeps the digests on disk."""
     import hashlib
     import os
 
@@ -151,12 +151,19 @@ def tree_fingerprint(paths: Sequence[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-"""Per process: (path, size, mtime_ns) -> digest of the file's bytes."""
+def stat_key(st) -> list[int]:
+    """What a file's digest is reused for: size, mtime, ctime and inode. A user can set mtime back (``touch -r``,
+    ``cp -p``, ``rsync -t``), so size and mtime alone kept a replaced image's old digest; ctime is set by the
+    kernel on every write or rename and cannot be set back, and a file renamed over another has a new inode."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+_DIGESTS: dict[tuple, str] = {}
+"""Per process: (path, *stat_key) -> digest of the file's bytes."""
 
 
 def file_digests(paths: Sequence[str], base: str) -> dict[str, str]:
-    """blake2b digests of ``paths``' bytes, read only for files not seen at this size and mtime before (in this
+    """blake2b digests of ``paths``' bytes, read only for files whose ``stat_key`` was not seen before (in this
     process or, through ``<cache>/file-digests/``, an earlier one)."""
     import hashlib
     import json
@@ -174,13 +181,13 @@ def file_digests(paths: Sequence[str], base: str) -> dict[str, str]:
         saved = {}
     out, changed = {}, False
     for p in paths:
-        st = os.stat(p)
-        key = (p, st.st_size, st.st_mtime_ns)
-        known = _DIGESTS.get(key) or _saved_digest(saved.get(p), st)
+        stamp = stat_key(os.stat(p))
+        key = (p, *stamp)
+        known = _DIGESTS.get(key) or _saved_digest(saved.get(p), stamp)
         if known is None:
             with open(p, "rb") as f:
                 known = hashlib.blake2b(f.read(), digest_size=16).hexdigest()
-            saved[p], changed = [st.st_size, st.st_mtime_ns, known], True
+            saved[p], changed = [*stamp, known], True
         _DIGESTS[key] = out[p] = known
     if changed:
         try:
@@ -190,7 +197,9 @@ def file_digests(paths: Sequence[str], base: str) -> dict[str, str]:
     return out
 
 
-def _saved_digest(entry, st) -> str | None:
-    if isinstance(entry, list) and len(entry) == 3 and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
-        return str(entry[2])
+def _saved_digest(entry, stamp: list[int]) -> str | None:
+    """The stored digest where the file's ``stat_key`` is the one stored with it (an older entry, keyed on size
+    and mtime only, is read again once)."""
+    if isinstance(entry, list) and len(entry) == len(stamp) + 1 and entry[:-1] == stamp:
+        return str(entry[-1])
     return None

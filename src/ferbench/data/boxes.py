@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,15 +77,36 @@ def haar_boxes(source: DataSource, rows: np.ndarray) -> FaceBoxes:
     return FaceBoxes(boxes, counts)
 
 
+def csv_path(raw: str) -> str:
+    """A CSV path as the samples' paths are written: ``find .`` prints ``./happy/x.jpg``, Windows ``happy\\x.jpg``."""
+    path = posixpath.normpath(raw.strip().replace("\\", "/")).lstrip("/")
+    while path.startswith("../"):  # above the data root: only the part below it can match a sample
+        path = path[3:]
+    return path
+
+
 def read_box_csv(path: Path) -> pd.DataFrame:
+    """The CSV's rows with normalised paths and float coordinates; a row whose box is not four numbers is an error."""
     try:
-        table = pd.read_csv(path)
+        table = pd.read_csv(path, skip_blank_lines=False, dtype={"path": str})
     except (OSError, ValueError) as exc:
         raise DataError(f"data.boxes: cannot read {path}: {exc}") from None
     missing = [c for c in CSV_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(f"data.boxes: {path} lacks columns {missing} (expected {', '.join(CSV_COLUMNS)})")
-    table["path"] = table["path"].astype(str).str.replace("\\", "/", regex=False).str.strip("/")
+    table = table[list(CSV_COLUMNS)].dropna(how="all")  # blank lines, kept until now so the index counts lines
+    coords = table[list(CSV_COLUMNS[1:])].apply(pd.to_numeric, errors="coerce")
+    bad = coords.isna().any(axis=1) | ~np.isfinite(coords.to_numpy(dtype=np.float64)).all(axis=1)
+    bad |= table["path"].isna()
+    if bad.any():
+        i = bad.to_numpy().argmax()
+        line, row = int(table.index[i]) + 2, table.iloc[i]  # + the header, counted from 1
+        raise DataError(
+            f"data.boxes: {path} line {line}: expected a path and four finite numbers x1,y1,x2,y2, got "
+            f"{','.join(str(v) for v in row.tolist())}"
+        )
+    table[list(CSV_COLUMNS[1:])] = coords
+    table["path"] = table["path"].astype(str).map(csv_path)
     return table
 
 
@@ -105,6 +127,12 @@ def csv_boxes(source: DataSource, rows: np.ndarray, csv: Path) -> FaceBoxes:
         if bad.any():
             raise DataError(f"data.boxes: {csv} has an empty box (x2 <= x1 or y2 <= y1) for {parts[-1]}")
         boxes.append(np.clip(found / [w, h, w, h], 0.0, 1.0))
+    if len(rows) and counts["no_box_in_csv"] == len(rows):
+        raise DataError(
+            f"data.boxes: no row of {csv} matches an image of the data set (its first path: "
+            f"{table['path'].iloc[0] if len(table) else 'none'}; an image's path: "
+            f"{source.samples.at[int(rows[0]), 'path']}); write paths relative to data.root"
+        )
     return FaceBoxes(boxes, counts)
 
 

@@ -3,7 +3,8 @@
 Two runs with the same config on different data must never share a record; the same data moved or copied
 elsewhere (by any tool, to any machine) must keep its ids. So the fingerprint covers the sample table with
 paths relative to the data root (labels, subjects, splits), the class names and the loader's file fingerprint
-(each file's relative path and a digest of its bytes, read once per size and mtime), never an absolute path.
+(each file's relative path and a digest of its bytes, read again whenever its size, mtime, ctime or inode
+changes: ``base.stat_key``), never an absolute path.
 """
 
 from __future__ import annotations

@@ -3,10 +3,14 @@
 OpenCV decodes the common cases (it expands palettes, keeps 16-bit depth, gives grey+alpha as BGRA);
 Pillow is the fallback for what OpenCV refuses (GIF, odd TIFF) and for the error message of a broken file.
 Alpha is composited onto black (RGB * alpha), so transparent regions never leak arbitrary colour values.
+A photo's EXIF orientation (a phone turned sideways) is applied as Pillow's ``ImageOps.exif_transpose`` applies it:
+``IMREAD_UNCHANGED``, which keeps 16-bit depth and alpha, is also the flag under which OpenCV ignores the tag.
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -19,12 +23,44 @@ cv2.utils.logging.setLogLevel(
 )  # errors only: a corrupt file is reported once, by us, naming it (not libpng's [ WARN ] lines)
 
 
+EXIF_ORIENTATION = 0x0112
+UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1],  # mirrored left to right
+    3: lambda a: a[::-1, ::-1],  # upside down
+    4: lambda a: a[::-1],  # mirrored top to bottom
+    5: lambda a: a.swapaxes(0, 1),  # mirrored across the main diagonal
+    6: lambda a: np.rot90(a, -1),  # the camera turned a quarter clockwise: turn the pixels back
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # mirrored across the other diagonal
+    8: lambda a: np.rot90(a, 1),
+}
+"""EXIF orientation -> what makes the stored pixels upright (1, or no tag: they are)."""
+
+
 def read_image(path: Path) -> np.ndarray:
-    """uint8 HxW for grey files, HxWx3 RGB otherwise; a corrupt or truncated file names itself."""
+    """uint8 HxW for grey files, HxWx3 RGB otherwise, upright as its EXIF orientation says; a corrupt or truncated
+    file names itself."""
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         raise DataError(f"image file not found or unreadable: {path} ({exc.strerror})") from None
+    image = _decode(data, path)
+    upright = UPRIGHT.get(exif_orientation(data))
+    return np.ascontiguousarray(upright(image)) if upright else image
+
+
+def exif_orientation(data: np.ndarray) -> int:
+    """The file's EXIF orientation tag (1 where it has none); Pillow reads only the header for it."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as im:
+            return int(im.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a tag Pillow cannot parse is no orientation; decoding reports a broken file
+        return 1
+
+
+def _decode(data: np.ndarray, path: Path) -> np.ndarray:
+    """The stored pixels, as OpenCV decodes them or (for what it refuses) Pillow."""
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         return _read_with_pil(path)

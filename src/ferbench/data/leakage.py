@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -156,11 +157,15 @@ def cached_hashes(images: np.ndarray, cache_path: Path | None) -> np.ndarray:
     path = None if cache_path is None else Path(cache_path).with_suffix(".phash.npy")
     if path is not None and path.is_file():
         try:
-            hashes = np.load(path)
-        except (OSError, ValueError, EOFError) as exc:
+            hashes = np.load(path)  # a file starting "PK" is opened as an .npz archive: not ours either
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             hashes, why = None, f"unreadable ({type(exc).__name__}: {exc})"
         else:
-            why = f"shape {hashes.shape} {hashes.dtype}, not ({len(images)},) uint64"
+            if not isinstance(hashes, np.ndarray):
+                hashes.close()
+                hashes, why = None, f"an .npz archive, not ({len(images)},) uint64"
+            else:
+                why = f"shape {hashes.shape} {hashes.dtype}, not ({len(images)},) uint64"
         if hashes is not None and hashes.shape == (len(images),) and hashes.dtype == np.uint64:
             return hashes
         log.warning("cached image hashes %s %s; hashed again", path, why)

@@ -33,8 +33,8 @@ MIN_IMAGE_SIDE = 16
 SKIP_HINT = "add data.skip_corrupt=true to leave such files out (the run's skipped.csv names them)"
 log = logging.getLogger("ferbench")
 
-PREPROCESS_VERSION = 1
-"""Bump when a change here alters the pixels, so every cached array is rebuilt."""
+PREPROCESS_VERSION = 2
+"""Bump when a change here alters the pixels, so every cached array is rebuilt (2: EXIF orientation applied)."""
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 _CHUNK = 256
 
