@@ -113,7 +113,7 @@ def test_runs_starting_at_once_in_one_results_dir_both_pass_the_write_check(tmp_
     with "not writable: No such file or directory" (seen starting two detector runs side by side)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ferbench.run import ensure_writable
+    from ferbench.records.run_folder import ensure_writable
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _: [ensure_writable(tmp_path) for _ in range(50)], range(8)))

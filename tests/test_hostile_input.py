@@ -160,7 +160,7 @@ def test_the_low_space_check_leaves_no_empty_results_dir(tmp_path, monkeypatch):
     import shutil
 
     from ferbench.errors import FerbenchError
-    from ferbench.run import ensure_writable
+    from ferbench.records.run_folder import ensure_writable
 
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 10 * 2**20, 10 * 2**20))

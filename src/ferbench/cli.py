@@ -209,7 +209,7 @@ def _check_results_dir(argv: list[str]) -> None:
     results_dir = _results_dir_of(argv)
     if results_dir is None or any(a.split("=", 1)[0] in INFO_FLAGS for a in argv):
         return
-    from ferbench.run import ensure_writable
+    from ferbench.records.run_folder import ensure_writable
 
     ensure_writable(Path(results_dir))
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +22,12 @@ from ferbench.data.copies import expand_copies
 from ferbench.data.identity import data_fingerprint, data_root, load_source
 from ferbench.data.leakage import write_run_leakage
 from ferbench.data.splits import Fold, run_folds
-from ferbench.errors import FerbenchError, RunBusy, RunFailed, disk_full_in_run
+from ferbench.errors import FerbenchError, RunFailed
 from ferbench.factory import FOLD_BUILDERS, build_model, prepare
 from ferbench.records import record as rec
 from ferbench.records.atomic import write_atomic, write_csv, write_stream, write_text
 from ferbench.records.integrity import set_aside_damaged_metrics
+from ferbench.records.run_folder import disk_full_keeps_folds, ensure_writable, half_made_removed, remove_half_made
 from ferbench.training.detection import detection_targets, is_detection
 from ferbench.training.fold import FoldData, FoldResult, RunWork, failure_line, write_fold_result
 from ferbench.training.packing import Recorder, has_packed_state, pack_limit, train_packed
@@ -36,36 +35,7 @@ from ferbench.training.solo import train_solo
 from ferbench.training.trainer import configure_cpu
 from ferbench.training.warm_start import init_source, load_matching
 
-MIN_FREE_BYTES = 200 * 2**20
 log = logging.getLogger("ferbench")
-
-
-def ensure_writable(run_dir: Path) -> None:
-    """Fail before training, not after an hour, if the record cannot be written; a failed check leaves none of
-    the folders it made behind (an empty results dir beside a full disk's one line)."""
-    made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
-    try:
-        _check_room(run_dir)
-    except FerbenchError:
-        for folder in made:  # deepest first; a folder something else wrote in meanwhile is not ours to empty
-            with suppress(OSError):
-                folder.rmdir()
-        raise
-
-
-def _check_room(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        # a probe file of this process's own: two runs starting at once in one results_dir once shared a name,
-        # and the second one's unlink failed ("not writable: No such file or directory")
-        handle, probe = tempfile.mkstemp(prefix=".write_probe.", dir=run_dir)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as exc:
-        raise FerbenchError(f"results directory {run_dir} is not writable: {exc.strerror or exc}") from None
-    free = shutil.disk_usage(run_dir).free
-    if free < MIN_FREE_BYTES:
-        raise FerbenchError(f"results directory {run_dir} has only {free // 2**20} MiB free (need 200 MiB)")
 
 
 def check_model(cfg: DictConfig, num_classes: int) -> None:
@@ -110,8 +80,8 @@ def run(cfg: DictConfig) -> rec.RunRecord:
     with (
         rec.run_lock(run_dir),
         _own_ddp_session(),
-        _disk_full_keeps_folds(run_dir),
-        _half_made_removed(run_dir, existed),
+        disk_full_keeps_folds(run_dir),
+        half_made_removed(run_dir, existed),
     ):
         if rec.is_complete(run_dir):  # finished by another process between our check and the lock
             return rec.RunRecord.load(run_dir)
@@ -177,41 +147,6 @@ def load_run_data(cfg: DictConfig, source: DataSource, fingerprint: str, progres
         cache_path = None  # the copies are not the cached array: hash them afresh
     folds = run_folds(cfg, samples, labels)
     return RunData(source, fingerprint, images, samples, labels, folds, skipped, skipped_files, targets, cache_path)
-
-
-@contextmanager
-def _disk_full_keeps_folds(run_dir: Path) -> Iterator[None]:
-    """A full disk or quota, wherever it strikes (a checkpoint, a record), is one line: the finished folds are
-    kept and the same command resumes, so a traceback would only hide the way back."""
-    try:
-        yield
-    except OSError as exc:
-        line = disk_full_in_run(exc, run_dir)
-        if line is None:
-            raise
-        raise line from None
-
-
-KEPT_AFTER = (RunFailed, RunBusy)
-"""Errors whose run folder stays: a failed run's failed.json is its record; a busy run's folder is another's."""
-
-
-@contextmanager
-def _half_made_removed(run_dir: Path, existed: bool) -> Iterator[None]:
-    """An error before any fold started (a bad cache, a config error only training finds) leaves no half-made
-    folder that this attempt made; one that existed before, or holds a fold, is kept."""
-    try:
-        yield
-    except Exception as exc:
-        if not existed and not isinstance(exc, KEPT_AFTER):
-            remove_half_made(run_dir)
-        raise
-
-
-def remove_half_made(run_dir: Path) -> None:
-    """Remove ``run_dir`` unless some fold of it began (its ``fold_<k>`` folder exists)."""
-    if run_dir.is_dir() and not any(run_dir.glob("fold_*")):
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -339,7 +274,7 @@ def _run_seeds(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
                 made.append(run_dir)
         if works:
             try:
-                with _disk_full_keeps_folds(works[0][1].run_dir.parent):
+                with disk_full_keeps_folds(works[0][1].run_dir.parent):
                     _train_seeds([w for _, w in works], source, fingerprint)
             except FerbenchError as exc:  # the data: every seed shares it
                 for run_dir in made:
