@@ -68,6 +68,12 @@ def test_packed_folds_match_solo_folds(make_cfg, tmp_path, device):
     best = torch.load(packed.run_dir / "fold_0" / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
     solo_best = torch.load(solo.run_dir / "fold_0" / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
     assert set(best) == set(solo_best)  # figures load either the same way
+    for fold in range(4):  # and the epoch it holds is counted alike
+        epochs = [
+            torch.load(r.run_dir / f"fold_{fold}" / "checkpoints" / "best.ckpt", weights_only=False)["epoch"]
+            for r in (packed, solo)
+        ]
+        assert epochs[0] == epochs[1] == packed.metrics.set_index("fold").loc[fold, "best_epoch"] - 1
 
 
 def test_pack_limit_choices(make_cfg):
@@ -189,8 +195,15 @@ def test_a_nan_fails_its_own_model_only(tmp_path):
 def test_early_stopping_freezes_a_model_while_others_train(tmp_path):
     members, images, labels = _members(tmp_path)
     trainer = PackedTrainer(members, images, labels, _settings(epochs=4, patience=1))
-    real_watch = trainer._watch_val
-    trainer._watch_val = lambda i, loss: real_watch(i, 1.0 if i == 0 else -len(trainer.results[i].history))
+    real_evaluate = trainer._evaluate
+
+    def val_loss_flat_for_model_0(part, *args, **kwargs):
+        out = real_evaluate(part, *args, **kwargs)
+        if part == "val":  # model 0's never improves after epoch 1; the others' always do
+            out[0][:] = [1.0 if i == 0 else -len(trainer.results[i].history) for i in range(trainer.k)]
+        return out
+
+    trainer._evaluate = val_loss_flat_for_model_0
     real_end = trainer._end_epoch
     frozen: dict[str, torch.Tensor] = {}
 
@@ -469,3 +482,36 @@ def test_a_packed_models_first_step_is_its_solo_runs(make_cfg, monkeypatch, tmp_
     for (p_x, p_loss), (s_x, s_loss) in zip(seen["packed"], seen["solo"], strict=True):
         assert torch.equal(p_x, s_x)
         assert p_loss == pytest.approx(s_loss, rel=1e-5)
+
+
+def test_without_validation_packed_and_solo_both_test_and_name_the_last_epoch(make_cfg, tmp_path):
+    """No validation part: the last epoch's weights are tested, and both loops' records and best.ckpt say so
+    (a pack's best.ckpt said epoch 0)."""
+    common = [*NO_DROPOUT, "split=kfold", "split.k=2", "split.val_ratio=0", "trainer.max_epochs=2"]
+    packed = run(make_cfg(*common, "trainer.pack=2", f"results_dir={tmp_path / 'packed'}"))
+    solo = run(make_cfg(*common, "trainer.pack=off", f"results_dir={tmp_path / 'solo'}"))
+    assert set(packed.metrics["packed"]) == {2} and set(solo.metrics["packed"]) == {1}
+    for record in (packed, solo):
+        assert list(record.metrics["n_val"]) == [0, 0] and list(record.metrics["best_epoch"]) == [2, 2]
+        for fold in (0, 1):
+            best = torch.load(record.run_dir / f"fold_{fold}" / "checkpoints" / "best.ckpt", weights_only=False)
+            assert best["epoch"] == 1
+
+
+def test_a_non_finite_step_loss_fails_a_packed_model_in_the_solo_run_s_words(tmp_path):
+    members, images, labels = _members(tmp_path)
+    trainer = PackedTrainer(members, images, labels, _settings())
+    real_step, calls = trainer.step, {"n": 0}
+
+    def nan_for_model_2_at_batch_1(batches, active, lr):
+        losses, correct = real_step(batches, active, lr)
+        calls["n"] += 1
+        if calls["n"] == 6:  # 4 batches an epoch: epoch 2, batch 1
+            losses = losses.clone()
+            losses[2] = float("nan")
+        return losses, correct
+
+    trainer.step = nan_for_model_2_at_batch_1
+    results = trainer.train()
+    assert results[2].failure == "loss became nan at epoch 2, batch 1" and results[2].failed_epoch == 2
+    assert [len(r.history) for r in results] == [3, 3, 1]
