@@ -38,6 +38,9 @@ def test_jaffe_layout_cli_run_records_detection_metrics(tmp_path: Path) -> None:
     assert skipped["no_face_box_whole_image"] + skipped["several_faces_kept_largest"] <= 35
     confusion = pd.read_csv(metrics.parent / "confusion.csv")
     assert list(confusion.columns[2:]) == json.loads(row["classes"])
+    matrix = confusion.drop(columns=["fold", "true"]).to_numpy()  # every test face: in the matrix, or missed
+    assert matrix.sum() + row["faces_missed"] == row["n_test"]
+    assert row["accuracy"] == pytest.approx(matrix.trace() / row["n_test"])
     assert any((tmp_path / "cache").glob("boxes-jaffe-*.json"))
 
 
@@ -73,3 +76,35 @@ def test_detector_learns_pasted_faces(make_cfg, tmp_path: Path) -> None:
     )  # fmt: skip
     row = run(cfg).metrics.iloc[0]
     assert row["map50"] >= 0.5, row[["map50", "recall", "f1", "faces_missed"]].to_dict()
+
+
+def test_a_non_finite_detector_loss_fails_the_fold_as_a_classifier_s_does(make_cfg, tmp_path, monkeypatch):
+    """Same failed.json and the same line as classification (``test_faults``): the shared loss watch, not a check
+    of the detector's own."""
+    from ferbench.data.identity import run_id_of
+    from ferbench.errors import RunFailed
+    from ferbench.training import detection
+    from ferbench.training.fold import failure_line
+
+    real = detection.yolox_loss
+
+    def nan_loss(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        loss.total = loss.total * float("nan")
+        return loss
+
+    monkeypatch.setattr(detection, "yolox_loss", nan_loss)
+    csv = fx.pasted_faces(tmp_path / "faces", ("happy", "surprise"), 5, size=64)
+    cfg = make_cfg(
+        "model=yoloxnano_det", "model.input_size=64", "data=folder", f"data.root={tmp_path / 'faces' / 'images'}",
+        f"data.boxes={csv}", "split=holdout", "split.ratio=0.2", "trainer.max_epochs=2", "trainer.batch_size=4",
+        fast=False,
+    )  # fmt: skip
+    run_dir = Path(cfg.results_dir) / "runs" / run_id_of(cfg)
+    with pytest.raises(RunFailed) as err:
+        run(cfg)
+    reason = "loss became nan at epoch 1, batch 0"
+    assert str(err.value) == failure_line(cfg, run_dir.name, 0, reason, run_dir / "failed.json")
+    failed = json.loads((run_dir / "failed.json").read_text())
+    assert (failed["reason"], failed["fold"], failed["epoch"]) == (reason, 0, 1)
+    assert not (run_dir / "metrics.csv").exists()

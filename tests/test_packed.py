@@ -68,6 +68,12 @@ def test_packed_folds_match_solo_folds(make_cfg, tmp_path, device):
     best = torch.load(packed.run_dir / "fold_0" / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
     solo_best = torch.load(solo.run_dir / "fold_0" / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
     assert set(best) == set(solo_best)  # figures load either the same way
+    for fold in range(4):  # and the epoch it holds is counted alike
+        epochs = [
+            torch.load(r.run_dir / f"fold_{fold}" / "checkpoints" / "best.ckpt", weights_only=False)["epoch"]
+            for r in (packed, solo)
+        ]
+        assert epochs[0] == epochs[1] == packed.metrics.set_index("fold").loc[fold, "best_epoch"] - 1
 
 
 def test_pack_limit_choices(make_cfg):
@@ -189,8 +195,15 @@ def test_a_nan_fails_its_own_model_only(tmp_path):
 def test_early_stopping_freezes_a_model_while_others_train(tmp_path):
     members, images, labels = _members(tmp_path)
     trainer = PackedTrainer(members, images, labels, _settings(epochs=4, patience=1))
-    real_watch = trainer._watch_val
-    trainer._watch_val = lambda i, loss: real_watch(i, 1.0 if i == 0 else -len(trainer.results[i].history))
+    real_evaluate = trainer._evaluate
+
+    def val_loss_flat_for_model_0(part, *args, **kwargs):
+        out = real_evaluate(part, *args, **kwargs)
+        if part == "val":  # model 0's never improves after epoch 1; the others' always do
+            out[0][:] = [1.0 if i == 0 else -len(trainer.results[i].history) for i in range(trainer.k)]
+        return out
+
+    trainer._evaluate = val_loss_flat_for_model_0
     real_end = trainer._end_epoch
     frozen: dict[str, torch.Tensor] = {}
 

@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from ferbench.data.identity import run_id_of
 from ferbench.paths import config_dir
@@ -36,7 +37,9 @@ def test_run_writes_complete_record(make_cfg):
     assert list(history["epoch"]) == [1]
     assert {"train_loss", "train_acc", "val_loss", "val_acc"} <= set(history.columns)
     confusion = pd.read_csv(d / "confusion.csv")
-    assert confusion.drop(columns=["fold", "true"]).to_numpy().sum() == 70
+    matrix = confusion.drop(columns=["fold", "true"]).to_numpy()
+    assert matrix.sum() == 70 and row["accuracy"] == pytest.approx(matrix.trace() / 70)  # the record's own test
+    assert row["best_epoch"] == 1 and not row["stopped_early"]
     assert not any(p.name.endswith(".tmp") for p in d.rglob("*"))
 
 
@@ -90,3 +93,35 @@ def test_records_name_the_data_config_chosen_not_its_loader(make_cfg, choice):
     cfg = make_cfg(f"data={choice}", fast=False)
     assert rec.axis_choices(cfg)["data"] == choice
     assert f"-{choice}-" in rec.run_id(cfg, "data-0123")
+
+
+class Killed(BaseException):
+    """A kill between a fold's training and its record (not an Exception: nothing may catch it)."""
+
+
+def test_early_stopping_stops_at_patience_and_a_rerun_after_it_trains_no_more(make_cfg, monkeypatch, caplog):
+    """No improvement can be min_delta=1000 under the best: patience 2 stops after epoch 3 of 6. A fold killed
+    before its record resumes, trains nothing more and keeps the rule's best epoch."""
+    import logging
+
+    cfg = make_cfg("trainer.max_epochs=6", "trainer.early_stopping_patience=2", "trainer.early_stopping_min_delta=1000")
+    real_write = rec.write_fold
+    with monkeypatch.context() as patch:
+
+        def killed(*args, **kwargs):
+            raise Killed
+
+        patch.setattr(rec, "write_fold", killed)
+        with pytest.raises(Killed):
+            run(cfg)
+    assert rec.write_fold is real_write
+    with caplog.at_level(logging.INFO, logger="ferbench"):
+        record = run(cfg)
+    assert "it had stopped early after epoch 3 of 6" in caplog.text
+    row = record.metrics.iloc[0]
+    assert row["epochs_run"] == 3 and bool(row["stopped_early"]) and bool(row["resumed"])
+    history = record.history
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert row["best_epoch"] == int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    best = torch.load(record.run_dir / "fold_0" / "checkpoints" / "best.ckpt", weights_only=False)
+    assert best["epoch"] + 1 == row["best_epoch"]  # the weights tested are the best epoch's

@@ -15,7 +15,6 @@ Targets are a padded tensor (B, M, 5): class, x1, y1, x2, y2 in input pixels; ro
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,14 +24,12 @@ from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_convert, box_iou
 
-from ferbench.errors import ConfigError, RunFailed
+from ferbench.errors import ConfigError
 from ferbench.models.profile import frames_per_second
 from ferbench.models.yoloxnano_det import DetectionPipeline, postprocess
-from ferbench.training.loggers import log_epoch
 from ferbench.training.metrics import ImageMean
 from ferbench.training.mixup import mixes, no_aug_epochs
 from ferbench.training.module import HistoryModule
-from ferbench.training.rules import epoch_row, nonfinite_loss
 
 CENTER_RADIUS = 2.5
 IOU_COST_WEIGHT = 3.0
@@ -269,7 +266,6 @@ class DetectionModule(HistoryModule):
         self.num_classes = num_classes
         self.max_epochs = max_epochs
         self.input_size, self.in_chans, self.fps_seconds = input_size, in_chans, fps_seconds
-        self.history: list[dict[str, float]] = []
         self.train_loss, self.val_loss = ImageMean(), ImageMean()
         self.test_metrics = nn.ModuleDict({"map": MeanAveragePrecision(box_format="xyxy", iou_type="bbox")})
         self.test_results: dict[str, Any] = {}
@@ -289,8 +285,7 @@ class DetectionModule(HistoryModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, targets = batch
         loss = self._loss(x, targets)
-        if not torch.isfinite(loss.total):
-            raise RunFailed(f"loss became {loss.total.item()} at epoch {self.current_epoch + 1}, batch {batch_idx}")
+        self.watch_loss(loss.total, batch_idx)
         self.train_loss.update(loss.total.detach() * len(x), len(x))
         return loss.total
 
@@ -303,7 +298,7 @@ class DetectionModule(HistoryModule):
             self.log("val_loss", self.val_loss.compute(), prog_bar=True, sync_dist=False, logger=False)
 
     def on_fit_start(self) -> None:
-        self._epoch_mark = time.perf_counter()
+        super().on_fit_start()
         self._switch_mixing(len(self.history))  # a resumed fit's first batch is drawn before its epoch starts
 
     def on_train_epoch_start(self) -> None:
@@ -316,19 +311,8 @@ class DetectionModule(HistoryModule):
             datamodule.set_mixing(mixes(epoch, self.max_epochs, self.no_aug_epochs))
 
     def on_train_epoch_end(self) -> None:
-        now = time.perf_counter()
-        row = epoch_row(
-            self.current_epoch + 1,
-            now - getattr(self, "_epoch_mark", now),
-            self.train_loss.compute(),
-            self.epoch_lr,
-            val_loss=self.val_loss.compute() if self.val_loss.update_count else None,
-        )
-        self._epoch_mark = now
-        if reason := nonfinite_loss(row):
-            raise RunFailed(reason)
-        self.history.append(row)
-        log_epoch(self.loggers, row)
+        validated = bool(self.val_loss.update_count)
+        row = self.end_epoch(self.train_loss.compute(), val_loss=self.val_loss.compute() if validated else None)
         self.log("train_loss", row["train_loss"], prog_bar=True, logger=False)
         for metric in (self.train_loss, self.val_loss):
             metric.reset()

@@ -77,6 +77,9 @@ class FoldResult:
 
     fold: Fold  # as trained: a smoke run's subset of the training part
     history: pd.DataFrame
+    best_epoch: int = 0
+    """The epoch whose weights were tested, as the stopping rule chose it (``rules.StoppingRule``): the lowest
+    validation loss, or without a validation part the last epoch."""
     test_metrics: dict[str, float] = field(default_factory=dict)
     confusion: torch.Tensor | None = None
     resumed: bool = False
@@ -137,7 +140,7 @@ def fold_row(work: RunWork, result: FoldResult, classes: list[str], skipped: dic
     row.update(
         status="completed",
         epochs_run=epochs_run,
-        best_epoch=best_epoch(history),
+        best_epoch=result.best_epoch,
         stopped_early=epochs_run < cfg.trainer.max_epochs,
         resumed=result.resumed,
         processes=result.processes,
@@ -157,13 +160,6 @@ def fold_row(work: RunWork, result: FoldResult, classes: list[str], skipped: dic
         **rec.provenance(),
     )
     return row
-
-
-def best_epoch(history: pd.DataFrame) -> int:
-    """The epoch whose weights were tested: the lowest validation loss, else the last."""
-    if "val_loss" not in history or history["val_loss"].isna().all():
-        return int(history["epoch"].max())
-    return int(history.loc[history["val_loss"].idxmin(), "epoch"])
 
 
 def failure_line(cfg: DictConfig, run_id: str, fold: int, reason: str, failed: Path) -> str:

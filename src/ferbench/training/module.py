@@ -10,11 +10,10 @@ import torch
 from torch import nn
 
 from ferbench.errors import RunFailed
-from ferbench.training.loggers import log_epoch
 from ferbench.training.metrics import ImageMean, test_metrics
 from ferbench.training.mixup import MixUp, mix_batch, mixed_loss, mixes
 from ferbench.training.optim import lightning_optimizers
-from ferbench.training.rules import LOSS_CHECK_EVERY, epoch_row, nonfinite_loss
+from ferbench.training.rules import BadLoss, LossWatch, StoppingRule, close_epoch
 
 
 def _correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -23,12 +22,18 @@ def _correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class HistoryModule(pl.LightningModule):
-    """What every ferbench LightningModule shares: the optimiser from ``optim_cfg`` over ``max_epochs``, and its
-    per-epoch ``history`` saved in and restored from checkpoints (so a resumed run's history is whole)."""
+    """What every ferbench LightningModule shares: the optimiser from ``optim_cfg`` over ``max_epochs``, its
+    per-epoch ``history`` saved in and restored from checkpoints (so a resumed run's history is whole), and the
+    rules of ``training/rules.py``: the step-loss watch and the epoch's end with the stopping rule."""
 
     optim_cfg: Any
     max_epochs: int
-    history: list[dict[str, float]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: list[dict[str, float]] = []
+        self.loss_watch = LossWatch()
+        self.stopping = StoppingRule(patience=0)  # build_trainer's ValLossStopping hands over the run's own
 
     def configure_optimizers(self):
         return lightning_optimizers(self.optim_cfg, self, self.max_epochs)
@@ -43,6 +48,42 @@ class HistoryModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("ferbench_history", []))
+
+    def on_fit_start(self) -> None:
+        self._epoch_mark = time.perf_counter()
+
+    def watch_loss(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """A training step's loss to the shared watch: a NaN or infinite one fails the run."""
+        self._fail_on(self.loss_watch.add(loss, batch_idx))
+
+    def _fail_on(self, bad: list[BadLoss]) -> None:
+        if bad:
+            raise RunFailed(bad[0].reason(self.current_epoch + 1))
+
+    def end_epoch(self, train_loss: torch.Tensor, **values: torch.Tensor | None) -> dict[str, float]:
+        """The epoch's row and the stopping rule's verdict (``rules.close_epoch``); ``values``: ``train_acc``,
+        ``val_loss``, ``val_acc`` where the loop has them."""
+        self._fail_on(self.loss_watch.check())
+        row = close_epoch(
+            self.history,
+            self.stopping,
+            self.loggers,
+            self.current_epoch + 1,
+            # wall seconds of this epoch (training + validation): kept in the history, which checkpoints carry,
+            # so a resumed run's total is still the sum over every epoch it ran
+            self._seconds_since_last_epoch(),
+            float(train_loss),
+            self.epoch_lr,
+            **{k: None if v is None else float(v) for k, v in values.items()},
+        )
+        if self.stopping.stopped:
+            self.trainer.should_stop = True
+        return row
+
+    def _seconds_since_last_epoch(self) -> float:
+        now = time.perf_counter()
+        seconds, self._epoch_mark = now - getattr(self, "_epoch_mark", now), now
+        return seconds
 
 
 class FERModule(HistoryModule):
@@ -66,12 +107,10 @@ class FERModule(HistoryModule):
         self.optim_cfg = optim_cfg
         self.max_epochs = max_epochs
         self.aux_weight = aux_weight
-        self.history: list[dict[str, float]] = []
         # Per-image means of loss and of correctness (= accuracy over images, as MulticlassAccuracy(average="micro")):
         # no NaN check, argument validation or host-made tensor per step (each a device sync on a GPU).
         self.train_loss, self.val_loss = ImageMean(), ImageMean()
         self.train_acc, self.val_acc = ImageMean(), ImageMean()
-        self._pending_losses: list[tuple[int, torch.Tensor]] = []
         self.test_metrics = test_metrics(num_classes)
         self.test_results: dict[str, torch.Tensor] = {}
         self.test_probs: list[torch.Tensor] = []
@@ -95,28 +134,10 @@ class FERModule(HistoryModule):
         loss = mixed_loss(self.loss, out, y, partner)
         for a in aux:
             loss = loss + self.aux_weight * mixed_loss(self.loss, a, y, partner)
-        self._watch_loss(loss.detach(), batch_idx)
+        self.watch_loss(loss, batch_idx)
         self.train_loss.update(loss.detach() * len(y), len(y))
         self.train_acc.update(_correct(out.detach(), y), len(y))
         return loss
-
-    def _watch_loss(self, loss: torch.Tensor, batch_idx: int) -> None:
-        """Fail on a NaN or infinite loss. Looking at a GPU loss stalls the host until the GPU catches up, so
-        there losses are looked at together every ``LOSS_CHECK_EVERY`` steps (and at the epoch's end)."""
-        self._pending_losses.append((batch_idx, loss))
-        if loss.device.type == "cpu" or len(self._pending_losses) >= LOSS_CHECK_EVERY:
-            self._check_losses()
-
-    def _check_losses(self) -> None:
-        pending, self._pending_losses = self._pending_losses, []
-        if not pending:
-            return
-        losses = torch.stack([loss for _, loss in pending]).float().cpu()
-        bad = (~torch.isfinite(losses)).nonzero()
-        if len(bad):
-            first = int(bad[0, 0])
-            batch_idx = pending[first][0]
-            raise RunFailed(f"loss became {losses[first].item()} at epoch {self.current_epoch + 1}, batch {batch_idx}")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -129,35 +150,17 @@ class FERModule(HistoryModule):
             self.log("val_loss", self.val_loss.compute(), prog_bar=True, sync_dist=False, logger=False)
             self.log("val_acc", self.val_acc.compute(), prog_bar=True, sync_dist=False, logger=False)
 
-    def on_fit_start(self) -> None:
-        self._epoch_mark = time.perf_counter()
-
     def on_train_epoch_end(self) -> None:
-        self._check_losses()
         validated = bool(self.val_loss.update_count)
-        row = epoch_row(
-            self.current_epoch + 1,
-            # wall seconds of this epoch (training + validation): kept in the history, which checkpoints carry,
-            # so a resumed run's total is still the sum over every epoch it ran
-            self._seconds_since_last_epoch(),
+        row = self.end_epoch(
             self.train_loss.compute(),
-            self.epoch_lr,
             train_acc=self.train_acc.compute(),
             val_loss=self.val_loss.compute() if validated else None,
             val_acc=self.val_acc.compute() if validated else None,
         )
-        if reason := nonfinite_loss(row):
-            raise RunFailed(reason)
-        self.history.append(row)
-        log_epoch(self.loggers, row)
         self.log("train_acc", row["train_acc"], prog_bar=True, logger=False)
         for metric in (self.train_loss, self.train_acc, self.val_loss, self.val_acc):
             metric.reset()
-
-    def _seconds_since_last_epoch(self) -> float:
-        now = time.perf_counter()
-        seconds, self._epoch_mark = now - getattr(self, "_epoch_mark", now), now
-        return seconds
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch

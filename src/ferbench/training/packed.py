@@ -35,14 +35,14 @@ from torch.func import functional_call, stack_module_state, vmap
 from ferbench.data.datamodule import BatchSeededSampler, ImageArrayDataset
 from ferbench.data.splits import Fold
 from ferbench.data.transforms import BatchAugment, normalize_batch
+from ferbench.errors import RunFailed
 from ferbench.records.atomic import write_atomic
 from ferbench.records.record import BEST_CHECKPOINT
 from ferbench.records.safe_load import load_weights
-from ferbench.training.loggers import log_epoch
 from ferbench.training.metrics import test_metrics
 from ferbench.training.optim import PackedOptimizer, lr_at_epoch, masked_assign
 from ferbench.training.resume import epoch_seed, random_streams, restore_random_streams
-from ferbench.training.rules import LOSS_CHECK_EVERY, StoppingRule, epoch_row, nonfinite_loss
+from ferbench.training.rules import BadLoss, LossWatch, StoppingRule, close_epoch
 
 IGNORE = -100
 """Label of a padding slot: ``cross_entropy`` (and AM-Softmax) leave it out of the batch mean."""
@@ -91,14 +91,18 @@ class Member:
 
 @dataclass
 class MemberResult:
+    stopping: StoppingRule  # its early stopping and best epoch
     history: list[dict[str, float]] = field(default_factory=list)
     test_results: dict[str, torch.Tensor] = field(default_factory=dict)
     test_probs: torch.Tensor | None = None
-    best_epoch: int = 0
     failure: str | None = None
     failed_epoch: int | None = None
     resumed: bool = False
     test_seconds: float = 0.0
+
+    @property
+    def best_epoch(self) -> int:
+        return self.stopping.best_epoch
 
 
 @dataclass
@@ -148,8 +152,8 @@ class PackedTrainer:
         self.labels = torch.tensor(labels, dtype=torch.long, device=device)
         self.epoch = [0] * self.k
         self.done = [False] * self.k
-        self.results = [MemberResult() for _ in self.members]
-        self.stopping = [StoppingRule(s.patience, s.min_delta) for _ in range(self.k)]
+        self.results = [MemberResult(StoppingRule(s.patience, s.min_delta)) for _ in self.members]
+        self.loss_watch = LossWatch()
         self.best_params = {n: p.detach().clone() for n, p in self.params.items()}
         self.best_buffers = {n: b.clone() for n, b in self.buffers.items()}
         self._train_step = vmap(self._member_train, randomness="different")
@@ -254,7 +258,6 @@ class PackedTrainer:
         loss_sum = torch.zeros(self.k, device=self.s.device)
         correct_sum = torch.zeros(self.k, device=self.s.device)
         images = [0] * self.k
-        pending: list[torch.Tensor] = []
         self.base.train()
         for step in range(steps):
             step_batches = [b[step] if step < len(b) else None for b in batches]
@@ -265,11 +268,8 @@ class PackedTrainer:
             active = torch.tensor(active_list, device=self.s.device)
             loss_sum += torch.where(active, losses.detach().float() * self.s.batch_size, 0)
             correct_sum += torch.where(active, correct.detach().float(), 0)
-            pending.append(torch.where(active, losses.detach().float(), 0))
-            if self.s.device.type == "cpu" or len(pending) >= LOSS_CHECK_EVERY:
-                self._check_losses(pending)
-                pending = []
-        self._check_losses(pending)
+            self._fail_on(self.loss_watch.add(torch.where(active, losses.detach().float(), 0), step))
+        self._fail_on(self.loss_watch.check())
         self._end_epoch(live, loss_sum, correct_sum, images, lr, time.perf_counter() - started)
 
     def step(self, batches, active_list: list[bool], lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,15 +302,11 @@ class PackedTrainer:
         for g in grads:
             g.mul_(scale.view(-1, *[1] * (g.dim() - 1)).to(g.dtype))
 
-    def _check_losses(self, pending: list[torch.Tensor]) -> None:
+    def _fail_on(self, bad: list[BadLoss]) -> None:
         """Fail a model whose loss is NaN or infinite: its run only; the others go on."""
-        if not pending:
-            return
-        losses = torch.stack(pending).cpu()
-        for i in range(self.k):
-            bad = (~torch.isfinite(losses[:, i])).nonzero()
-            if len(bad) and not self.done[i]:
-                self._fail(i, f"loss became {losses[int(bad[0, 0]), i].item()} at epoch {self.epoch[i] + 1}")
+        for found in bad:
+            if not self.done[found.model]:
+                self._fail(found.model, found.reason(self.epoch[found.model] + 1))
 
     def _fail(self, i: int, reason: str) -> None:
         self.done[i] = True
@@ -327,25 +323,26 @@ class PackedTrainer:
             if not live[i] or self.results[i].failure:
                 continue
             validated = val is not None and len(self.members[i].fold.val) > 0
-            row = epoch_row(
-                self.epoch[i] + 1,
-                seconds,
-                train_loss[i],
-                lr[i],
-                train_acc=train_acc[i],
-                val_loss=val[0][i] if validated else None,
-                val_acc=val[1][i] if validated else None,
-            )
-            # no validation part: the last epoch is the one tested, as solo
-            improved[i] = self._watch_val(i, val[0][i]) if validated else True
-            if reason := nonfinite_loss(row):
-                self._fail(i, reason)
+            result, epoch = self.results[i], self.epoch[i] + 1
+            try:
+                close_epoch(
+                    result.history,
+                    result.stopping,
+                    [self.members[i].logger],
+                    epoch,
+                    seconds,
+                    train_loss[i],
+                    lr[i],
+                    train_acc=train_acc[i],
+                    val_loss=val[0][i] if validated else None,
+                    val_acc=val[1][i] if validated else None,
+                )
+            except RunFailed as exc:
+                self._fail(i, str(exc))
                 continue
-            self.results[i].history.append(row)
-            log_epoch([self.members[i].logger], row)
-            self.epoch[i] += 1
-            if self.epoch[i] >= self.s.max_epochs:
-                self.done[i] = True
+            improved[i] = result.stopping.best_epoch == epoch
+            self.epoch[i] = epoch
+            self.done[i] = result.stopping.stopped or epoch >= self.s.max_epochs
         self._keep_best(improved)
         if self.s.progress:
             alive = sum(self.live())
@@ -356,15 +353,6 @@ class PackedTrainer:
             )
         newly_done = any(live[i] and self.done[i] for i in range(self.k))
         self._checkpoint(force=newly_done)
-
-    def _watch_val(self, i: int, val_loss: float) -> bool:
-        """The shared stopping rule for model ``i``; True when this epoch is its new best."""
-        rule = self.stopping[i]
-        improved = rule.observe(val_loss)
-        if improved:
-            self.results[i].best_epoch = self.epoch[i] + 1
-        self.done[i] = self.done[i] or rule.stopped
-        return improved
 
     @torch.no_grad()
     def _keep_best(self, improved: list[bool]) -> None:
@@ -429,9 +417,8 @@ class PackedTrainer:
             "optimizer": self.optimizer.state_of(i),
             "epoch": self.epoch[i],
             "done": self.done[i],
-            "stopping": self.stopping[i].state(),
+            "stopping": self.results[i].stopping.state(),
             "history": list(self.results[i].history),
-            "best_epoch": self.results[i].best_epoch,
             "failure": self.results[i].failure,
             "failed_epoch": self.results[i].failed_epoch,
         }
@@ -472,9 +459,9 @@ class PackedTrainer:
             self.optimizer.load_state_of(i, saved["optimizer"])
             self.epoch[i], self.done[i] = saved["epoch"], saved["done"]
             old = {"best": saved.get("best_val"), "wait": saved.get("wait")}  # state files before "stopping"
-            self.stopping[i].restore(saved.get("stopping", old))
             result = self.results[i]
-            result.history, result.best_epoch = list(saved["history"]), saved["best_epoch"]
+            result.history = list(saved["history"])
+            result.stopping.restore(saved.get("stopping", old), result.history)
             result.failure, result.failed_epoch = saved["failure"], saved["failed_epoch"]
             result.resumed = True
             if self.s.progress:
@@ -489,9 +476,10 @@ class PackedTrainer:
         return state
 
     def _write_best(self, i: int) -> None:
-        """``best.ckpt`` in the form a solo run's has (``state_dict`` with ``model.``/``loss.`` keys)."""
+        """``best.ckpt`` in the form a solo run's has (``state_dict`` with ``model.``/``loss.`` keys; ``epoch``
+        counted from 0, as Lightning saves it)."""
         state = self.best_state(i)
-        payload = {"state_dict": state, "epoch": self.results[i].best_epoch, "ferbench_packed": self.k}
+        payload = {"state_dict": state, "epoch": self.results[i].best_epoch - 1, "ferbench_packed": self.k}
         write_atomic(self.members[i].checkpoint_dir / BEST_CHECKPOINT, lambda tmp: torch.save(payload, tmp))
 
 

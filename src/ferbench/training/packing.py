@@ -217,6 +217,7 @@ def _fold_result(
     return FoldResult(
         fold,
         history,
+        best_epoch=result.best_epoch,
         test_metrics=flatten(result.test_results, data.classes),
         confusion=result.test_results["confusion"],
         resumed=result.resumed,

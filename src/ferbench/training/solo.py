@@ -26,7 +26,7 @@ from ferbench.training.loggers import build_logger
 from ferbench.training.metrics import flatten
 from ferbench.training.module import FERModule
 from ferbench.training.resume import make_resumable, read_last
-from ferbench.training.rules import stopped_early
+from ferbench.training.rules import stopped_early, stopping_state
 from ferbench.training.trainer import build_trainer, pin_memory_for
 from ferbench.training.warm_start import warm_start_callbacks
 
@@ -64,6 +64,7 @@ def train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str = "") -
     try:
         if resumed and stopped_early(state):  # killed between early stopping and the fold's record
             module.history = list(state["ferbench_history"])
+            module.stopping.restore(stopping_state(state), module.history)
         else:
             with allowed_types():  # Lightning loads last.ckpt again: weights-only, as read_last did
                 trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumed else None, weights_only=True)
@@ -90,6 +91,7 @@ def train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str = "") -
     return FoldResult(
         fold,
         history,
+        best_epoch=module.stopping.best_epoch,
         test_metrics=module.test_row(data.classes)
         if data.targets is not None
         else flatten(module.test_results, data.classes),

@@ -220,35 +220,33 @@ class EpochLines(pl.Callback):
 
 
 class ValLossStopping(pl.Callback):
-    """Early stopping for the Lightning loops by the shared ``StoppingRule`` (the packed loop uses it per model).
-
-    Checked at the training epoch's end, after that epoch's validation, as Lightning's ``EarlyStopping`` does; its
-    state (best, wait, the epoch it stopped) goes into ``last.ckpt`` so a resumed fold stops where it would have."""
+    """Carries the shared ``StoppingRule`` into the Lightning module, which feeds it at each epoch's end
+    (``rules.close_epoch``) and stops the trainer when it says so; its state goes into ``last.ckpt`` under this
+    callback's key, so a resumed fold stops where it would have and keeps its best epoch."""
 
     def __init__(self, patience: int, min_delta: float = 0.0) -> None:
         self.rule = StoppingRule(patience, min_delta)
-        self.stopped_epoch = 0
+        self._loaded: dict[str, Any] | None = None
 
     @property
     def state_key(self) -> str:
         return "ValLossStopping"
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        val_loss = trainer.callback_metrics.get("val_loss")
-        if val_loss is None or trainer.sanity_checking:
-            return
-        self.rule.observe(float(val_loss))
-        if self.rule.stopped:
-            trainer.should_stop = True
-            self.stopped_epoch = trainer.current_epoch + 1
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":  # a test after the fit keeps the rule that chose the tested epoch
+            pl_module.stopping = self.rule
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # restored here, not in load_state_dict: a checkpoint from before the rule kept its best epoch needs the
+        # module's history, loaded by now
+        if self._loaded is not None:
+            self.rule.restore(self._loaded, getattr(pl_module, "history", ()))
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self.rule.state(), "stopped_epoch": self.stopped_epoch}
+        return self.rule.state()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rule.restore(state)
-        self.stopped_epoch = int(state.get("stopped_epoch", 0))
-        self.rule.stopped = self.stopped_epoch > 0
+        self._loaded = dict(state)
 
 
 def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: Any) -> pl.Trainer:
@@ -273,8 +271,9 @@ def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: 
                 enable_version_counter=False,
             )
         )
-    if has_val and t.early_stopping_patience > 0:
-        callbacks.append(ValLossStopping(int(t.early_stopping_patience), float(t.early_stopping_min_delta)))
+    # always there, patience or not: the rule also says which epoch is the best (the record's best_epoch)
+    patience = int(t.get("early_stopping_patience", 0)) if has_val else 0
+    callbacks.append(ValLossStopping(patience, float(t.get("early_stopping_min_delta", 0.0))))
     if ema := weight_average(t):
         callbacks.append(ema)
     bar = bool(t.progress_bar) and sys.stderr.isatty()
