@@ -407,3 +407,42 @@ def test_reidentify_gives_a_run_trained_under_an_older_fingerprint_todays_id(mak
     (done.run_dir / "metrics.csv").write_text(pd.read_csv(done.run_dir / "metrics.csv").assign(run_id="x").to_csv())
     with pytest.raises(ValueError, match="does not give back its recorded id"):
         reidentify(done.run_dir)
+
+
+def test_a_run_folder_moved_before_resuming_keeps_its_best_checkpoint_score(make_cfg, tmp_path, monkeypatch):
+    """A half-trained run copied to another results dir and resumed there: Lightning would drop the best val_loss
+    (its saved dirpath differs) and call the next epoch best whatever its loss; ours rebases the saved paths."""
+    import shutil
+    import warnings
+
+    from ferbench.records.safe_load import load_weights
+    from ferbench.training.resume import MovableCheckpoint
+
+    def die_at_epoch_3(module):
+        if module.current_epoch == 2:
+            raise Killed
+
+    first = tmp_path / "first"
+    cfg = make_cfg("trainer.max_epochs=4", f"results_dir={first}")
+    with monkeypatch.context() as patch:
+        patch.setattr(FERModule, "on_train_epoch_start", die_at_epoch_3, raising=False)
+        with pytest.raises(Killed):
+            run(cfg)
+    run_id = run_id_of(cfg)
+    moved = tmp_path / "moved"
+    shutil.copytree(first / "runs", moved / "runs")
+    shutil.rmtree(first)
+    last = rec.fold_dir(moved / "runs" / run_id, 0) / "checkpoints" / "last.ckpt"
+    state = next(v for k, v in load_weights(last, "test")["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert str(first) in state["dirpath"]
+
+    callback = MovableCheckpoint(dirpath=last.parent, monitor="val_loss", mode="min")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Lightning's "dirpath has changed" warning would raise here
+        callback.load_state_dict(dict(state))
+    assert float(callback.best_model_score) == float(state["best_model_score"])
+    assert callback.best_model_path == str(last.parent / "best.ckpt")
+    assert list(callback.best_k_models) == [str(last.parent / "best.ckpt")]
+
+    resumed = run(make_cfg("trainer.max_epochs=4", f"results_dir={moved}"))
+    assert list(resumed.history["epoch"]) == [1, 2, 3, 4]

@@ -96,6 +96,40 @@ class LastCheckpoint(Checkpoint):
             trainer.save_checkpoint(tmp)
 
 
+class MovableCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose state survives a moved run folder (a results dir copied to another disk or
+    worktree, then resumed).
+
+    Lightning reloads ``best_model_score`` only when the saved ``dirpath`` equals today's; otherwise it warns and
+    the next epoch becomes "best" whatever its val_loss, so ``best.ckpt`` could silently disagree with the
+    record's ``best_epoch``. Here the saved paths are rebased onto today's folder first. Its state key stays
+    ``ModelCheckpoint{...}``, so checkpoints written before this class existed still resume with their state.
+    """
+
+    @property
+    def state_key(self) -> str:
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("dirpath")
+        if saved and self.dirpath and saved != self.dirpath:
+            state_dict = _rebased(state_dict, str(saved), str(self.dirpath))
+        super().load_state_dict(state_dict)
+
+
+def _rebased(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """``state`` with every path under ``old`` moved under ``new``."""
+
+    def move(path: Any) -> Any:
+        return new + path[len(old) :] if isinstance(path, str) and path.startswith(old) else path
+
+    moved = {key: move(value) for key, value in state.items()}
+    moved["dirpath"] = new
+    if isinstance(state.get("best_k_models"), dict):
+        moved["best_k_models"] = {move(path): score for path, score in state["best_k_models"].items()}
+    return moved
+
+
 def make_resumable(trainer: pl.Trainer, last: Path, seed: int, fold: int) -> pl.Trainer:
     """Add exact-resume callbacks to a built Trainer; its ModelCheckpoint keeps choosing ``best`` only."""
     for callback in trainer.checkpoint_callbacks:

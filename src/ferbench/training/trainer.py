@@ -11,11 +11,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import EMAWeightAveraging, TQDMProgressBar
 
 from ferbench.errors import ConfigError
 from ferbench.quiet import quiet_known_warnings
 from ferbench.records.record import BEST_CHECKPOINT
+from ferbench.training.resume import MovableCheckpoint
 from ferbench.training.rules import StoppingRule
 
 PROGRESS_REFRESH = 20
@@ -261,7 +262,7 @@ def build_trainer(cfg, checkpoint_dir: Path | None, has_val: bool, **overrides: 
     callbacks: list[pl.Callback] = [speed_options(t), *overrides.pop("callbacks", [])]
     if checkpoint_dir is not None:
         callbacks.append(
-            ModelCheckpoint(
+            MovableCheckpoint(
                 dirpath=checkpoint_dir,
                 filename=Path(BEST_CHECKPOINT).stem,
                 monitor="val_loss" if has_val else None,
