@@ -149,3 +149,21 @@ def test_every_shipped_choice_stays_a_valid_run_id_part():
         for key in ("name", "variant"):
             if isinstance(body.get(key), str):
                 assert rec.id_part(key, body[key]) == body[key], path
+
+
+def test_a_boxes_csv_counts_by_its_contents_not_its_path(make_cfg, tmp_path):
+    """``data.boxes`` (a detector's face boxes): edited in place it is other data, so another run; moved, the same."""
+    first, moved = tmp_path / "a" / "boxes.csv", tmp_path / "b" / "renamed.csv"
+    first.parent.mkdir()
+    moved.parent.mkdir()
+    first.write_text("name,x1,y1,x2,y2\nKA.AN1.39.tiff,10,10,90,90\n")
+    shutil.copy(first, moved)
+
+    def id_with(path: Path) -> str:
+        return rec.run_id(make_cfg(f"++data.boxes={path}"), "data-abc")
+
+    before = id_with(first)
+    assert id_with(moved) == before
+    first.write_text("name,x1,y1,x2,y2\nKA.AN1.39.tiff,12,10,90,90\n")
+    assert id_with(first) != before
+    assert rec.run_id(make_cfg(), "data-abc") != before  # and none differs from some

@@ -95,14 +95,23 @@ def experiment_identity(cfg: DictConfig) -> dict[str, Any]:
     model = data.get("model")
     if isinstance(model, dict) and model.get("init"):
         model["init"] = init_identity(str(model["init"]))
+    data_cfg = data.get("data")
+    if isinstance(data_cfg, dict) and data_cfg.get("boxes"):
+        data_cfg["boxes"] = file_identity(str(data_cfg["boxes"]))
     return data
 
 
 def init_identity(init: str) -> str:
     """``model.init`` as the run id records it: a run id as it is, a weights file by its bytes' digest (the same
     weights anywhere are the same start)."""
-    path = Path(init).expanduser()
-    return "sha1:" + hashlib.sha1(path.read_bytes()).hexdigest() if path.is_file() else init
+    return file_identity(init)
+
+
+def file_identity(value: str) -> str:
+    """A file named in the config (``model.init``'s weights, ``data.boxes``'s CSV) by its bytes' digest: edited in
+    place it makes another run; moved or copied it keeps the id. Anything that is not a file stays as it is."""
+    path = Path(value).expanduser()
+    return "sha1:" + hashlib.sha1(path.read_bytes()).hexdigest() if path.is_file() else value
 
 
 def run_id(cfg: DictConfig, data_fingerprint: str) -> str:
