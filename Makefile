@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: help install test test-e2e test-all lint format run bench gpu-check ablations tables smoke-tables gallery clean
+.PHONY: help install install-loggers test test-e2e test-all lint format run bench gpu-check ablations tables smoke-tables gallery clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP) ## make .venv and install ferbench with its dev extras (about 3 minutes)
+
+install-loggers: $(STAMP) ## add the optional logger packages (tensorboard, mlflow-skinny, wandb) for logger=...
+	$(BIN)/pip install --quiet -e ".[dev,joblib,loggers]"
 
 test: $(STAMP) ## lint, then the fast tests (the dev loop, a few minutes); installs first if needed
 	$(BIN)/ruff check src tests

@@ -41,6 +41,10 @@ def plain_dict(node: Any) -> dict:
 LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",), "wandb": ("wandb",)}
 """The packages each ``logger`` choice needs (any one of them), beyond ferbench's own dependencies."""
 
+LOGGER_INSTALL = {"mlflow": "mlflow-skinny"}
+"""What to pip-install for a logger where it is not its first package's name: ``mlflow-skinny`` gives the ``mlflow``
+module without the server's packages (full ``mlflow`` brings graphene, which pins python-dateutil<3: a downgrade)."""
+
 
 def logger_name(cfg: Any) -> str:
     """The ``logger`` group's choice (``csv`` when the config has none)."""
@@ -53,7 +57,10 @@ def check_logger(cfg: Any) -> None:
     name = logger_name(cfg)
     needs = LOGGER_PACKAGES.get(name, ())
     if needs and not any(importlib.util.find_spec(package) for package in needs):
-        raise ConfigError(f"logger={name} needs the {' or '.join(needs)} package: pip install {needs[0]}")
+        pip = LOGGER_INSTALL.get(name, needs[0])
+        raise ConfigError(
+            f"logger={name} needs the {' or '.join(needs)} package: pip install {pip} (or the extra, '.[loggers]')"
+        )
 
 
 def validate(cfg: DictConfig) -> None:

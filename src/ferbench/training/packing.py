@@ -25,7 +25,7 @@ from ferbench.errors import ConfigError, Interrupted
 from ferbench.models.profile import count_macs, inference_speed
 from ferbench.training.detection import is_detection
 from ferbench.training.fold import FoldData, FoldResult, RunWork
-from ferbench.training.loggers import build_logger
+from ferbench.training.loggers import build_logger, close_logger
 from ferbench.training.metrics import flatten
 from ferbench.training.mixup import build_mixup
 from ferbench.training.optim import packed_optimizer_gap
@@ -90,7 +90,6 @@ def _jobs(works: list[RunWork], data: FoldData) -> list[_Job]:
             net = data.build.net(cfg, len(data.classes), data.labels[trained.train])  # the solo run's initial weights
             checkpoints = work.checkpoint_dir(fold)
             member = Member(work.name(fold), cfg.seed, trained, net, None, checkpoints)
-            member.logger = build_logger(cfg, work.run_id, fold.index, checkpoints.parent)
             member.augment = build_augmentation(cfg.aug.train)
             jobs.append(_Job(work, fold, member))
     return jobs
@@ -170,11 +169,17 @@ def _train_pack(jobs: list[_Job], data: FoldData, record: Recorder) -> dict[str,
     macs = count_macs(members[0].net.model, cfg.model.input_size, cfg.model.in_chans)
     if cfg.trainer.progress_bar:
         _say(f"packing {len(members)} models of {cfg.model.name}+{cfg.attn.name} (folds x seeds) into one")
+    for job in jobs:  # here, not in _jobs: a fold that goes solo gets its logger run from train_solo alone
+        if job.member.logger is None:  # a half of a pack that ran out of memory keeps the run it had
+            work, fold = job.work, job.fold
+            job.member.logger = build_logger(work.cfg, work.run_id, fold.index, work.checkpoint_dir(fold).parent)
     started = time.perf_counter()
     trainer = PackedTrainer(members, data.images, data.labels, pack_settings(cfg, len(data.classes)))
     try:
         results = trainer.train()
     except (Interrupted, KeyboardInterrupt) as exc:
+        for member in members:
+            close_logger(member.logger, "failed")
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         where = f"epoch {max(trainer.epoch) + 1} of {cfg.trainer.max_epochs} of a pack of {len(jobs)} models"
         raise Interrupted(signum, f"{where} ({jobs[0].member.name}, ...)") from None
@@ -186,13 +191,11 @@ def _train_pack(jobs: list[_Job], data: FoldData, record: Recorder) -> dict[str,
         torch.cuda.empty_cache()
         return {**_train_pack(jobs[:half], data, record), **_train_pack(jobs[half:], data, record)}
     fit_seconds = time.perf_counter() - started
-    for member in members:
-        if member.logger is not None:
-            member.logger.finalize("success")
     speed = _pack_inference_speed(trainer, cfg)
     failures = {}
     for job, member_result in zip(jobs, results, strict=True):
         result = _fold_result(job, member_result, data, len(members), params, macs, fit_seconds, speed)
+        close_logger(job.member.logger, "failed" if result.failure else "success")
         if failure := record(job.work, result):
             failures[job.work.run_id] = failure
     return failures

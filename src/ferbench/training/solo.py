@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from typing import Any
 
 import pandas as pd
 import pytorch_lightning as pl
@@ -22,7 +23,7 @@ from ferbench.records.record import BEST_CHECKPOINT, LAST_CHECKPOINT
 from ferbench.records.safe_load import allowed_types
 from ferbench.training.detection import detection_parts
 from ferbench.training.fold import FoldData, FoldResult, RunWork
-from ferbench.training.loggers import build_logger
+from ferbench.training.loggers import build_logger, close_logger
 from ferbench.training.metrics import flatten
 from ferbench.training.module import FERModule
 from ferbench.training.resume import make_resumable, read_last
@@ -36,7 +37,20 @@ log = logging.getLogger("ferbench")
 def train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str = "") -> FoldResult | None:
     """Fit, test the best checkpoint, return the result (None on a DDP rank other than 0: rank 0 records).
 
-    A diverged loss returns a result with ``failure`` set; a signal raises ``Interrupted`` saying where."""
+    A diverged loss returns a result with ``failure`` set; a signal raises ``Interrupted`` saying where. The fold's
+    logger run (``logger`` config group) is closed however the fold ends, failed unless it trained and tested."""
+    fold_logger = build_logger(work.cfg, work.run_id, fold.index, work.checkpoint_dir(fold).parent)
+    status = "failed"
+    try:
+        result = _train_solo(work, fold, data, pack_note, fold_logger or False)
+        if result is None or result.failure is None:
+            status = "success"
+        return result
+    finally:
+        close_logger(fold_logger, status)
+
+
+def _train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str, fold_logger: Any) -> FoldResult | None:
     cfg = work.cfg
     fold = subset_train(fold, data.labels, cfg.trainer.limit_train_fraction, cfg.seed)
     num_classes = len(data.classes)
@@ -52,7 +66,6 @@ def train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str = "") -
     checkpoint_dir = work.checkpoint_dir(fold)
     has_val = len(fold.val) > 0
     last = checkpoint_dir / LAST_CHECKPOINT
-    fold_logger = build_logger(cfg, work.run_id, fold.index, checkpoint_dir.parent) or False
     callbacks = warm_start_callbacks(cfg, model)
     built = build_trainer(cfg, checkpoint_dir, has_val=has_val, logger=fold_logger, callbacks=callbacks)
     trainer = make_resumable(built, last, cfg.seed, fold.index)
