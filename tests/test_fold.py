@@ -28,7 +28,7 @@ def _history(val_losses: list[float]) -> pd.DataFrame:
 
 
 def _data() -> FoldData:
-    return FoldData(np.zeros((16, 4, 4, 1), np.uint8), np.zeros(16, np.int64), CLASSES, build=None)
+    return FoldData(np.zeros((16, 4, 4, 1), np.uint8), np.zeros(16, np.int64), CLASSES, task=None)
 
 
 def test_the_record_s_best_epoch_is_the_stopping_rule_s_not_a_second_reading_of_the_history(make_cfg, tmp_path):

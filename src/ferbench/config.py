@@ -38,6 +38,12 @@ def plain_dict(node: Any) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
 
 
+def task_name(cfg: Any) -> str:
+    """What the config's model trains for (``model.task``, ``classification`` where unset): the one place a config
+    says whether it is a detector; the factory's ``TASKS`` is keyed by it."""
+    return str(cfg.model.get("task", "classification"))
+
+
 LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",), "wandb": ("wandb",)}
 """The packages each ``logger`` choice needs (any one of them), beyond ferbench's own dependencies."""
 

@@ -130,8 +130,10 @@ def claims_per_cell(spec: TableSpec) -> dict[tuple[str, str], int]:
 
 def training_images(cfg: DictConfig) -> tuple[int, int]:
     """(folds, training-side images summed over the folds) of this run as its split will draw it."""
+    from ferbench.factory import task_for
+
     samples = load_source(cfg).samples
-    folds = run_folds(cfg, samples, samples["label"].to_numpy())
+    folds = run_folds(cfg, samples, samples["label"].to_numpy(), task_for(cfg).min_classes)
     fraction = float(cfg.trainer.get("limit_train_fraction", 1.0) or 1.0)
     return len(folds), int(sum(len(f.train) * min(fraction, 1.0) + len(f.val) for f in folds))
 

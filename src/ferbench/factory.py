@@ -1,5 +1,9 @@
-"""One factory: config -> the objects that train. ``run``, the packed path, ``ferbench bench`` and the figures
-all build their model, loss, LightningModule, data module and preprocessed images here, so none re-wires them."""
+"""One factory: config -> the objects that train. ``run``, the packed path, ``ferbench bench`` and Grad-CAM all build
+their model, loss, LightningModule, data module and preprocessed images here, so none re-wires them.
+
+``TASKS`` holds one entry per task (classification, detection), keyed by ``config.task_name``: what a fold of that
+task is built from. The runner hands the entry to the trainers (``training/fold.py``, ``Task``); a new task is a new
+entry here, not a branch in a loop."""
 
 from __future__ import annotations
 
@@ -11,16 +15,19 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ferbench.attention import attention_factory
-from ferbench.config import plain_dict
+from ferbench.config import plain_dict, task_name
 from ferbench.data import DataSource
 from ferbench.data.datamodule import FERDataModule
+from ferbench.data.detection_transforms import DetectionDataModule, MosaicMixup, build_box_augmentation
 from ferbench.data.preprocess import PreparedImages, prepare_images
 from ferbench.data.splits import Fold
 from ferbench.data.transforms import build_augmentation
 from ferbench.errors import ConfigError
 from ferbench.models import create_model
 from ferbench.models.heads import HEADS
-from ferbench.training.fold import FoldBuilders
+from ferbench.registry import Registry
+from ferbench.training.detection import DetectionModule
+from ferbench.training.fold import Task
 from ferbench.training.losses import build_loss
 from ferbench.training.mixup import build_mixup, no_aug_epochs
 from ferbench.training.module import FERModule
@@ -40,7 +47,7 @@ MODEL_RESERVED_KEYS = (
 )
 """Model config keys that are not builder switches; ``revision`` marks a changed network so its run ids change;
 ``init`` and ``freeze_epochs`` start it from another run's weights (``training/warm_start.py``);
-``iou_class_targets`` shapes a detector's loss (``training/detection.py``)."""
+``iou_class_targets`` shapes a detector's loss (``DetectionModule``); ``task`` picks the ``TASKS`` entry."""
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
@@ -80,6 +87,11 @@ def build_net(cfg: DictConfig, num_classes: int, train_labels: np.ndarray) -> Pa
     return PackNet(model, loss, cfg.loss.get("aux_weight", 1.0))
 
 
+def build_pack_member(cfg: DictConfig, num_classes: int, train_labels: np.ndarray) -> tuple[PackNet, object]:
+    """What a pack member trains with: its unit (the solo run's initial weights) and its own ``aug.train``."""
+    return build_net(cfg, num_classes, train_labels), build_augmentation(cfg.aug.train)
+
+
 def build_module(cfg: DictConfig, model: nn.Module, loss: nn.Module, num_classes: int) -> FERModule:
     """The LightningModule, with ``aug.mixup`` (a batch transform of the training step) where the config has one."""
     module = FERModule(model, loss, cfg.optim, num_classes, cfg.trainer.max_epochs, cfg.loss.get("aux_weight", 1.0))
@@ -88,24 +100,95 @@ def build_module(cfg: DictConfig, model: nn.Module, loss: nn.Module, num_classes
     return module
 
 
+def loader_settings(cfg: DictConfig, options: dict) -> dict:
+    """A data module's loader keys from ``trainer`` (batch size, workers, pinned memory) and the run's seed;
+    ``options`` override them (the benchmark's)."""
+    settings = dict(
+        batch_size=cfg.trainer.batch_size, num_workers=cfg.trainer.num_workers, pin_memory=pin_memory_for(cfg)
+    )
+    settings.update({k: v for k, v in options.items() if v is not None}, seed=cfg.seed)
+    return settings
+
+
 def build_datamodule(
-    cfg: DictConfig, images: np.ndarray, labels: np.ndarray, fold: Fold, batch_size: int | None = None, **options
+    cfg: DictConfig, images: np.ndarray, labels: np.ndarray, fold: Fold, targets: None = None, **options
 ) -> FERDataModule:
     """The fold's data module with ``aug.train`` on its training part; ``options`` override the trainer keys."""
-    settings = dict(
-        batch_size=batch_size or cfg.trainer.batch_size,
-        num_workers=cfg.trainer.num_workers,
-        pin_memory=pin_memory_for(cfg),
-        seed=cfg.seed,
+    if targets is not None:
+        raise ConfigError(f"model={cfg.model.name} classifies: it takes labels, not boxes")
+    return FERDataModule(images, labels, fold, build_augmentation(cfg.aug.train), **loader_settings(cfg, options))
+
+
+def build_detection_module(cfg: DictConfig, model: nn.Module, loss: nn.Module, num_classes: int) -> DetectionModule:
+    """A detector's LightningModule: YOLOX's own loss (``loss``, a classifier's, is not used), mosaic off for the
+    last ``aug.no_aug_epochs``."""
+    return DetectionModule(
+        model,
+        cfg.optim,
+        num_classes,
+        cfg.trainer.max_epochs,
+        cfg.model.input_size,
+        cfg.model.in_chans,
+        no_aug_epochs=no_aug_epochs(cfg.aug),
+        iou_class_targets=bool(cfg.model.get("iou_class_targets", True)),
     )
-    settings.update(options)
-    return FERDataModule(images, labels, fold, build_augmentation(cfg.aug.train), **settings)
 
 
-FOLD_BUILDERS = FoldBuilders(
-    model_and_loss=seeded_model_and_loss, module=build_module, datamodule=build_datamodule, net=build_net
+def build_detection_datamodule(
+    cfg: DictConfig, images: np.ndarray, labels: np.ndarray, fold: Fold, targets: list | None = None, **options
+) -> DetectionDataModule:
+    """A detector's fold: ``aug.train`` box-aware, mosaic and mix-up from ``aug.detection``, boxes as targets."""
+    if targets is None:
+        raise ConfigError(f"model={cfg.model.name} detects: it needs each image's face boxes")
+    augment, mixing = build_box_augmentation(cfg.aug.train), MosaicMixup.from_config(cfg.aug.get("detection"))
+    return DetectionDataModule(images, targets, fold, augment, mixing, **loader_settings(cfg, options))
+
+
+def detection_targets(
+    cfg: DictConfig, source: DataSource, keep: np.ndarray, labels: np.ndarray
+) -> tuple[list[np.ndarray], dict[str, int]]:
+    """Per kept image its (K, 5) targets at the model's input size (face boxes, cached beside the images), and the
+    box counts for the record (what was done where there was not exactly one face)."""
+    from ferbench.data.boxes import face_boxes
+
+    if cfg.data.get("face_crop", False):
+        raise ConfigError("data.face_crop=true crops each image to its face: a detector needs the whole image")
+    cache = Path(cfg.cache_dir) if cfg.get("cache_dir") else None
+    boxes = face_boxes(source, keep, cache, cfg.data.get("boxes") or None)
+    return boxes.targets(labels, int(cfg.model.input_size)), boxes.counts
+
+
+TASKS: Registry[Task] = Registry("model.task")
+"""What a fold of each task is built from, keyed by ``model.task`` (``config.task_name``)."""
+TASKS.register("classification")(
+    Task(
+        "classification",
+        model=build_model,
+        model_and_loss=seeded_model_and_loss,
+        module=build_module,
+        datamodule=build_datamodule,
+        pack_member=build_pack_member,
+    )
 )
-"""What the runner hands its trainers (``training/fold.py``): every fold's fresh objects come from here."""
+TASKS.register("detection")(
+    Task(
+        "detection",
+        model=build_model,
+        model_and_loss=seeded_model_and_loss,
+        module=build_detection_module,
+        datamodule=build_detection_datamodule,
+        targets=detection_targets,
+        min_classes=1,
+    )
+)
+
+
+def task_for(cfg: DictConfig) -> Task:
+    """The ``TASKS`` entry the config's model trains for; an unknown ``model.task`` names the choices."""
+    try:
+        return TASKS.get(task_name(cfg))
+    except KeyError as exc:
+        raise ConfigError(str(exc.args[0])) from None
 
 
 def prepare(cfg: DictConfig, source: DataSource, progress: bool | None = None) -> PreparedImages:

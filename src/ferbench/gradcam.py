@@ -30,12 +30,12 @@ log = logging.getLogger("ferbench")
 
 def load_trained_model(run_dir: Path, fold: int = 0) -> tuple[nn.Module, object]:
     """The fold's best checkpoint, rebuilt from the run's own resolved config."""
-    from ferbench.factory import build_model
+    from ferbench.factory import task_for
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     metrics = pd.read_csv(run_dir / "metrics.csv")
     classes = json.loads(metrics["classes"].iloc[0])
-    model = build_model(cfg, num_classes=len(classes))
+    model = task_for(cfg).model(cfg, len(classes))
     state = best_weights(rec.best_checkpoint(run_dir, fold))
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     return model.eval(), cfg

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from ferbench.data.identity import load_source
 from ferbench.data.leakage import cached_hashes, leakage_figures, nearest_distance, seen_side
 from ferbench.data.splits import Fold, run_folds
-from ferbench.factory import prepare
+from ferbench.factory import prepare, task_for
 from ferbench.records.atomic import write_atomic
 from ferbench.records.record import data_choice
 
@@ -37,7 +37,7 @@ def scan(cfg: DictConfig) -> LeakageScan:
     source = load_source(cfg)
     prepared = prepare(cfg, source, progress=False)
     samples = source.samples[prepared.keep].reset_index(drop=True)
-    folds = run_folds(cfg, samples, samples["label"].to_numpy())
+    folds = run_folds(cfg, samples, samples["label"].to_numpy(), task_for(cfg).min_classes)
     hashes = cached_hashes(prepared.images, prepared.cache_path)
     about = {"data": data_choice(cfg), "split": str(cfg.split.name), "seed": int(cfg.seed), "n_folds": len(folds)}
     figures = leakage_figures(samples, folds, hashes, **about, protocol=str(cfg.protocol))

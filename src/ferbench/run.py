@@ -23,13 +23,12 @@ from ferbench.data.identity import data_fingerprint, data_root, load_source
 from ferbench.data.leakage import write_run_leakage
 from ferbench.data.splits import Fold, run_folds
 from ferbench.errors import FerbenchError, RunFailed
-from ferbench.factory import FOLD_BUILDERS, build_model, prepare
+from ferbench.factory import prepare, task_for
 from ferbench.records import record as rec
 from ferbench.records.atomic import write_atomic, write_csv, write_stream, write_text
 from ferbench.records.integrity import set_aside_damaged_metrics
 from ferbench.records.run_folder import disk_full_keeps_folds, ensure_writable, half_made_removed, remove_half_made
-from ferbench.training.detection import detection_targets, is_detection
-from ferbench.training.fold import FoldData, FoldResult, RunWork, failure_line, write_fold_result
+from ferbench.training.fold import FoldData, FoldResult, RunWork, Task, failure_line, write_fold_result
 from ferbench.training.packing import Recorder, has_packed_state, pack_limit, train_packed
 from ferbench.training.solo import train_solo
 from ferbench.training.trainer import configure_cpu
@@ -41,7 +40,7 @@ log = logging.getLogger("ferbench")
 def check_model(cfg: DictConfig, num_classes: int) -> None:
     """Build the model and load ``model.init``'s weights into it once, so that a wrong switch or a missing,
     unreadable or foreign checkpoint fails before the run's folder exists, not in its first fold."""
-    model = build_model(cfg, num_classes)
+    model = task_for(cfg).model(cfg, num_classes)
     if cfg.model.get("init"):
         load_matching(model, init_source(str(cfg.model.init), Path(cfg.results_dir)))
 
@@ -102,8 +101,10 @@ class RunData:
     skipped: dict[str, int]
     skipped_files: pd.DataFrame
     """path and reason of every image left out (``data.skip_corrupt``): written as the run's skipped.csv."""
+    task: Task
+    """The factory's entry for the config's ``model.task``: what each fold is built from."""
     targets: list[np.ndarray] | None = None
-    """A detector's face boxes with their labels, per image (``model.task=detection``); None to classify."""
+    """What each image trains on besides its label (``Task.targets``: a detector's face boxes); None: labels."""
     cache_path: Path | None = None
     """The preprocessed array's cache file (image hashes for leakage.json are kept beside it)."""
 
@@ -114,7 +115,7 @@ class RunData:
     @property
     def fold_data(self) -> FoldData:
         """What the trainers see of it."""
-        return FoldData(self.images, self.labels, self.classes, FOLD_BUILDERS, self.targets)
+        return FoldData(self.images, self.labels, self.classes, self.task, self.targets)
 
     def recorder(self) -> Recorder:
         """Writes a fold's record from a trainer's result (rank 0 only); returns the failure line, if it failed."""
@@ -133,20 +134,23 @@ class RunData:
 def load_run_data(cfg: DictConfig, source: DataSource, fingerprint: str, progress: bool | None = None) -> RunData:
     """Decode (or reuse the cached array), drop what ``skip_corrupt`` leaves out, make the copies and the folds:
     the one way a run's images are made, for training and for what reads them after (Grad-CAM)."""
+    task = task_for(cfg)
     prepared = prepare(cfg, source, progress=progress)
     samples = source.samples[prepared.keep].reset_index(drop=True)
     labels = samples["label"].to_numpy(dtype=np.int64)
     skipped_files = source.samples.loc[~prepared.keep, ["path"]].assign(reason="corrupt_images")
     skipped = {**source.skipped, **prepared.skipped}
     images, targets, cache_path = prepared.images, None, prepared.cache_path
-    if is_detection(cfg):  # face boxes (cached beside the images); what was done where there was no one face
-        targets, box_counts = detection_targets(cfg, source, prepared.keep, labels)
-        skipped.update(box_counts)
+    if task.targets is not None:  # a detector's face boxes; what was done where there was not one face
+        targets, counts = task.targets(cfg, source, prepared.keep, labels)
+        skipped.update(counts)
     if cfg.split.get("copies", 1) > 1:  # split=paper_copies: paper 000's offline copies, before its random split
         samples, images, labels, targets = expand_copies(samples, images, labels, targets, cfg.split.copies, cfg.seed)
         cache_path = None  # the copies are not the cached array: hash them afresh
-    folds = run_folds(cfg, samples, labels)
-    return RunData(source, fingerprint, images, samples, labels, folds, skipped, skipped_files, targets, cache_path)
+    folds = run_folds(cfg, samples, labels, task.min_classes)
+    return RunData(
+        source, fingerprint, images, samples, labels, folds, skipped, skipped_files, task, targets, cache_path
+    )
 
 
 DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -179,7 +183,8 @@ def _train_run(cfg: DictConfig, run_id: str, run_dir: Path, data: RunData) -> re
     work = RunWork(cfg, run_id, run_dir, len(data.folds), [])
     work.pending = [fold for fold in data.folds if not rec.fold_is_complete(run_dir, fold.index)]
     record = data.recorder()
-    packs = pack_limit(cfg) > 1 and len(work.pending) > 1 or any(has_packed_state(work, f) for f in work.pending)
+    packs = pack_limit(cfg, data.task.packs) > 1 and len(work.pending) > 1
+    packs = packs or any(has_packed_state(work, f) for f in work.pending)
     if primary and packs:
         failures = train_packed([work], data.fold_data, record)
         if run_id in failures:
@@ -220,7 +225,7 @@ def run_many(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
     outcomes: list[rec.RunRecord | FerbenchError | None] = [None] * len(cfgs)
     groups: dict[str, list[int]] = {}
     for i, cfg in enumerate(cfgs):
-        key = seedless_key(cfg) if pack_limit(cfg) > 1 else f"alone {i}"
+        key = seedless_key(cfg) if _packs(cfg) else f"alone {i}"
         groups.setdefault(key, []).append(i)
     for indices in groups.values():
         if len(indices) == 1:
@@ -229,6 +234,13 @@ def run_many(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
             for i, outcome in zip(indices, _run_seeds([cfgs[i] for i in indices]), strict=True):
                 outcomes[i] = outcome
     return outcomes  # type: ignore[return-value]
+
+
+def _packs(cfg: DictConfig) -> bool:
+    try:
+        return pack_limit(cfg, task_for(cfg).packs) > 1
+    except FerbenchError:  # a bad config: its own run says so
+        return False
 
 
 def _outcome(fn, *args):
@@ -292,7 +304,7 @@ def _train_seeds(works: list[RunWork], source: DataSource, fingerprint: str) -> 
     data = load_run_data(works[0].cfg, source, fingerprint)
     check_model(works[0].cfg, len(data.classes))  # a config error fails here, before any run's record is written
     for work in works:
-        folds = run_folds(work.cfg, data.samples, data.labels)
+        folds = run_folds(work.cfg, data.samples, data.labels, data.task.min_classes)
         _start_record(work.cfg, work.run_dir, data, folds)
         work.n_folds = len(folds)
         work.pending = [f for f in folds if not rec.fold_is_complete(work.run_dir, f.index)]

@@ -25,7 +25,6 @@ from ferbench.bench.measure import PeakMemory, Setting, Window, make_setting, sy
 from ferbench.bench.paths import ferbench_path
 from ferbench.bench.table import fastest, machine_info, write_bench_csv
 from ferbench.data.splits import Fold
-from ferbench.data.transforms import build_augmentation
 from ferbench.factory import build_model
 from ferbench.models.profile import count_macs
 from ferbench.training.trainer import configure_cpu
@@ -58,7 +57,7 @@ def device_peak_tflops(device: torch.device, cfg: DictConfig) -> float | None:
 
 def packed_path(s: Setting, k: int) -> dict:
     """``k`` models of the case (seeds 0..k-1) trained as one pack: images/s over all of them."""
-    from ferbench.factory import build_net
+    from ferbench.factory import task_for
     from ferbench.training.packed import Member, PackedTrainer
     from ferbench.training.packing import pack_settings
     from ferbench.training.trainer import apply_numerics
@@ -69,8 +68,7 @@ def packed_path(s: Setting, k: int) -> dict:
     for seed in range(k):
         seeded = cfg.copy()
         seeded.seed = seed
-        net = build_net(seeded, NUM_CLASSES, s.labels)
-        augment = build_augmentation(cfg.aug.train)
+        net, augment = task_for(seeded).pack_member(seeded, NUM_CLASSES, s.labels)
         members.append(Member(f"bench {seed}", seed, Fold(0, rows, rows[:0], rows[:0]), net, augment, Path(".")))
     settings = pack_settings(cfg, NUM_CLASSES)
     settings.device, settings.progress = s.device, None

@@ -13,26 +13,32 @@ from torch.utils.data import DataLoader, Dataset
 
 from ferbench.bench.cases import NUM_CLASSES, PRECISION_DTYPES
 from ferbench.bench.measure import PeakMemory, Setting, StepTimer, Window, synchronizer
-from ferbench.data.datamodule import FERDataModule
 from ferbench.data.splits import Fold
 from ferbench.data.transforms import BatchAugment, build_augmentation, normalize_batch
 from ferbench.errors import FerbenchError
-from ferbench.factory import build_datamodule, build_model, build_module, seeded_model_and_loss
+from ferbench.factory import build_model, task_for
 from ferbench.training.trainer import build_trainer
 
 # ------------------------------------------------------------------------------------------------ ferbench
 
 
+def _datamodule(s: Setting, fold: Fold):
+    """The run's own data module for the case (the factory's), at the benchmark's batch size and loader keys."""
+    task = task_for(s.cfg)
+    options = dict(batch_size=s.batch_size, num_workers=s.num_workers, pin_memory=s.pin_memory)
+    return task.datamodule(s.cfg, s.images, s.labels, fold, **options)
+
+
 def ferbench_path(s: Setting, evaluate: bool = True, barrier: Callable[[], None] | None = None) -> dict:
-    """Train (and test) through FERModule + FERDataModule + build_trainer's Trainer, as ``run`` does."""
+    """Train (and test) through the task's LightningModule and data module and build_trainer's Trainer, as ``run``
+    does."""
     cfg = s.cfg
     all_rows = np.arange(len(s.images))
     fold = Fold(0, all_rows, np.arange(0), all_rows)
-    model, loss = seeded_model_and_loss(cfg, NUM_CLASSES, s.labels)
-    module = build_module(cfg, model, loss, NUM_CLASSES)
-    datamodule = build_datamodule(
-        cfg, s.images, s.labels, fold, s.batch_size, num_workers=s.num_workers, pin_memory=s.pin_memory
-    )
+    task = task_for(cfg)
+    model, loss = task.model_and_loss(cfg, NUM_CLASSES, s.labels)
+    module = task.module(cfg, model, loss, NUM_CLASSES)
+    datamodule = _datamodule(s, fold)
     timer = StepTimer(s.schedule.warmup, s.total - 1, synchronizer(s.device), barrier)
     trainer = build_trainer(
         cfg,
@@ -157,16 +163,7 @@ def _plain_eval(s: Setting, model: torch.nn.Module, layout: torch.memory_format,
 def data_path(s: Setting) -> float:
     """images/s of ferbench's training loader alone: indexing, augmentation (unless on the device), collate."""
     all_rows = np.arange(len(s.images))
-    datamodule = FERDataModule(
-        s.images,
-        s.labels,
-        Fold(0, all_rows, np.arange(0), all_rows),
-        build_augmentation(s.cfg.aug.train),
-        batch_size=s.batch_size,
-        num_workers=s.num_workers,
-        pin_memory=s.pin_memory,
-        seed=s.cfg.seed,
-    )
+    datamodule = _datamodule(s, Fold(0, all_rows, np.arange(0), all_rows))
     if s.cfg.trainer.gpu_augment:
         datamodule.augment_on_device()
     start = None

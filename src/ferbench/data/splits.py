@@ -148,9 +148,9 @@ def subset_train(fold: Fold, labels: np.ndarray, fraction: float, seed: int) -> 
     return Fold(fold.index, kept, fold.val, fold.test)
 
 
-def run_folds(cfg: DictConfig, samples: pd.DataFrame, labels: np.ndarray) -> list[Fold]:
-    """The split protocol's folds for this run's seed (and ``protocol``)."""
+def run_folds(cfg: DictConfig, samples: pd.DataFrame, labels: np.ndarray, min_classes: int) -> list[Fold]:
+    """The split protocol's folds for this run's seed (and ``protocol``); ``min_classes``: the task's
+    (``Task.min_classes``: a face detector may know one expression)."""
     split_params = {k: v for k, v in plain_dict(cfg.split).items() if k != "name"}
-    min_classes = 1 if cfg.model.get("task") == "detection" else 2  # a face detector may know one expression
     folds = make_folds(samples, cfg.split.name, cfg.seed, min_classes, **split_params)
     return protocol_folds(folds, cfg.protocol)

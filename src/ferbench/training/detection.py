@@ -24,11 +24,10 @@ from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_convert, box_iou
 
-from ferbench.errors import ConfigError
 from ferbench.models.profile import frames_per_second
 from ferbench.models.yoloxnano_det import DetectionPipeline, postprocess
 from ferbench.training.metrics import ImageMean
-from ferbench.training.mixup import mixes, no_aug_epochs
+from ferbench.training.mixup import mixes
 from ferbench.training.module import HistoryModule
 
 CENTER_RADIUS = 2.5
@@ -362,55 +361,3 @@ class DetectionModule(HistoryModule):
         totals = matrix.sum(1).clamp(min=1)
         row.update({f"recall_{c}": float(matrix[i, i] / totals[i]) for i, c in enumerate(classes)})
         return row
-
-
-# ------------------------------------------------------------------------------------------------ factory
-
-
-def is_detection(cfg: Any) -> bool:
-    """The model config says which task it trains (``task: detection``); classification otherwise."""
-    return cfg.model.get("task", "classification") == "detection"
-
-
-def detection_targets(cfg: Any, source: Any, keep: Any, labels: Any) -> tuple[list, dict[str, int]]:
-    """Per kept image its (K, 5) targets at the model's input size, and the box counts for the record."""
-    from pathlib import Path
-
-    from ferbench.data.boxes import face_boxes
-
-    if cfg.data.get("face_crop", False):
-        raise ConfigError("data.face_crop=true crops each image to its face: a detector needs the whole image")
-    boxes = face_boxes(
-        source, keep, Path(cfg.cache_dir) if cfg.get("cache_dir") else None, cfg.data.get("boxes") or None
-    )
-    return boxes.targets(labels, int(cfg.model.input_size)), boxes.counts
-
-
-def detection_parts(
-    cfg: Any, model: nn.Module, fold: Any, images: Any, targets: list, num_classes: int, pin_memory: bool
-) -> tuple[DetectionModule, Any]:
-    """The LightningModule and data module ``training.solo.train_solo`` fits for a detector."""
-    from ferbench.data.detection_transforms import DetectionDataModule, MosaicMixup, build_box_augmentation
-
-    module = DetectionModule(
-        model,
-        cfg.optim,
-        num_classes,
-        cfg.trainer.max_epochs,
-        cfg.model.input_size,
-        cfg.model.in_chans,
-        no_aug_epochs=no_aug_epochs(cfg.aug),
-        iou_class_targets=bool(cfg.model.get("iou_class_targets", True)),
-    )
-    datamodule = DetectionDataModule(
-        images,
-        targets,
-        fold,
-        build_box_augmentation(cfg.aug.train),
-        MosaicMixup.from_config(cfg.aug.get("detection")),
-        batch_size=cfg.trainer.batch_size,
-        num_workers=cfg.trainer.num_workers,
-        pin_memory=pin_memory,
-        seed=cfg.seed,
-    )
-    return module, datamodule

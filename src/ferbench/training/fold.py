@@ -12,9 +12,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from torch import nn
@@ -24,31 +26,44 @@ from ferbench.records import record as rec
 
 
 @dataclass(frozen=True)
-class FoldBuilders:
-    """The factory's functions a trainer calls for each fold's fresh objects.
+class Task:
+    """How one task (classification, detection) becomes objects for a fold: an entry of the factory's ``TASKS``.
 
-    The runner passes them down from ``ferbench.factory`` (the one place config becomes objects), so that
-    ``training/`` never imports the factory that sits above it and builds from it."""
+    Every loop builds from the entry it is handed (the runner passes it down from ``ferbench.factory``, the one place
+    config becomes objects), so ``training/`` never imports the factory above it, and a new task is a new entry."""
 
+    name: str
+    model: Callable[[DictConfig, int], nn.Module]
+    """(cfg, num_classes) -> the network, unseeded (checks, Grad-CAM, profiles)."""
     model_and_loss: Callable[[DictConfig, int, np.ndarray], tuple[nn.Module, nn.Module]]
     """(cfg, num_classes, the fold's training labels) -> the seeded model and its loss."""
-    module: Callable[[DictConfig, nn.Module, nn.Module, int], object]
-    """(cfg, model, loss, num_classes) -> the classifier's LightningModule."""
-    datamodule: Callable[[DictConfig, np.ndarray, np.ndarray, Fold], object]
-    """(cfg, images, labels, fold) -> the fold's LightningDataModule."""
-    net: Callable[[DictConfig, int, np.ndarray], nn.Module]
-    """(cfg, num_classes, the fold's training labels) -> the packed trainer's unit (model and loss as one)."""
+    module: Callable[[DictConfig, nn.Module, nn.Module, int], pl.LightningModule]
+    """(cfg, model, loss, num_classes) -> the LightningModule the Lightning loop fits and tests (``test_row``)."""
+    datamodule: Callable[..., pl.LightningDataModule]
+    """(cfg, images, labels, fold, targets=None, **trainer key overrides) -> the fold's LightningDataModule."""
+    pack_member: Callable[[DictConfig, int, np.ndarray], tuple[nn.Module, Any]] | None = None
+    """(cfg, num_classes, the fold's training labels) -> the packed loop's unit (model and loss as one) and its
+    augmentation; None: this task never trains in a pack."""
+    targets: Callable[[DictConfig, Any, np.ndarray, np.ndarray], tuple[list[np.ndarray], dict[str, int]]] | None = None
+    """(cfg, source, kept rows, labels) -> per image what it trains on besides its label (a detector's boxes) and
+    the counts the record keeps; None: the labels alone."""
+    min_classes: int = 2
+    """The fewest classes a split may hold (a face detector may know one expression)."""
+
+    @property
+    def packs(self) -> bool:
+        return self.pack_member is not None
 
 
 @dataclass
 class FoldData:
     """What every fold of a run trains on (the decoded images, their labels, class names, a detector's boxes) and
-    the builders that make each fold's fresh model from the config."""
+    the task whose builders make each fold's fresh objects from the config."""
 
     images: np.ndarray
     labels: np.ndarray
     classes: list[str]
-    build: FoldBuilders
+    task: Task
     targets: list[np.ndarray] | None = None
     """A detector's face boxes with their labels, per image (``model.task=detection``); None to classify."""
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ferbench.errors import RunFailed
-from ferbench.training.metrics import ImageMean, test_metrics
+from ferbench.training.metrics import ImageMean, flatten, test_metrics
 from ferbench.training.mixup import MixUp, mix_batch, mixed_loss, mixes
 from ferbench.training.optim import lightning_optimizers
 from ferbench.training.rules import BadLoss, LossWatch, StoppingRule, close_epoch
@@ -178,3 +178,7 @@ class FERModule(HistoryModule):
         self._test_labels = []
         self.test_results = {k: v.detach().cpu() for k, v in self.test_metrics.compute().items()}
         self.test_metrics.reset()
+
+    def test_row(self, classes: list[str]) -> dict[str, float]:
+        """The record's metric columns from the last test (the confusion matrix is written on its own)."""
+        return flatten(self.test_results, classes)

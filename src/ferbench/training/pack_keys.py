@@ -43,8 +43,9 @@ EXECUTION_ONLY_TRAINER = tuple(k.split(".", 1)[1] for k in IDENTITY_EXCLUDED if 
 """Trainer keys outside the run id (threads, workers, compile, ``pack`` itself): how fast, not what trains."""
 
 BUILT_AS_SOLO = ("model", "attn", "data", "split", "loss", "aug", "seed", "protocol")
-"""Identity keys the packed loop gets from the same factory calls as the solo loop (``factory.build_net``,
-``build_augmentation``, the split): honoured by construction; their exceptions are refused in ``unpackable``."""
+"""Identity keys the packed loop gets from the same factory calls as the solo loop (the task's ``pack_member``:
+``build_net`` and ``build_augmentation``; the split): honoured by construction; their exceptions are refused in
+``unpackable``."""
 
 CHECKED_GROUPS = ("trainer", "optim")
 """Identity keys with their own allow-list: this module's for ``trainer``, ``packed_optimizer_gap`` for ``optim``."""

@@ -20,10 +20,8 @@ from omegaconf import DictConfig
 from torch.func import functional_call, stack_module_state, vmap
 
 from ferbench.data.splits import Fold, subset_train
-from ferbench.data.transforms import build_augmentation
 from ferbench.errors import ConfigError, Interrupted
 from ferbench.models.profile import count_macs, inference_speed
-from ferbench.training.detection import is_detection
 from ferbench.training.fold import FoldData, FoldResult, RunWork
 from ferbench.training.loggers import build_logger, close_logger
 from ferbench.training.metrics import flatten
@@ -49,11 +47,12 @@ Recorder = Callable[[RunWork, FoldResult], "str | None"]
 """Writes a fold's record from its result; returns the failure line when the fold diverged."""
 
 
-def pack_limit(cfg: DictConfig) -> int:
+def pack_limit(cfg: DictConfig, task_packs: bool = True) -> int:
     """``trainer.pack``: the most models one pack may hold (1 = each model alone).
 
     ``auto`` packs on an accelerator; on a CPU, compute-bound for these convolutions, it does not (the
-    benchmark's ``pack_speedup`` there is about 1). Several processes (DDP) never pack.
+    benchmark's ``pack_speedup`` there is about 1). Several processes (DDP) never pack, nor a task without a pack
+    unit (``task_packs``: ``Task.packs``, False for a detector's loss).
     """
     value = cfg.trainer.get("pack", "auto")
     if value in ("off", False, None):
@@ -62,7 +61,7 @@ def pack_limit(cfg: DictConfig) -> int:
         raise ConfigError(f"trainer.pack must be 'auto', 'off' or an integer >= 1, got {value!r}")
     if int(cfg.trainer.get("devices", 1) or 1) > 1 or "ddp" in str(cfg.trainer.get("strategy", "auto")):
         return 1
-    if is_detection(cfg) or cfg.split.get("copies", 1) > 1:  # a detector's loss; seeded copies: data per seed
+    if not task_packs or cfg.split.get("copies", 1) > 1:  # seeded copies: the data differs per seed
         return 1
     if value == "auto":
         return AUTO_PACK_MAX if training_device(cfg).type != "cpu" else 1
@@ -87,10 +86,10 @@ def _jobs(works: list[RunWork], data: FoldData) -> list[_Job]:
         cfg = work.cfg
         for fold in work.pending:
             trained = subset_train(fold, data.labels, cfg.trainer.limit_train_fraction, cfg.seed)
-            net = data.build.net(cfg, len(data.classes), data.labels[trained.train])  # the solo run's initial weights
+            # the solo run's initial weights, and its own augmentation
+            net, augment = data.task.pack_member(cfg, len(data.classes), data.labels[trained.train])
             checkpoints = work.checkpoint_dir(fold)
-            member = Member(work.name(fold), cfg.seed, trained, net, None, checkpoints)
-            member.augment = build_augmentation(cfg.aug.train)
+            member = Member(work.name(fold), cfg.seed, trained, net, augment, checkpoints)
             jobs.append(_Job(work, fold, member))
     return jobs
 
@@ -120,8 +119,9 @@ def train_packed(works: list[RunWork], data: FoldData, record: Recorder) -> dict
     """Train every pending fold of ``works`` (runs that differ at most in seed) in packs, ``record`` each fold's
     result as it comes. Returns the failures by run id (a NaN fails its own run only)."""
     cfg = works[0].cfg
+    assert data.task.packs, f"train_packed was handed a {data.task.name} run, which never packs"
     apply_numerics(cfg.trainer)  # as build_trainer does: the vmap probe and the pack run under the run's settings
-    limit = pack_limit(cfg)
+    limit = pack_limit(cfg, data.task.packs)
     jobs = _jobs(works, data)
     fits = {id(m) for m in packable([j.member for j in jobs], int(cfg.trainer.batch_size))[0]}
     # a fold a killed pack left half-trained resumes in a pack even where this command would not pack

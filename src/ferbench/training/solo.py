@@ -1,4 +1,5 @@
-"""One fold, one model, through Lightning: a classifier (``FERModule``) or a detector (``DetectionModule``).
+"""One fold, one model, through Lightning: the LightningModule and data module of the run's task (``Task``: a
+classifier's ``FERModule``, a detector's ``DetectionModule``).
 
 Resumes from ``last.ckpt`` when a killed run left one, tests the best checkpoint, and returns a ``FoldResult``;
 the runner writes the record from it (``training/fold.py``).
@@ -21,14 +22,12 @@ from ferbench.errors import Interrupted, RunFailed
 from ferbench.models.profile import count_macs, inference_speed
 from ferbench.records.record import BEST_CHECKPOINT, LAST_CHECKPOINT
 from ferbench.records.safe_load import allowed_types
-from ferbench.training.detection import detection_parts
 from ferbench.training.fold import FoldData, FoldResult, RunWork
 from ferbench.training.loggers import build_logger, close_logger
-from ferbench.training.metrics import flatten
 from ferbench.training.module import FERModule
 from ferbench.training.resume import make_resumable, read_last
 from ferbench.training.rules import stopped_early, stopping_state
-from ferbench.training.trainer import build_trainer, pin_memory_for
+from ferbench.training.trainer import build_trainer
 from ferbench.training.warm_start import warm_start_callbacks
 
 log = logging.getLogger("ferbench")
@@ -54,15 +53,10 @@ def _train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str, fold_
     cfg = work.cfg
     fold = subset_train(fold, data.labels, cfg.trainer.limit_train_fraction, cfg.seed)
     num_classes = len(data.classes)
-    model, loss = data.build.model_and_loss(cfg, num_classes, data.labels[fold.train])
+    model, loss = data.task.model_and_loss(cfg, num_classes, data.labels[fold.train])
     macs = count_macs(model, cfg.model.input_size, cfg.model.in_chans)  # on the fresh model: one eval forward
-    if data.targets is not None:  # a detector (model.task=detection): boxes as targets, its own module and data
-        module, datamodule = detection_parts(
-            cfg, model, fold, data.images, data.targets, num_classes, pin_memory_for(cfg)
-        )
-    else:
-        module = data.build.module(cfg, model, loss, num_classes)
-        datamodule = data.build.datamodule(cfg, data.images, data.labels, fold)
+    module = data.task.module(cfg, model, loss, num_classes)
+    datamodule = data.task.datamodule(cfg, data.images, data.labels, fold, data.targets)
     checkpoint_dir = work.checkpoint_dir(fold)
     has_val = len(fold.val) > 0
     last = checkpoint_dir / LAST_CHECKPOINT
@@ -105,9 +99,7 @@ def _train_solo(work: RunWork, fold: Fold, data: FoldData, pack_note: str, fold_
         fold,
         history,
         best_epoch=module.stopping.best_epoch,
-        test_metrics=module.test_row(data.classes)
-        if data.targets is not None
-        else flatten(module.test_results, data.classes),
+        test_metrics=module.test_row(data.classes),
         confusion=module.test_results["confusion"],
         resumed=resumed,
         processes=world_size,
