@@ -27,7 +27,7 @@ from ferbench.factory import prepare, task_for
 from ferbench.records import record as rec
 from ferbench.records.atomic import write_atomic, write_csv, write_stream, write_text
 from ferbench.records.integrity import set_aside_damaged_metrics
-from ferbench.records.run_folder import disk_full_keeps_folds, ensure_writable, half_made_removed, remove_half_made
+from ferbench.records.run_folder import disk_full_keeps_folds, ensure_writable, half_made_removed
 from ferbench.training.fold import FoldData, FoldResult, RunWork, Task, failure_line, write_fold_result
 from ferbench.training.packing import Recorder, has_packed_state, pack_limit, train_packed
 from ferbench.training.solo import train_solo
@@ -58,34 +58,15 @@ def is_primary() -> bool:
 
 
 def run(cfg: DictConfig) -> rec.RunRecord:
-    """Train and test every fold of one experiment; reuse a complete record, resume a partial one.
+    """Train and test every fold of one experiment; reuse a complete record, resume a partial one: ``run_many`` of
+    one run, its error raised.
 
     A run being trained by another process (its ``.lock`` held) raises RunBusy: never trained twice at once.
     """
-    validate(cfg)
-    source = load_source(cfg)
-    fingerprint = data_fingerprint(source, data_root(cfg))
-    run_id = rec.run_id(cfg, fingerprint)
-    run_dir = rec.run_dir(cfg.results_dir, run_id)
-    if rec.is_complete(run_dir):
-        return rec.RunRecord.load(run_dir)
-    configure_cpu(cfg.trainer)
-    data = load_run_data(cfg, source, fingerprint)  # data and model errors fail here, before the run's folder
-    check_model(cfg, len(source.classes))
-    if not is_primary():
-        return _train_run(cfg, run_id, run_dir, data)
-    existed = run_dir.exists()
-    ensure_writable(run_dir)
-    with (
-        rec.run_lock(run_dir),
-        _own_ddp_session(),
-        disk_full_keeps_folds(run_dir),
-        half_made_removed(run_dir, existed),
-    ):
-        if rec.is_complete(run_dir):  # finished by another process between our check and the lock
-            return rec.RunRecord.load(run_dir)
-        set_aside_damaged_metrics(run_dir)
-        return _train_run(cfg, run_id, run_dir, data)
+    (outcome,) = run_many([cfg])
+    if isinstance(outcome, FerbenchError):
+        raise outcome
+    return outcome
 
 
 @dataclass
@@ -174,29 +155,29 @@ def _own_ddp_session() -> Iterator[None]:
                 torch.distributed.destroy_process_group()
 
 
-def _train_run(cfg: DictConfig, run_id: str, run_dir: Path, data: RunData) -> rec.RunRecord:
-    """Ask a trainer for every fold not yet recorded: packed where ``trainer.pack`` packs (or a killed pack left
-    state), else one model at a time; each result is recorded as it comes."""
+def _train(works: list[RunWork], data: RunData) -> None:
+    """Ask a trainer for every fold of ``works`` not yet recorded, each result recorded as it comes (a failure in
+    ``work.failure``): packed where ``trainer.pack`` packs several (or a killed pack left state), else one model at a
+    time. Off rank 0 (DDP) the folds are trained and rank 0 records."""
     primary = is_primary()
-    if primary:
-        _start_record(cfg, run_dir, data, data.folds)
-    work = RunWork(cfg, run_id, run_dir, len(data.folds), [])
-    work.pending = [fold for fold in data.folds if not rec.fold_is_complete(run_dir, fold.index)]
+    for work in works:
+        folds = run_folds(work.cfg, data.samples, data.labels, data.task.min_classes)
+        if primary:
+            _start_record(work.cfg, work.run_dir, data, folds)
+        work.n_folds = len(folds)
+        work.pending = [f for f in folds if not rec.fold_is_complete(work.run_dir, f.index)]
     record = data.recorder()
-    packs = pack_limit(cfg, data.task.packs) > 1 and len(work.pending) > 1
-    packs = packs or any(has_packed_state(work, f) for f in work.pending)
-    if primary and packs:
-        failures = train_packed([work], data.fold_data, record)
-        if run_id in failures:
-            raise RunFailed(failures[run_id])
-        return rec.finish_run(run_dir, work.n_folds)
-    for fold in work.pending:
-        result = train_solo(work, fold, data.fold_data)
-        if result is not None and (failure := record(work, result)):
-            raise RunFailed(failure)
-    if not primary:  # the record is rank 0's
-        return rec.RunRecord(run_id, run_dir, pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
-    return rec.finish_run(run_dir, work.n_folds)
+    pending = [(work, fold) for work in works for fold in work.pending]
+    packs = pack_limit(works[0].cfg, data.task.packs) > 1 and len(pending) > 1
+    if primary and (packs or any(has_packed_state(work, fold) for work, fold in pending)):
+        failures = train_packed(works, data.fold_data, record)
+        for work in works:
+            work.failure = failures.get(work.run_id)
+        return
+    for work, fold in pending:
+        result = None if work.failure else train_solo(work, fold, data.fold_data)
+        if result is not None:
+            work.failure = record(work, result)
 
 
 def _start_record(cfg: DictConfig, run_dir: Path, data: RunData, folds: list[Fold]) -> None:
@@ -228,11 +209,8 @@ def run_many(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
         key = seedless_key(cfg) if _packs(cfg) else f"alone {i}"
         groups.setdefault(key, []).append(i)
     for indices in groups.values():
-        if len(indices) == 1:
-            outcomes[indices[0]] = _outcome(run, cfgs[indices[0]])
-        else:
-            for i, outcome in zip(indices, _run_seeds([cfgs[i] for i in indices]), strict=True):
-                outcomes[i] = outcome
+        for i, outcome in zip(indices, _run_group([cfgs[i] for i in indices]), strict=True):
+            outcomes[i] = outcome
     return outcomes  # type: ignore[return-value]
 
 
@@ -243,15 +221,9 @@ def _packs(cfg: DictConfig) -> bool:
         return False
 
 
-def _outcome(fn, *args):
-    try:
-        return fn(*args)
-    except FerbenchError as exc:
-        return exc
-
-
-def _run_seeds(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
-    """Runs of one experiment at several seeds: data loaded once, every pending fold of every seed packed."""
+def _run_group(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
+    """Runs of one experiment at one seed or several: validated, their data listed, fingerprinted, loaded and
+    checked once, before any folder; then each run's folder made, locked, checked again and trained."""
     outcomes: list[rec.RunRecord | FerbenchError | None] = [None] * len(cfgs)
     try:
         validate(cfgs[0])
@@ -259,55 +231,85 @@ def _run_seeds(cfgs: list[DictConfig]) -> list[rec.RunRecord | FerbenchError]:
         fingerprint = data_fingerprint(source, data_root(cfgs[0]))
     except FerbenchError as exc:
         return [exc] * len(cfgs)
-    with ExitStack() as locks:
-        works: list[tuple[int, RunWork]] = []
-        made: list[Path] = []  # run folders this call made: removed again if the shared data fails
-        for i, cfg in enumerate(cfgs):
-            try:
-                validate(cfg)
-                run_id = rec.run_id(cfg, fingerprint)
-                run_dir = rec.run_dir(cfg.results_dir, run_id)
-                if rec.is_complete(run_dir):
-                    outcomes[i] = rec.RunRecord.load(run_dir)
-                    continue
-                configure_cpu(cfg.trainer)
-                existed = run_dir.exists()
-                ensure_writable(run_dir)
-                locks.enter_context(rec.run_lock(run_dir))
-            except FerbenchError as exc:
-                outcomes[i] = exc
-                continue
-            if rec.is_complete(run_dir):
-                outcomes[i] = rec.RunRecord.load(run_dir)
-                continue
-            set_aside_damaged_metrics(run_dir)
-            works.append((i, RunWork(cfg, run_id, run_dir, 0, [])))
-            if not existed:
-                made.append(run_dir)
-        if works:
-            try:
-                with disk_full_keeps_folds(works[0][1].run_dir.parent):
-                    _train_seeds([w for _, w in works], source, fingerprint)
-            except FerbenchError as exc:  # the data: every seed shares it
-                for run_dir in made:
-                    remove_half_made(run_dir)
-                for i, _ in works:
-                    outcomes[i] = exc
-                return outcomes  # type: ignore[return-value]
-            for i, work in works:
-                failure = work.failure
-                outcomes[i] = RunFailed(failure) if failure else rec.finish_run(work.run_dir, work.n_folds)
+    todo: list[tuple[int, RunWork]] = []
+    for i, cfg in enumerate(cfgs):
+        try:
+            validate(cfg)
+            run_id = rec.run_id(cfg, fingerprint)
+        except FerbenchError as exc:
+            outcomes[i] = exc
+            continue
+        run_dir = rec.run_dir(cfg.results_dir, run_id)
+        if rec.is_complete(run_dir):
+            outcomes[i] = rec.RunRecord.load(run_dir)
+        else:
+            todo.append((i, RunWork(cfg, run_id, run_dir, 0, [])))
+    if not todo:
+        return outcomes  # type: ignore[return-value]
+    first = todo[0][1].cfg
+    try:
+        configure_cpu(first.trainer)
+        data = load_run_data(first, source, fingerprint)  # data, model and split errors fail here, before a folder
+        check_model(first, len(data.classes))
+        pack_limit(first, data.task.packs)  # and a wrong trainer.pack
+    except FerbenchError as exc:
+        for i, _ in todo:
+            outcomes[i] = exc
+        return outcomes  # type: ignore[return-value]
+    for i, outcome in _train_held(todo, data):
+        outcomes[i] = outcome
     return outcomes  # type: ignore[return-value]
 
 
-def _train_seeds(works: list[RunWork], source: DataSource, fingerprint: str) -> None:
-    data = load_run_data(works[0].cfg, source, fingerprint)
-    check_model(works[0].cfg, len(data.classes))  # a config error fails here, before any run's record is written
-    for work in works:
-        folds = run_folds(work.cfg, data.samples, data.labels, data.task.min_classes)
-        _start_record(work.cfg, work.run_dir, data, folds)
-        work.n_folds = len(folds)
-        work.pending = [f for f in folds if not rec.fold_is_complete(work.run_dir, f.index)]
-    failures = train_packed(works, data.fold_data, data.recorder())
-    for work in works:
-        work.failure = failures.get(work.run_id)
+def _train_held(todo: list[tuple[int, RunWork]], data: RunData) -> list[tuple[int, rec.RunRecord | FerbenchError]]:
+    """Each run claimed (``_hold``) and trained, or left to whoever holds it; what every run shares (the data, the
+    disk) fails them all."""
+    outcomes: dict[int, rec.RunRecord | FerbenchError] = {}
+    works: list[tuple[int, RunWork]] = []
+    try:
+        with ExitStack() as held:
+            held.enter_context(_own_ddp_session())
+            for i, work in todo:
+                try:
+                    finished = _hold(held, work)
+                except FerbenchError as exc:
+                    outcomes[i] = exc
+                    continue
+                if finished is not None:
+                    outcomes[i] = finished
+                else:
+                    works.append((i, work))
+            if works:
+                where = works[0][1].run_dir if len(works) == 1 else works[0][1].run_dir.parent
+                with disk_full_keeps_folds(where):
+                    _train([w for _, w in works], data)
+            for i, work in works:
+                outcomes[i] = _finished(work)
+    except FerbenchError as exc:
+        for i, _ in works:
+            outcomes.setdefault(i, exc)
+    return list(outcomes.items())
+
+
+def _hold(held: ExitStack, work: RunWork) -> rec.RunRecord | None:
+    """Rank 0's claim on a run's folder, kept until ``held`` closes: writable, locked (RunBusy where another process
+    holds it), removed again after an error if this attempt made it and no fold began, damaged metrics set aside.
+    Returns the record another process finished between our first look and the lock. Other DDP ranks only train."""
+    if not is_primary():
+        return None
+    existed = work.run_dir.exists()
+    ensure_writable(work.run_dir)
+    held.enter_context(rec.run_lock(work.run_dir))
+    held.enter_context(half_made_removed(work.run_dir, existed))
+    if rec.is_complete(work.run_dir):
+        return rec.RunRecord.load(work.run_dir)
+    set_aside_damaged_metrics(work.run_dir)
+    return None
+
+
+def _finished(work: RunWork) -> rec.RunRecord | FerbenchError:
+    if work.failure:
+        return RunFailed(work.failure)
+    if not is_primary():  # the record is rank 0's
+        return rec.RunRecord(work.run_id, work.run_dir, pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    return rec.finish_run(work.run_dir, work.n_folds)
