@@ -11,8 +11,8 @@ import torch
 from ferbench.bench import compose_case
 from ferbench.bench.options import available_options, bench_options, results_frame
 from ferbench.errors import ConfigError
-from ferbench.training import trainer as trainer_mod
-from ferbench.training.trainer import resolve_threads
+from ferbench.training import process as process_mod
+from ferbench.training.process import resolve_threads
 
 
 def test_omp_threads_wait_passively_unless_the_user_says_otherwise():
@@ -34,13 +34,13 @@ def test_omp_threads_wait_passively_unless_the_user_says_otherwise():
 
 @pytest.mark.parametrize(("load", "cores", "expected"), [(0.0, 2, 2), (1.2, 2, 1), (3.0, 2, 1), (0.4, 8, 8)])
 def test_auto_threads_are_the_cores_not_busy(monkeypatch, load, cores, expected):
-    trainer_mod.free_cores.cache_clear()
+    process_mod.free_cores.cache_clear()
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
-    monkeypatch.setattr(trainer_mod, "usable_cores", lambda: cores)
+    monkeypatch.setattr(process_mod, "usable_cores", lambda: cores)
     try:
         assert resolve_threads("auto") == expected
     finally:
-        trainer_mod.free_cores.cache_clear()
+        process_mod.free_cores.cache_clear()
 
 
 def test_thread_settings_other_than_auto():
@@ -109,7 +109,7 @@ def test_options_table_prints(tmp_path, capsys):
 
 def test_pin_memory_auto_follows_the_training_device_not_the_host(make_cfg, monkeypatch):
     """A CPU run on a GPU host pins nothing; the classifier's and the detector's loaders read the one answer."""
-    from ferbench.training.trainer import pin_memory_for
+    from ferbench.training.process import pin_memory_for
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     assert pin_memory_for(make_cfg("trainer.accelerator=cpu")) is False

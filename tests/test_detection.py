@@ -11,14 +11,8 @@ from ferbench.attention import attention_factory
 from ferbench.errors import ConfigError
 from ferbench.models import create_model
 from ferbench.models.yoloxnano_det import grid_priors, postprocess
-from ferbench.training.detection import (
-    as_target_dicts,
-    face_confusion,
-    matched_counts,
-    recall_precision_f1,
-    simota,
-    yolox_loss,
-)
+from ferbench.training.detection.metrics import as_target_dicts, face_confusion, matched_counts, recall_precision_f1
+from ferbench.training.detection.simota import simota, yolox_loss
 
 # One level, stride 8, a 32 px image: 4 x 4 cells, cell i at column i % 4, row i // 4, centre (8c + 4, 8r + 4).
 PRIORS = grid_priors([(4, 4)], (8,), torch.device("cpu"))

@@ -83,7 +83,7 @@ def test_a_non_finite_detector_loss_fails_the_fold_as_a_classifier_s_does(make_c
     of the detector's own."""
     from ferbench.data.identity import run_id_of
     from ferbench.errors import RunFailed
-    from ferbench.training import detection
+    from ferbench.training.detection import module as detection
     from ferbench.training.fold import failure_line
 
     real = detection.yolox_loss

@@ -287,7 +287,7 @@ class Killed(Exception):
 
 
 def test_resume_says_which_fold_and_epoch(make_cfg, monkeypatch, caplog):
-    from ferbench.training.module import FERModule
+    from ferbench.training.lightning.module import FERModule
 
     cfg = make_cfg("trainer.max_epochs=3")
 

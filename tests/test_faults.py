@@ -23,7 +23,7 @@ from ferbench.errors import FerbenchError, RunBusy, RunFailed
 from ferbench.records import record as rec
 from ferbench.results.aggregate import collect_records
 from ferbench.run import run
-from ferbench.training.module import FERModule
+from ferbench.training.lightning.module import FERModule
 
 FERBENCH = [sys.executable, "-c", "from ferbench.cli import main; main()"]
 SMALL = ["trainer.batch_size=32", "trainer.progress_bar=false", "data.options.n_train=140", "data.options.n_test=70"]

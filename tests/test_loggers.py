@@ -76,8 +76,8 @@ def test_every_path_sends_the_history_rows(make_cfg, monkeypatch, pack):
         made.append(LightningRecorder())
         return made[-1]
 
-    monkeypatch.setattr("ferbench.training.solo.build_logger", fake)
-    monkeypatch.setattr("ferbench.training.packing.build_logger", fake)
+    monkeypatch.setattr("ferbench.training.lightning.loop.build_logger", fake)
+    monkeypatch.setattr("ferbench.training.packed.loop.build_logger", fake)
     record = run(
         make_cfg("model.drop_rate=0", "split=kfold", "split.k=2", "trainer.max_epochs=2", f"trainer.pack={pack}")
     )

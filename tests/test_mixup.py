@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from ferbench.errors import ConfigError
+from ferbench.training.lightning.module import FERModule
 from ferbench.training.losses import build_loss
 from ferbench.training.mixup import MixUp, build_mixup, mix_batch, mixed_loss
-from ferbench.training.module import FERModule
 
 
 def _drawn_permutation(seed: int, n: int) -> torch.Tensor:

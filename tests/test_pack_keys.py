@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 
 from ferbench.paths import config_dir
 from ferbench.run import run
-from ferbench.training import pack_keys
-from ferbench.training.pack_keys import EXECUTION_ONLY_TRAINER, PACK_HONOURED_TRAINER, identity_gap
-from ferbench.training.packed import PackedTrainer
+from ferbench.training.packed import keys as pack_keys
+from ferbench.training.packed.keys import EXECUTION_ONLY_TRAINER, PACK_HONOURED_TRAINER, identity_gap
+from ferbench.training.packed.trainer import PackedTrainer
 
 PACKED_2 = ["model.drop_rate=0", "split=kfold", "split.k=2", "trainer.pack=2"]
 """simplecnn without dropout, two folds, packs of two: these folds pack on a CPU (test_packed.py's NO_DROPOUT)."""
@@ -114,7 +114,7 @@ def test_an_unhonoured_trainer_key_trains_alone_and_the_record_says_why(make_cfg
     ("value", "enabled", "warn_only"), [(True, True, False), ("warn", True, True), (False, False, False)]
 )
 def test_apply_numerics_sets_what_lightnings_deterministic_flag_sets(value, enabled, warn_only, torch_numerics):
-    from ferbench.training.trainer import apply_numerics
+    from ferbench.training.process import apply_numerics
 
     apply_numerics(OmegaConf.create({"deterministic": value, "matmul_precision": "medium", "cudnn_benchmark": True}))
     assert torch.are_deterministic_algorithms_enabled() is enabled

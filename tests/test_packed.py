@@ -17,11 +17,13 @@ from ferbench.data.splits import Fold
 from ferbench.errors import Interrupted
 from ferbench.records import record as rec
 from ferbench.run import run
-from ferbench.training import packed as packed_mod
 from ferbench.training.losses import AMSoftmax, CrossEntropy
 from ferbench.training.optim import PackedOptimizer, lr_at_epoch
-from ferbench.training.packed import IGNORE, Member, PackedTrainer, PackNet, PackSettings
-from ferbench.training.packing import pack_limit, probe_stochastic, probe_vmap
+from ferbench.training.packed import trainer as packed_mod
+from ferbench.training.packed.loop import pack_limit
+from ferbench.training.packed.member import Member, PackNet, PackSettings
+from ferbench.training.packed.probes import probe_stochastic, probe_vmap
+from ferbench.training.packed.trainer import IGNORE, PackedTrainer
 
 AMDCNN = ["model=amdcnn", "attn=mcbam", "loss=am_softmax", "model.n_aux=3", "split=kfold", "split.k=4"]
 SMALL = ["trainer.max_epochs=2", "trainer.batch_size=16", "data.options.n_train=96", "data.options.n_test=32"]
@@ -284,7 +286,7 @@ def test_model_with_dropout_trains_alone_so_packed_equals_solo(make_cfg, capsys)
 
 
 def test_unbatchable_model_trains_alone_and_says_so(make_cfg, monkeypatch, capsys):
-    monkeypatch.setattr("ferbench.training.packing.probe_vmap", lambda *a: "RuntimeError: .item() under vmap")
+    monkeypatch.setattr("ferbench.training.packed.probes.probe_vmap", lambda *a: "RuntimeError: .item() under vmap")
     cfg = make_cfg("split=kfold", "split.k=2", "trainer.pack=2", "trainer.progress_bar=true")
     record = run(cfg)
     assert set(record.metrics["packed"]) == {1}
@@ -442,7 +444,7 @@ def test_an_optimiser_key_a_pack_cannot_honour_trains_solo_and_says_so(make_cfg,
 
 def _first_steps(monkeypatch) -> dict[str, list[tuple[torch.Tensor, float]]]:
     """Per path, each fold's first training batch and loss, in fold order."""
-    from ferbench.training.module import FERModule
+    from ferbench.training.lightning.module import FERModule
 
     seen: dict[str, list[tuple[torch.Tensor, float]]] = {"packed": [], "solo": []}
     train_batch, step, training_step = PackedTrainer._train_batch, PackedTrainer.step, FERModule.training_step

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ferbench.run import run
-from ferbench.training.packed import PackedTrainer
+from ferbench.training.packed.trainer import PackedTrainer
 from test_packed import NO_DROPOUT, _members, _settings
 
 

@@ -68,7 +68,7 @@ class Killed(Exception):
 
 
 def test_a_fold_killed_after_its_last_epoch_says_it_is_only_tested(make_cfg, monkeypatch, caplog):
-    from ferbench.training.module import FERModule
+    from ferbench.training.lightning.module import FERModule
 
     cfg = make_cfg("trainer.max_epochs=2")
 

@@ -18,9 +18,9 @@ from ferbench.data.transforms import BatchAugment, Pipeline, build_augmentation,
 from ferbench.errors import ConfigError
 from ferbench.factory import build_model
 from ferbench.models import create_model
+from ferbench.training.lightning.module import FERModule
+from ferbench.training.lightning.trainer import build_trainer
 from ferbench.training.losses import build_loss
-from ferbench.training.module import FERModule
-from ferbench.training.trainer import build_trainer
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -71,7 +71,7 @@ def test_speed_option_keeps_the_test_predictions(make_cfg, faces, option):
 @pytest.mark.slow
 def test_compile_model_keeps_keys_and_predictions_and_compiles_the_aux_forward(faces):
     """ferbench's ``compile_model``: in place, state-dict keys unchanged, the training forward compiled too."""
-    from ferbench.training.trainer import compile_model
+    from ferbench.training.lightning.callbacks import compile_model
 
     x = to_tensor(faces[0])
     torch.manual_seed(0)
@@ -222,7 +222,7 @@ def test_keep_freed_memory_applies_on_glibc_and_training_still_matches():
     """mallopt only changes where freed memory goes: a model's outputs are the same before and after."""
     import platform
 
-    from ferbench.training.trainer import keep_freed_memory
+    from ferbench.training.process import keep_freed_memory
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten())

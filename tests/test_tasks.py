@@ -11,10 +11,10 @@ from ferbench.config import task_name
 from ferbench.data.splits import Fold
 from ferbench.errors import ConfigError
 from ferbench.factory import TASKS, task_for
-from ferbench.training.detection import DetectionModule
+from ferbench.training.detection.module import DetectionModule
 from ferbench.training.fold import FoldData, RunWork
-from ferbench.training.module import FERModule
-from ferbench.training.packing import pack_limit
+from ferbench.training.lightning.module import FERModule
+from ferbench.training.packed.loop import pack_limit
 
 
 def test_the_model_config_picks_the_entry_and_a_wrong_task_names_the_choices(make_cfg):
@@ -53,7 +53,7 @@ def test_each_entry_builds_its_own_module_and_refuses_the_other_task_s_targets(m
 
 def test_the_lightning_loop_builds_every_fold_from_the_entry_it_is_handed(make_cfg, tmp_path):
     """A sixth task is one entry: the loop asks the entry for model, module and data module, nothing else."""
-    from ferbench.training.solo import train_solo
+    from ferbench.training.lightning.loop import train_solo
 
     asked: list[str] = []
     base = TASKS.get("classification")

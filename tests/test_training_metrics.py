@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from ferbench.training.lightning.module import _correct
 from ferbench.training.metrics import ImageMean, flatten
 from ferbench.training.metrics import test_metrics as make_test_metrics
-from ferbench.training.module import _correct
 
 
 def test_image_mean_weighs_batches_by_their_images():

@@ -16,10 +16,10 @@ from ferbench.data.detection_transforms import DetectionDataModule, DetectionDat
 from ferbench.errors import ConfigError
 from ferbench.records.record import experiment_identity, run_id
 from ferbench.run import run
+from ferbench.training.lightning.callbacks import weight_average
 from ferbench.training.mixup import no_aug_epochs
 from ferbench.training.optim import lr_at_epoch
-from ferbench.training.packing import unpackable
-from ferbench.training.trainer import weight_average
+from ferbench.training.packed.probes import unpackable
 
 DETECTOR = ["model=yoloxnano_det", "aug=yoloxnano_det"]
 
@@ -81,7 +81,7 @@ def test_no_aug_epochs_must_not_be_negative():
 
 
 def test_the_classifier_form_stops_mixing_batches_for_the_last_epochs(make_cfg, monkeypatch):
-    import ferbench.training.module as module
+    import ferbench.training.lightning.module as module
 
     passed: list[object] = []
     original = module.mix_batch

@@ -26,13 +26,13 @@ from ferbench.errors import ConfigError
 from ferbench.models import create_model
 from ferbench.models.heads import HEADS
 from ferbench.registry import Registry
-from ferbench.training.detection import DetectionModule
+from ferbench.training.detection.module import DetectionModule
 from ferbench.training.fold import Task
+from ferbench.training.lightning.module import FERModule
 from ferbench.training.losses import build_loss
 from ferbench.training.mixup import build_mixup, no_aug_epochs
-from ferbench.training.module import FERModule
-from ferbench.training.packed import PackNet
-from ferbench.training.trainer import pin_memory_for
+from ferbench.training.packed.member import PackNet
+from ferbench.training.process import pin_memory_for
 from ferbench.training.warm_start import warm_start
 
 MODEL_RESERVED_KEYS = (

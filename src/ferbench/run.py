@@ -29,9 +29,9 @@ from ferbench.records.atomic import write_atomic, write_csv, write_stream, write
 from ferbench.records.integrity import set_aside_damaged_metrics
 from ferbench.records.run_folder import disk_full_keeps_folds, ensure_writable, half_made_removed
 from ferbench.training.fold import FoldData, FoldResult, RunWork, Task, failure_line, write_fold_result
-from ferbench.training.packing import Recorder, has_packed_state, pack_limit, train_packed
-from ferbench.training.solo import train_solo
-from ferbench.training.trainer import configure_cpu
+from ferbench.training.lightning.loop import train_solo
+from ferbench.training.packed.loop import Recorder, has_packed_state, pack_limit, train_packed
+from ferbench.training.process import configure_cpu
 from ferbench.training.warm_start import init_source, load_matching
 
 log = logging.getLogger("ferbench")

@@ -124,7 +124,7 @@ def _bench_options(args: argparse.Namespace, cases: list[str], out: Path):
     from ferbench import bench
     from ferbench.bench import options as bench_options
     from ferbench.bench.options import OPTIONS
-    from ferbench.training.trainer import configure_cpu
+    from ferbench.training.process import configure_cpu
 
     device = bench.resolve_device(args.device)
     options = [o for o in args.options.split(",") if o]

@@ -29,7 +29,7 @@ from ferbench.bench.measure import make_setting
 from ferbench.bench.paths import ferbench_path
 from ferbench.bench.table import machine_info, write_bench_csv
 from ferbench.errors import FerbenchError
-from ferbench.training.trainer import configure_cpu
+from ferbench.training.process import configure_cpu
 
 # ------------------------------------------------------------------------------------------------ concurrent runs
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from ferbench.bench.cases import Schedule, case_images
 from ferbench.data.datamodule import resolve_num_workers, resolve_pin_memory
 from ferbench.errors import FerbenchError
-from ferbench.training.trainer import libc_function
+from ferbench.training.process import libc_function
 
 # ------------------------------------------------------------------------------------------------ measuring
 

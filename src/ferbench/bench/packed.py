@@ -27,7 +27,7 @@ from ferbench.bench.table import fastest, machine_info, write_bench_csv
 from ferbench.data.splits import Fold
 from ferbench.factory import build_model
 from ferbench.models.profile import count_macs
-from ferbench.training.trainer import configure_cpu
+from ferbench.training.process import configure_cpu
 
 # ------------------------------------------------------------------------------------------------ packed training
 
@@ -58,9 +58,10 @@ def device_peak_tflops(device: torch.device, cfg: DictConfig) -> float | None:
 def packed_path(s: Setting, k: int) -> dict:
     """``k`` models of the case (seeds 0..k-1) trained as one pack: images/s over all of them."""
     from ferbench.factory import task_for
-    from ferbench.training.packed import Member, PackedTrainer
-    from ferbench.training.packing import pack_settings
-    from ferbench.training.trainer import apply_numerics
+    from ferbench.training.packed.loop import pack_settings
+    from ferbench.training.packed.member import Member
+    from ferbench.training.packed.trainer import PackedTrainer
+    from ferbench.training.process import apply_numerics
 
     cfg = s.cfg
     rows = np.arange(len(s.images))

@@ -17,7 +17,7 @@ from ferbench.data.splits import Fold
 from ferbench.data.transforms import BatchAugment, build_augmentation, normalize_batch
 from ferbench.errors import FerbenchError
 from ferbench.factory import build_model, task_for
-from ferbench.training.trainer import build_trainer
+from ferbench.training.lightning.trainer import build_trainer
 
 # ------------------------------------------------------------------------------------------------ ferbench
 

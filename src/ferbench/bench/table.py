@@ -28,7 +28,7 @@ from ferbench.bench.measure import PeakMemory, make_setting
 from ferbench.bench.paths import data_path, device_augment_ips, ferbench_path, plain_path
 from ferbench.errors import ConfigError
 from ferbench.records.atomic import write_csv
-from ferbench.training.trainer import configure_cpu
+from ferbench.training.process import configure_cpu
 
 # ------------------------------------------------------------------------------------------------ the table
 

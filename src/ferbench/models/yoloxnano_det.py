@@ -5,7 +5,7 @@ the three backbone outputs before the FPN (paper 000, Sec. 3.3). The head is Meg
 head at width 0.25 with depthwise convs: per level a 1x1 stem, two 3x3 conv towers (classes; box + objectness),
 1x1 predictions. The forward returns one row per grid cell: box (cx, cy, w, h in input pixels), objectness logit
 and class logits; ``postprocess`` turns them into scored, NMS-filtered boxes. SimOTA and the losses live in
-``training/detection.py``.
+``training/detection/``.
 """
 
 from __future__ import annotations

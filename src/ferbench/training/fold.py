@@ -1,9 +1,10 @@
 """The seam between the runner and its trainers: what a fold trains on, and the one result every trainer returns.
 
-Three trainers fit a fold: Lightning for a classifier or a detector (``training/solo.py``) and the packed trainer
-(``training/packing.py``). Each takes a ``FoldData`` and a fold and returns a ``FoldResult`` (history, test results,
-timings, or the failure); ``write_fold_result`` alone turns a result into the fold's record, so a record's columns
-cannot depend on which trainer made it.
+Two loops fit a fold: Lightning, one model at a time, a classifier or a detector (``training/lightning/loop.py``),
+and the packed loop (``training/packed/loop.py``). Each takes a ``FoldData`` (with the ``Task`` whose builders make
+the fold's objects) and a fold and returns a ``FoldResult`` (history, test results, timings, or the failure);
+``write_fold_result`` alone turns a result into the fold's record, so a record's columns cannot depend on which
+loop made it.
 """
 
 from __future__ import annotations

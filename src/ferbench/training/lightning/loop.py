@@ -23,11 +23,11 @@ from ferbench.models.profile import count_macs, inference_speed
 from ferbench.records.record import BEST_CHECKPOINT, LAST_CHECKPOINT
 from ferbench.records.safe_load import allowed_types
 from ferbench.training.fold import FoldData, FoldResult, RunWork
+from ferbench.training.lightning.module import FERModule
+from ferbench.training.lightning.trainer import build_trainer
 from ferbench.training.loggers import build_logger, close_logger
-from ferbench.training.module import FERModule
 from ferbench.training.resume import make_resumable, read_last
 from ferbench.training.rules import stopped_early, stopping_state
-from ferbench.training.trainer import build_trainer
 from ferbench.training.warm_start import warm_start_callbacks
 
 log = logging.getLogger("ferbench")

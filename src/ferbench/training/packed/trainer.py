@@ -11,7 +11,7 @@ statistics stay frozen while the others go on.
 
 Random draws in a training step (dropout, ``gpu_augment``) would come from one stream shared by the pack, not each
 solo run's, making a packed run another experiment under the same id: such runs train one model at a time
-(``training/packing.py``; the record says why). What still differs from a solo run (README, "Packed training"):
+(``packed/loop.py``; the record says why). What still differs from a solo run (README, "Packed training"):
 - float summation order (a grouped convolution over K models against K convolutions);
 - a model whose epoch has fewer batches than another's (folds of unequal size) sits out the extra steps;
 - a model whose training part fits in one batch is not packed (a solo run trains it on one partial batch).
@@ -21,19 +21,14 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-import albumentations as A
 import numpy as np
 import torch
-from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ferbench.data.datamodule import BatchSeededSampler, ImageArrayDataset
-from ferbench.data.splits import Fold
 from ferbench.data.transforms import BatchAugment, normalize_batch
 from ferbench.errors import RunFailed
 from ferbench.records.atomic import write_atomic
@@ -41,94 +36,20 @@ from ferbench.records.record import BEST_CHECKPOINT
 from ferbench.records.safe_load import load_weights
 from ferbench.training.metrics import test_metrics
 from ferbench.training.optim import PackedOptimizer, lr_at_epoch, masked_assign
+from ferbench.training.packed.member import Member, MemberResult, PackSettings
 from ferbench.training.resume import epoch_seed, random_streams, restore_random_streams
 from ferbench.training.rules import BadLoss, LossWatch, StoppingRule, close_epoch
 
 IGNORE = -100
 """Label of a padding slot: ``cross_entropy`` (and AM-Softmax) leave it out of the batch mean."""
 
+
 CHECKPOINT_EVERY_S = 60.0
 """Seconds between packed checkpoints (and after a model stops): K models' state is written per model, so
 writing it every epoch of a fast pack would cost more than the epoch."""
 
+
 PACKED_LAST = "packed_last.pt"
-
-
-class PackNet(nn.Module):
-    """One model and its loss as one module: the unit ``torch.func`` stacks (the loss may learn, AM-Softmax's
-    scale; its class weights differ per fold). Named ``model``/``loss`` like FERModule, so state dicts match."""
-
-    def __init__(self, model: nn.Module, loss: nn.Module, aux_weight: float = 1.0) -> None:
-        super().__init__()
-        self.model, self.loss, self.aux_weight = model, loss, aux_weight
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training: (loss with auxiliary terms, correct count). Evaluation: (batch-mean loss, logits)."""
-        if train and hasattr(self.model, "forward_with_aux"):
-            out, aux = self.model.forward_with_aux(x)
-        else:
-            out, aux = self.model(x), []
-        loss = self.loss(out, y)
-        if not train:
-            return loss, self.loss.to_logits(out)
-        for a in aux:
-            loss = loss + self.aux_weight * self.loss(a, y)
-        return loss, (out.argmax(dim=1) == y).sum().to(loss.dtype)
-
-
-@dataclass
-class Member:
-    """One model of a pack: a fold of a run, with everything its solo run would be given."""
-
-    name: str  # "<run_id> fold k", for messages
-    seed: int
-    fold: Fold
-    net: PackNet  # freshly built after seeding with ``seed``
-    augment: A.Compose | None  # its own instance: albumentations is re-seeded per batch
-    checkpoint_dir: Path
-    logger: Any = None  # its fold's live view (``logger`` config group), or None
-
-
-@dataclass
-class MemberResult:
-    stopping: StoppingRule  # its early stopping and best epoch
-    history: list[dict[str, float]] = field(default_factory=list)
-    test_results: dict[str, torch.Tensor] = field(default_factory=dict)
-    test_probs: torch.Tensor | None = None
-    failure: str | None = None
-    failed_epoch: int | None = None
-    resumed: bool = False
-    test_seconds: float = 0.0
-
-    @property
-    def best_epoch(self) -> int:
-        return self.stopping.best_epoch
-
-
-@dataclass
-class PackSettings:
-    """What a pack shares: the trainer and optimiser settings (identical across its runs by construction)."""
-
-    optim: Any
-    max_epochs: int
-    batch_size: int
-    patience: int
-    num_classes: int
-    device: torch.device
-    min_delta: float = 0.0
-    precision: str = "32-true"
-    gradient_clip_val: float | None = None
-    gpu_augment: bool = False
-    progress: Callable[[str], None] | None = None
-
-
-def packable(members: Sequence[Member], batch_size: int) -> tuple[list[Member], list[Member]]:
-    """(pack, solo): a model whose training part fits in one batch trains alone (see module docstring)."""
-    pack = [m for m in members if len(m.fold.train) > batch_size]
-    return pack, [m for m in members if len(m.fold.train) <= batch_size]
-
-
-# ---------------------------------------------------------------------------------------------- the trainer
 
 
 class PackedTrainer:

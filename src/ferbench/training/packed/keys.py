@@ -3,7 +3,7 @@
 A packed run keeps its solo twin's run id, so every key in that id must mean the same in both loops. The optimiser
 has its own allow-list (``optim.packed_optimizer_gap``); the other groups are built by the same factory calls in
 both loops (model, attention, loss, data, split, augmentation), with their exceptions (mix-up, ``freeze_epochs``)
-refused by name in ``packing.unpackable``. The ``trainer`` group is read by Lightning in the solo loop and by
+refused by name in ``probes.unpackable``. The ``trainer`` group is read by Lightning in the solo loop and by
 ``pack_settings`` in the packed one: a trainer key added to the config and read only by ``build_trainer`` would
 reach a solo run and be dropped by a pack, silently (issue 32: ``matmul_precision`` and ``deterministic`` were).
 So each trainer key is listed here, honoured or execution-only, and any other trainer key at a value other than
