@@ -92,24 +92,22 @@ def experiment_identity(cfg: DictConfig) -> dict[str, Any]:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and leaf in node and node[leaf] in (off, None):
             node.pop(leaf)
-    model = data.get("model")
-    if isinstance(model, dict) and model.get("init"):
-        model["init"] = init_identity(str(model["init"]))
-    data_cfg = data.get("data")
-    if isinstance(data_cfg, dict) and data_cfg.get("boxes"):
-        data_cfg["boxes"] = file_identity(str(data_cfg["boxes"]))
+    for group, key in IDENTITY_BY_CONTENT:
+        node = data.get(group)
+        if isinstance(node, dict) and node.get(key):
+            node[key] = file_identity(str(node[key]))
     return data
 
 
-def init_identity(init: str) -> str:
-    """``model.init`` as the run id records it: a run id as it is, a weights file by its bytes' digest (the same
-    weights anywhere are the same start)."""
-    return file_identity(init)
+IDENTITY_BY_CONTENT = (("model", "init"), ("data", "boxes"))
+"""Config keys that may name a file the run reads (``model.init``'s weights, ``data.boxes``'s CSV): the id takes the
+file by its bytes, not its path."""
 
 
 def file_identity(value: str) -> str:
-    """A file named in the config (``model.init``'s weights, ``data.boxes``'s CSV) by its bytes' digest: edited in
-    place it makes another run; moved or copied it keeps the id. Anything that is not a file stays as it is."""
+    """A file named in the config by its bytes' digest: edited in place it makes another run; moved or copied it
+    keeps the id (the same weights anywhere are the same start). Anything that is not a file (``model.init``'s run
+    id) stays as it is."""
     path = Path(value).expanduser()
     return "sha1:" + hashlib.sha1(path.read_bytes()).hexdigest() if path.is_file() else value
 
