@@ -24,10 +24,10 @@ install-loggers: $(STAMP) ## add the optional logger packages (tensorboard, mlfl
 test: $(STAMP) ## lint, then the fast tests (the dev loop, a few minutes); installs first if needed
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
-	$(BIN)/pytest -m "not slow and not e2e" -q
+	$(BIN)/pytest -m "not slow and not e2e" -q --durations=25
 
 test-e2e: $(STAMP) ## one table per paper, smoke profile, end to end (CI runs this after `make test`)
-	$(BIN)/pytest -m "e2e and not slow" -q
+	$(BIN)/pytest -m "e2e and not slow" -q --durations=5
 
 test-all: $(STAMP) ## every test, real-data and slow ones included (skips what has no data)
 	$(BIN)/pytest -q
