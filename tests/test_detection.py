@@ -58,6 +58,24 @@ def test_simota_dynamic_k_and_a_shared_cell_goes_to_the_cheaper_box() -> None:
     assert a.gt_index.tolist() == [0, 0]
 
 
+def test_a_narrower_centre_square_keeps_the_corner_cell_out() -> None:
+    # WHOLE covers the image, centre (16, 16); cells 0, 5 and 6 predict it exactly (k = 3), the rest nothing.
+    # Radius 2.5 strides (20 px) reaches every cell: the three exact ones win. Radius 1 (8 px) reaches only the
+    # middle cells 5, 6, 9, 10: corner cell 0 falls outside the cheap square, and middle cell 9 takes its place.
+    whole = [0.0, 0.0, 32.0, 32.0]
+    out, tgt = outputs({0: whole, 5: whole, 6: whole}), targets((0, whole))
+    from torchvision.ops import box_convert
+
+    boxes = box_convert(out[0, :, :4], "cxcywh", "xyxy")
+
+    def picked(radius: float) -> list[int]:
+        a = simota(boxes, out[0, :, 4], out[0, :, 5:], tgt[0, :, 1:], tgt[0, :, 0].long(), PRIORS, radius)
+        return a.foreground.nonzero().squeeze(1).tolist()
+
+    assert picked(2.5) == [0, 5, 6]
+    assert 0 not in picked(1.0) and {5, 6} <= set(picked(1.0))
+
+
 def test_simota_with_no_candidate_cell_assigns_nothing() -> None:
     a = assign(outputs({}), targets((0, [100.0, 100.0, 110.0, 110.0])))
     assert not a.foreground.any() and len(a.gt_index) == 0

@@ -29,12 +29,13 @@ def test_recipe_options_at_their_off_values_leave_run_ids_as_they_were(make_cfg)
     identity = experiment_identity(cfg)
     assert "ema_decay" not in identity["trainer"] and "warmup_epochs" not in identity["optim"]
     assert "no_aug_epochs" not in identity["aug"] and "mosaic" in identity["aug"]["detection"]
-    assert "iou_class_targets" not in identity["model"]
+    assert "iou_class_targets" not in identity["model"] and "center_radius" not in identity["model"]
     for option in (
         "trainer.ema_decay=0.99",
         "optim.warmup_epochs=5",
         "aug.no_aug_epochs=15",
         "model.iou_class_targets=false",
+        "model.center_radius=1.5",
     ):
         assert run_id(make_cfg(*DETECTOR, option), "x") != run_id(cfg, "x"), option
 

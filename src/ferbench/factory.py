@@ -27,6 +27,7 @@ from ferbench.models import create_model
 from ferbench.models.heads import HEADS
 from ferbench.registry import Registry
 from ferbench.training.detection.module import DetectionModule
+from ferbench.training.detection.simota import CENTER_RADIUS
 from ferbench.training.fold import Task
 from ferbench.training.lightning.module import FERModule
 from ferbench.training.losses import build_loss
@@ -44,10 +45,12 @@ MODEL_RESERVED_KEYS = (
     "init",
     "freeze_epochs",
     "iou_class_targets",
+    "center_radius",
 )
 """Model config keys that are not builder switches; ``revision`` marks a changed network so its run ids change;
 ``init`` and ``freeze_epochs`` start it from another run's weights (``training/warm_start.py``);
-``iou_class_targets`` shapes a detector's loss (``DetectionModule``); ``task`` picks the ``TASKS`` entry."""
+``iou_class_targets`` and ``center_radius`` shape a detector's loss (``DetectionModule``); ``task`` picks the
+``TASKS`` entry."""
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
@@ -131,6 +134,7 @@ def build_detection_module(cfg: DictConfig, model: nn.Module, loss: nn.Module, n
         cfg.model.in_chans,
         no_aug_epochs=no_aug_epochs(cfg.aug),
         iou_class_targets=bool(cfg.model.get("iou_class_targets", True)),
+        center_radius=float(cfg.model.get("center_radius", CENTER_RADIUS)),
     )
 
 

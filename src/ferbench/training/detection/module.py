@@ -19,7 +19,7 @@ from ferbench.training.detection.metrics import (
     matched_counts,
     recall_precision_f1,
 )
-from ferbench.training.detection.simota import DetectionLoss, yolox_loss
+from ferbench.training.detection.simota import CENTER_RADIUS, DetectionLoss, yolox_loss
 from ferbench.training.lightning.module import HistoryModule
 from ferbench.training.metrics import ImageMean
 from ferbench.training.mixup import mixes
@@ -43,9 +43,11 @@ class DetectionModule(HistoryModule):
         fps_seconds: float = 2.0,
         no_aug_epochs: int = 0,
         iou_class_targets: bool = True,
+        center_radius: float = CENTER_RADIUS,
     ) -> None:
         super().__init__()
         self.no_aug_epochs, self.iou_class_targets = no_aug_epochs, iou_class_targets
+        self.center_radius = center_radius
         self.model = model
         self.optim_cfg = optim_cfg
         self.num_classes = num_classes
@@ -65,7 +67,7 @@ class DetectionModule(HistoryModule):
         priors = self.model.priors(x.shape[-1], x.device) if x.shape[-1] == x.shape[-2] else None
         if priors is None or len(priors) != outputs.shape[1]:
             raise ValueError(f"detector input must be square, got {tuple(x.shape[-2:])}")
-        return yolox_loss(outputs, targets, priors, self.iou_class_targets)
+        return yolox_loss(outputs, targets, priors, self.iou_class_targets, self.center_radius)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, targets = batch

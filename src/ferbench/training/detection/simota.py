@@ -2,12 +2,14 @@
 
 Follows Megvii YOLOX's SimOTA as released in v0.1-v0.2 (``yolox/models/yolo_head.py``, ``get_in_boxes_info``;
 v0.3 narrowed the candidates to a 1.5-stride square around the centre, cost 1e6): a grid cell is a candidate for a
-face box when its centre lies inside the box or within 2.5 strides of the box centre; SimOTA gives each box its
-``k`` cheapest candidates, ``k`` = the sum of the box's 10 best IoUs (at least 1), the cost being class BCE + 3 x
--log IoU (+1e5 outside box-and-centre); a cell claimed by several boxes keeps the cheapest. Losses, each summed and
-divided by the number of foreground cells: 5 x (1 - IoU^2) on boxes, BCE on objectness over every cell, BCE on
-classes (target: one-hot x the cell's IoU, or one-hot alone with ``model.iou_class_targets=false``) over foreground
-cells. YOLOX's L1 loss on box offsets (its last 15 epochs) is left out.
+face box when its centre lies inside the box or within ``center_radius`` strides of the box centre (2.5;
+``model.center_radius=1.5`` gives v0.3's square: for a face wider than 3 strides, the same cheap cells); SimOTA
+gives each box its ``k`` cheapest candidates, ``k`` = the sum of the box's 10 best IoUs (at least 1), the cost
+being class BCE + 3 x -log IoU (+1e5 outside box-and-centre); a cell claimed by several boxes keeps the cheapest.
+Losses, each summed and divided by the number of foreground cells: 5 x (1 - IoU^2) on boxes, BCE on objectness
+over every cell, BCE on classes (target: one-hot x the cell's IoU, or one-hot alone with
+``model.iou_class_targets=false``) over foreground cells. YOLOX's L1 loss on box offsets (its last 15 epochs) is
+left out.
 
 Targets are a padded tensor (B, M, 5): class, x1, y1, x2, y2 in input pixels; rows with class < 0 are padding.
 """
@@ -27,13 +29,16 @@ TOP_CANDIDATES = 10
 BOX_LOSS_WEIGHT = 5.0
 
 
-def pairwise_candidates(gt: torch.Tensor, priors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cells with centre in any box or near any box centre, (G, N) in-box-and-near-centre) for xyxy boxes ``gt``."""
+def pairwise_candidates(
+    gt: torch.Tensor, priors: torch.Tensor, center_radius: float = CENTER_RADIUS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cells with centre in any box or near any box centre, (G, N) in-box-and-near-centre) for xyxy boxes ``gt``;
+    near = within ``center_radius`` strides of the box centre on both axes."""
     stride = priors[:, 2]
     cx, cy = (priors[:, 0] + 0.5) * stride, (priors[:, 1] + 0.5) * stride
     inside = (cx > gt[:, None, 0]) & (cx < gt[:, None, 2]) & (cy > gt[:, None, 1]) & (cy < gt[:, None, 3])
     gcx, gcy = (gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2
-    r = CENTER_RADIUS * stride
+    r = center_radius * stride
     near = ((cx - gcx[:, None]).abs() < r) & ((cy - gcy[:, None]).abs() < r)
     candidate = (inside | near).any(dim=0)
     return candidate, (inside & near)[:, candidate]
@@ -56,14 +61,15 @@ def simota(
     gt: torch.Tensor,
     gt_cls: torch.Tensor,
     priors: torch.Tensor,
+    center_radius: float = CENTER_RADIUS,
 ) -> Assignment:
     """Assign the image's ``G`` boxes (xyxy ``gt``, classes ``gt_cls``) to the ``N`` cells of its predictions.
 
     ``boxes`` (N, 4) are predicted xyxy boxes, ``obj`` (N,) and ``cls`` (N, C) logits; ``priors`` as
-    ``grid_priors``.
+    ``grid_priors``; ``center_radius`` as ``pairwise_candidates``.
     """
     n = len(boxes)
-    candidate, core = pairwise_candidates(gt, priors)
+    candidate, core = pairwise_candidates(gt, priors, center_radius)
     cand_idx = candidate.nonzero().squeeze(1)
     foreground = torch.zeros(n, dtype=torch.bool, device=boxes.device)
     if len(cand_idx) == 0:
@@ -111,12 +117,17 @@ class DetectionLoss:
 
 
 def yolox_loss(
-    outputs: torch.Tensor, targets: torch.Tensor, priors: torch.Tensor, iou_class_targets: bool = True
+    outputs: torch.Tensor,
+    targets: torch.Tensor,
+    priors: torch.Tensor,
+    iou_class_targets: bool = True,
+    center_radius: float = CENTER_RADIUS,
 ) -> DetectionLoss:
     """YOLOX's loss over a batch: ``outputs`` (B, N, 5 + C) as the detector's forward, ``targets`` (B, M, 5).
 
     ``iou_class_targets``: YOLOX's class target is the one-hot class x the cell's IoU with its box (while boxes
-    are poor, every class target is small); False: the one-hot class alone (``model.iou_class_targets``)."""
+    are poor, every class target is small); False: the one-hot class alone (``model.iou_class_targets``).
+    ``center_radius``: SimOTA's centre square, in strides (``model.center_radius``)."""
     outputs = outputs.float()
     num_classes = outputs.shape[-1] - 5
     pred_boxes = box_convert(outputs[..., :4], "cxcywh", "xyxy")
@@ -129,7 +140,8 @@ def yolox_loss(
         if not real.any():
             continue
         gt_cls, gt = targets[b, real, 0].long(), targets[b, real, 1:].float()
-        a = simota(pred_boxes[b].detach(), outputs[b, :, 4].detach(), outputs[b, :, 5:].detach(), gt, gt_cls, priors)
+        logits = outputs[b].detach()
+        a = simota(pred_boxes[b].detach(), logits[:, 4], logits[:, 5:], gt, gt_cls, priors, center_radius)
         if not a.foreground.any():
             continue
         obj_targets[b, a.foreground] = 1.0
