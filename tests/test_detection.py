@@ -12,7 +12,7 @@ from ferbench.errors import ConfigError
 from ferbench.models import create_model
 from ferbench.models.yoloxnano_det import grid_priors, postprocess
 from ferbench.training.detection.metrics import as_target_dicts, face_confusion, matched_counts, recall_precision_f1
-from ferbench.training.detection.simota import simota, yolox_loss
+from ferbench.training.detection.simota import LossOptions, matching_class_cost, simota, yolox_loss
 
 # One level, stride 8, a 32 px image: 4 x 4 cells, cell i at column i % 4, row i // 4, centre (8c + 4, 8r + 4).
 PRIORS = grid_priors([(4, 4)], (8,), torch.device("cpu"))
@@ -76,6 +76,19 @@ def test_a_narrower_centre_square_keeps_the_corner_cell_out() -> None:
     assert 0 not in picked(1.0) and {5, 6} <= set(picked(1.0))
 
 
+def test_without_the_class_cost_a_confused_class_no_longer_punishes_confidence() -> None:
+    # Two candidates, true class 0 of 3; every class at probability 0.5 (a confused expression). With YOLOX's cost the
+    # more confident cell (objectness 0.9) is dearer than the doubtful one (0.2): the wrong class's term grows
+    # faster than the right one's falls. With the objectness part alone, the confident cell is the cheaper.
+    obj = torch.logit(torch.tensor([0.9, 0.2]))
+    cls = torch.zeros(2, 3)
+    gt_cls = torch.tensor([0])
+    with_class = matching_class_cost(obj, cls, gt_cls, with_class=True)[0]
+    without = matching_class_cost(obj, cls, gt_cls, with_class=False)[0]
+    assert with_class[0] > with_class[1]
+    assert without[0] < without[1] and without.tolist() == pytest.approx([-0.5 * math.log(0.9), -0.5 * math.log(0.2)])
+
+
 def test_simota_with_no_candidate_cell_assigns_nothing() -> None:
     a = assign(outputs({}), targets((0, [100.0, 100.0, 110.0, 110.0])))
     assert not a.foreground.any() and len(a.gt_index) == 0
@@ -108,7 +121,7 @@ def test_class_targets_scale_by_iou_unless_told_not_to() -> None:
     out = outputs({0: [0.0, 0.0, 16.0, 8.0]})
     out[0, :, 5:] = torch.tensor([2.0, -2.0])
     tgt = targets((0, A))
-    soft, hard = (yolox_loss(out, tgt, PRIORS, iou_class_targets=flag).cls.item() for flag in (True, False))
+    soft, hard = (yolox_loss(out, tgt, PRIORS, LossOptions(iou_class_targets=f)).cls.item() for f in (True, False))
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     logits = torch.tensor([2.0, -2.0])
     assert soft == pytest.approx(bce(logits, torch.tensor([0.5, 0.0]), reduction="sum").item(), rel=1e-5)

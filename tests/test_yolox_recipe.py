@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 import fixtures_data as fx
 from ferbench.data.detection_transforms import DetectionDataModule, DetectionDataset, MixingSampler, MosaicMixup
 from ferbench.errors import ConfigError
+from ferbench.factory import loss_options
 from ferbench.records.record import experiment_identity, run_id
 from ferbench.run import run
 from ferbench.training.lightning.callbacks import weight_average
@@ -29,13 +30,14 @@ def test_recipe_options_at_their_off_values_leave_run_ids_as_they_were(make_cfg)
     identity = experiment_identity(cfg)
     assert "ema_decay" not in identity["trainer"] and "warmup_epochs" not in identity["optim"]
     assert "no_aug_epochs" not in identity["aug"] and "mosaic" in identity["aug"]["detection"]
-    assert "iou_class_targets" not in identity["model"] and "center_radius" not in identity["model"]
+    assert "iou_class_targets" not in identity["model"] and "class_cost" not in identity["model"]
     for option in (
         "trainer.ema_decay=0.99",
         "optim.warmup_epochs=5",
         "aug.no_aug_epochs=15",
         "model.iou_class_targets=false",
         "model.center_radius=1.5",
+        "model.class_cost=false",
     ):
         assert run_id(make_cfg(*DETECTOR, option), "x") != run_id(cfg, "x"), option
 
@@ -127,3 +129,9 @@ def fx_marked(size: int, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np
     x1, y1, x2, y2 = box
     image[y1:y2, x1:x2] = 200
     return image, np.array([[0, x1, y1, x2, y2]], dtype=np.float32)
+
+
+def test_a_loss_option_of_the_wrong_kind_is_a_config_error(make_cfg):
+    assert loss_options(make_cfg(*DETECTOR, "model.center_radius=1.5").model).center_radius == 1.5
+    with pytest.raises(ConfigError, match="model.class_cost='no': expected a bool"):
+        loss_options(make_cfg(*DETECTOR, "model.class_cost=no").model)

@@ -27,7 +27,7 @@ from ferbench.models import create_model
 from ferbench.models.heads import HEADS
 from ferbench.registry import Registry
 from ferbench.training.detection.module import DetectionModule
-from ferbench.training.detection.simota import CENTER_RADIUS
+from ferbench.training.detection.simota import LossOptions
 from ferbench.training.fold import Task
 from ferbench.training.lightning.module import FERModule
 from ferbench.training.losses import build_loss
@@ -35,6 +35,9 @@ from ferbench.training.mixup import build_mixup, no_aug_epochs
 from ferbench.training.packed.member import PackNet
 from ferbench.training.process import pin_memory_for
 from ferbench.training.warm_start import warm_start
+
+LOSS_OPTION_KEYS = tuple(LossOptions.__dataclass_fields__)
+"""Model config keys that are a detector's ``LossOptions``, not builder switches."""
 
 MODEL_RESERVED_KEYS = (
     "name",
@@ -44,13 +47,11 @@ MODEL_RESERVED_KEYS = (
     "revision",
     "init",
     "freeze_epochs",
-    "iou_class_targets",
-    "center_radius",
+    *LOSS_OPTION_KEYS,
 )
 """Model config keys that are not builder switches; ``revision`` marks a changed network so its run ids change;
 ``init`` and ``freeze_epochs`` start it from another run's weights (``training/warm_start.py``);
-``iou_class_targets`` and ``center_radius`` shape a detector's loss (``DetectionModule``); ``task`` picks the
-``TASKS`` entry."""
+``LossOptions``' fields shape a detector's loss (``DetectionModule``); ``task`` picks the ``TASKS`` entry."""
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
@@ -133,9 +134,19 @@ def build_detection_module(cfg: DictConfig, model: nn.Module, loss: nn.Module, n
         cfg.model.input_size,
         cfg.model.in_chans,
         no_aug_epochs=no_aug_epochs(cfg.aug),
-        iou_class_targets=bool(cfg.model.get("iou_class_targets", True)),
-        center_radius=float(cfg.model.get("center_radius", CENTER_RADIUS)),
+        loss_options=loss_options(cfg.model),
     )
+
+
+def loss_options(model_cfg: DictConfig) -> LossOptions:
+    """A detector's ``LossOptions`` from its ``model.*`` keys (each absent key at YOLOX's default)."""
+    defaults, given = LossOptions(), {}
+    for key in (k for k in LOSS_OPTION_KEYS if k in model_cfg):
+        kind, value = type(getattr(defaults, key)), model_cfg[key]
+        if kind is bool and not isinstance(value, bool) or kind is float and not isinstance(value, int | float):
+            raise ConfigError(f"model.{key}={value!r}: expected a {kind.__name__}, as {getattr(defaults, key)!r}")
+        given[key] = kind(value)
+    return LossOptions(**given)
 
 
 def build_detection_datamodule(

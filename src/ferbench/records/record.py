@@ -71,6 +71,7 @@ OFF_BY_DEFAULT = {
     "aug.no_aug_epochs": 0,
     "model.iou_class_targets": True,
     "model.center_radius": 2.5,
+    "model.class_cost": True,
     "trainer.early_stopping_min_delta": 0.0,
 }
 """Options added after records existed: at their off value they stay out of the identity, so old run ids hold."""

@@ -19,7 +19,7 @@ from ferbench.training.detection.metrics import (
     matched_counts,
     recall_precision_f1,
 )
-from ferbench.training.detection.simota import CENTER_RADIUS, DetectionLoss, yolox_loss
+from ferbench.training.detection.simota import DetectionLoss, LossOptions, yolox_loss
 from ferbench.training.lightning.module import HistoryModule
 from ferbench.training.metrics import ImageMean
 from ferbench.training.mixup import mixes
@@ -42,12 +42,10 @@ class DetectionModule(HistoryModule):
         in_chans: int = 3,
         fps_seconds: float = 2.0,
         no_aug_epochs: int = 0,
-        iou_class_targets: bool = True,
-        center_radius: float = CENTER_RADIUS,
+        loss_options: LossOptions | None = None,
     ) -> None:
         super().__init__()
-        self.no_aug_epochs, self.iou_class_targets = no_aug_epochs, iou_class_targets
-        self.center_radius = center_radius
+        self.no_aug_epochs, self.loss_options = no_aug_epochs, loss_options or LossOptions()
         self.model = model
         self.optim_cfg = optim_cfg
         self.num_classes = num_classes
@@ -67,7 +65,7 @@ class DetectionModule(HistoryModule):
         priors = self.model.priors(x.shape[-1], x.device) if x.shape[-1] == x.shape[-2] else None
         if priors is None or len(priors) != outputs.shape[1]:
             raise ValueError(f"detector input must be square, got {tuple(x.shape[-2:])}")
-        return yolox_loss(outputs, targets, priors, self.iou_class_targets, self.center_radius)
+        return yolox_loss(outputs, targets, priors, self.loss_options)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, targets = batch

@@ -44,6 +44,22 @@ def pairwise_candidates(
     return candidate, (inside & near)[:, candidate]
 
 
+@dataclass(frozen=True)
+class LossOptions:
+    """Where ferbench's YOLOX loss may differ from YOLOX's (``model.*`` keys of a detector; defaults: YOLOX v0.1).
+
+    ``iou_class_targets``: a matched cell's class target is one-hot x its IoU (YOLOX) or one-hot alone.
+    ``center_radius``: SimOTA's centre square, in strides (2.5; YOLOX v0.3: 1.5).
+    ``class_cost``: SimOTA's matching cost includes the class (YOLOX: BCE of sqrt(class x objectness) against
+    the one-hot class); False keeps its objectness part alone (-log sqrt(objectness)): for expressions, classes
+    of one object, the face, whose confusion should not decide which cells learn that a face is there.
+    """
+
+    iou_class_targets: bool = True
+    center_radius: float = CENTER_RADIUS
+    class_cost: bool = True
+
+
 @dataclass
 class Assignment:
     """SimOTA's answer for one image: which cells are foreground, their box, class and IoU with it."""
@@ -62,11 +78,12 @@ def simota(
     gt_cls: torch.Tensor,
     priors: torch.Tensor,
     center_radius: float = CENTER_RADIUS,
+    class_cost: bool = True,
 ) -> Assignment:
     """Assign the image's ``G`` boxes (xyxy ``gt``, classes ``gt_cls``) to the ``N`` cells of its predictions.
 
     ``boxes`` (N, 4) are predicted xyxy boxes, ``obj`` (N,) and ``cls`` (N, C) logits; ``priors`` as
-    ``grid_priors``; ``center_radius`` as ``pairwise_candidates``.
+    ``grid_priors``; ``center_radius`` and ``class_cost`` as ``LossOptions``.
     """
     n = len(boxes)
     candidate, core = pairwise_candidates(gt, priors, center_radius)
@@ -76,12 +93,8 @@ def simota(
         empty = torch.zeros(0, dtype=torch.long, device=boxes.device)
         return Assignment(foreground, empty, boxes.new_zeros(0))
     ious = box_iou(gt, boxes[cand_idx].float())  # (G, K)
-    probs = (cls[cand_idx].float().sigmoid() * obj[cand_idx, None].float().sigmoid()).sqrt()
-    onehot = F.one_hot(gt_cls.long(), cls.shape[1]).float()  # (G, C)
-    cls_cost = F.binary_cross_entropy(
-        probs[None].expand(len(gt), -1, -1), onehot[:, None].expand(-1, len(cand_idx), -1), reduction="none"
-    ).sum(-1)
-    cost = cls_cost + IOU_COST_WEIGHT * -torch.log(ious + 1e-8) + OUTSIDE_COST * (~core).float()
+    cost = matching_class_cost(obj[cand_idx], cls[cand_idx], gt_cls, class_cost)
+    cost = cost + IOU_COST_WEIGHT * -torch.log(ious + 1e-8) + OUTSIDE_COST * (~core).float()
 
     k_top = min(TOP_CANDIDATES, len(cand_idx))
     dynamic_k = ious.topk(k_top, dim=1).values.sum(1).int().clamp(min=1)
@@ -97,6 +110,19 @@ def simota(
     gt_index = matching[:, claimed].float().argmax(0)
     foreground[cand_idx[claimed]] = True
     return Assignment(foreground, gt_index, ious[gt_index, claimed.nonzero().squeeze(1)])
+
+
+def matching_class_cost(obj: torch.Tensor, cls: torch.Tensor, gt_cls: torch.Tensor, with_class: bool) -> torch.Tensor:
+    """(G, K) SimOTA's class term for ``K`` candidates' logits: YOLOX's BCE of sqrt(class x objectness) against each
+    box's one-hot class, or (``with_class=False``) the same BCE with objectness alone against 1."""
+    obj_p = obj.float().sigmoid()
+    if not with_class:
+        return (-0.5 * torch.log(obj_p + 1e-8))[None].expand(len(gt_cls), -1)
+    probs = (cls.float().sigmoid() * obj_p[:, None]).sqrt()
+    onehot = F.one_hot(gt_cls.long(), cls.shape[1]).float()  # (G, C)
+    return F.binary_cross_entropy(
+        probs[None].expand(len(gt_cls), -1, -1), onehot[:, None].expand(-1, len(obj), -1), reduction="none"
+    ).sum(-1)
 
 
 def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -120,14 +146,12 @@ def yolox_loss(
     outputs: torch.Tensor,
     targets: torch.Tensor,
     priors: torch.Tensor,
-    iou_class_targets: bool = True,
-    center_radius: float = CENTER_RADIUS,
+    options: LossOptions = LossOptions(),
 ) -> DetectionLoss:
     """YOLOX's loss over a batch: ``outputs`` (B, N, 5 + C) as the detector's forward, ``targets`` (B, M, 5).
 
-    ``iou_class_targets``: YOLOX's class target is the one-hot class x the cell's IoU with its box (while boxes
-    are poor, every class target is small); False: the one-hot class alone (``model.iou_class_targets``).
-    ``center_radius``: SimOTA's centre square, in strides (``model.center_radius``)."""
+    ``options``: where it departs from YOLOX (``LossOptions``; YOLOX's class target, one-hot x IoU, keeps every
+    class target small while boxes are poor)."""
     outputs = outputs.float()
     num_classes = outputs.shape[-1] - 5
     pred_boxes = box_convert(outputs[..., :4], "cxcywh", "xyxy")
@@ -141,14 +165,15 @@ def yolox_loss(
             continue
         gt_cls, gt = targets[b, real, 0].long(), targets[b, real, 1:].float()
         logits = outputs[b].detach()
-        a = simota(pred_boxes[b].detach(), logits[:, 4], logits[:, 5:], gt, gt_cls, priors, center_radius)
+        rules = options.center_radius, options.class_cost
+        a = simota(pred_boxes[b].detach(), logits[:, 4], logits[:, 5:], gt, gt_cls, priors, *rules)
         if not a.foreground.any():
             continue
         obj_targets[b, a.foreground] = 1.0
         n_fg += int(a.foreground.sum())
         box_sum = box_sum + (1 - paired_iou(pred_boxes[b, a.foreground], gt[a.gt_index]) ** 2).sum()
         cls_target = F.one_hot(gt_cls[a.gt_index], num_classes).float()
-        if iou_class_targets:
+        if options.iou_class_targets:
             cls_target = cls_target * a.iou[:, None]
         cls_sum = cls_sum + F.binary_cross_entropy_with_logits(
             outputs[b, a.foreground, 5:], cls_target, reduction="sum"
