@@ -34,11 +34,14 @@ def targets(*boxes: tuple[int, list[float]]) -> torch.Tensor:
     return torch.tensor([[[float(c), *b] for c, b in boxes]])
 
 
-def assign(out: torch.Tensor, tgt: torch.Tensor):
+YOLOX = LossOptions()
+
+
+def assign(out: torch.Tensor, tgt: torch.Tensor, options: LossOptions = YOLOX):
     from torchvision.ops import box_convert
 
     boxes = box_convert(out[0, :, :4], "cxcywh", "xyxy")
-    return simota(boxes, out[0, :, 4], out[0, :, 5:], tgt[0, :, 1:], tgt[0, :, 0].long(), PRIORS)
+    return simota(boxes, out[0, :, 4], out[0, :, 5:], tgt[0, :, 1:], tgt[0, :, 0].long(), PRIORS, options)
 
 
 def test_simota_gives_each_box_the_cell_that_predicts_it() -> None:
@@ -64,13 +67,9 @@ def test_a_narrower_centre_square_keeps_the_corner_cell_out() -> None:
     # middle cells 5, 6, 9, 10: corner cell 0 falls outside the cheap square, and middle cell 9 takes its place.
     whole = [0.0, 0.0, 32.0, 32.0]
     out, tgt = outputs({0: whole, 5: whole, 6: whole}), targets((0, whole))
-    from torchvision.ops import box_convert
-
-    boxes = box_convert(out[0, :, :4], "cxcywh", "xyxy")
 
     def picked(radius: float) -> list[int]:
-        a = simota(boxes, out[0, :, 4], out[0, :, 5:], tgt[0, :, 1:], tgt[0, :, 0].long(), PRIORS, radius)
-        return a.foreground.nonzero().squeeze(1).tolist()
+        return assign(out, tgt, LossOptions(center_radius=radius)).foreground.nonzero().squeeze(1).tolist()
 
     assert picked(2.5) == [0, 5, 6]
     assert 0 not in picked(1.0) and {5, 6} <= set(picked(1.0))

@@ -14,9 +14,10 @@ from omegaconf import OmegaConf
 import fixtures_data as fx
 from ferbench.data.detection_transforms import DetectionDataModule, DetectionDataset, MixingSampler, MosaicMixup
 from ferbench.errors import ConfigError
-from ferbench.factory import loss_options
-from ferbench.records.record import experiment_identity, run_id
+from ferbench.factory import LOSS_OPTION_KEYS, loss_options
+from ferbench.records.record import OFF_BY_DEFAULT, experiment_identity, run_id
 from ferbench.run import run
+from ferbench.training.detection.simota import LossOptions
 from ferbench.training.lightning.callbacks import weight_average
 from ferbench.training.mixup import no_aug_epochs
 from ferbench.training.optim import lr_at_epoch
@@ -30,7 +31,7 @@ def test_recipe_options_at_their_off_values_leave_run_ids_as_they_were(make_cfg)
     identity = experiment_identity(cfg)
     assert "ema_decay" not in identity["trainer"] and "warmup_epochs" not in identity["optim"]
     assert "no_aug_epochs" not in identity["aug"] and "mosaic" in identity["aug"]["detection"]
-    assert "iou_class_targets" not in identity["model"] and "class_cost" not in identity["model"]
+    assert not set(LOSS_OPTION_KEYS) & set(identity["model"])
     for option in (
         "trainer.ema_decay=0.99",
         "optim.warmup_epochs=5",
@@ -135,3 +136,12 @@ def test_a_loss_option_of_the_wrong_kind_is_a_config_error(make_cfg):
     assert loss_options(make_cfg(*DETECTOR, "model.center_radius=1.5").model).center_radius == 1.5
     with pytest.raises(ConfigError, match="model.class_cost='no': expected a bool"):
         loss_options(make_cfg(*DETECTOR, "model.class_cost=no").model)
+
+
+def test_the_loss_options_off_values_in_the_run_id_rule_are_their_defaults():
+    # OFF_BY_DEFAULT (records) states LossOptions' defaults again: a default changed in one place only would put
+    # every detector's default into its run id, or leave a changed loss out of it.
+    defaults = LossOptions()
+    assert {key: OFF_BY_DEFAULT[f"model.{key}"] for key in LOSS_OPTION_KEYS} == {
+        key: getattr(defaults, key) for key in LOSS_OPTION_KEYS
+    }

@@ -77,23 +77,22 @@ def simota(
     gt: torch.Tensor,
     gt_cls: torch.Tensor,
     priors: torch.Tensor,
-    center_radius: float = CENTER_RADIUS,
-    class_cost: bool = True,
+    options: LossOptions = LossOptions(),
 ) -> Assignment:
     """Assign the image's ``G`` boxes (xyxy ``gt``, classes ``gt_cls``) to the ``N`` cells of its predictions.
 
     ``boxes`` (N, 4) are predicted xyxy boxes, ``obj`` (N,) and ``cls`` (N, C) logits; ``priors`` as
-    ``grid_priors``; ``center_radius`` and ``class_cost`` as ``LossOptions``.
+    ``grid_priors``; ``options``' ``center_radius`` and ``class_cost`` shape the matching.
     """
     n = len(boxes)
-    candidate, core = pairwise_candidates(gt, priors, center_radius)
+    candidate, core = pairwise_candidates(gt, priors, options.center_radius)
     cand_idx = candidate.nonzero().squeeze(1)
     foreground = torch.zeros(n, dtype=torch.bool, device=boxes.device)
     if len(cand_idx) == 0:
         empty = torch.zeros(0, dtype=torch.long, device=boxes.device)
         return Assignment(foreground, empty, boxes.new_zeros(0))
     ious = box_iou(gt, boxes[cand_idx].float())  # (G, K)
-    cost = matching_class_cost(obj[cand_idx], cls[cand_idx], gt_cls, class_cost)
+    cost = matching_class_cost(obj[cand_idx], cls[cand_idx], gt_cls, options.class_cost)
     cost = cost + IOU_COST_WEIGHT * -torch.log(ious + 1e-8) + OUTSIDE_COST * (~core).float()
 
     k_top = min(TOP_CANDIDATES, len(cand_idx))
@@ -165,8 +164,7 @@ def yolox_loss(
             continue
         gt_cls, gt = targets[b, real, 0].long(), targets[b, real, 1:].float()
         logits = outputs[b].detach()
-        rules = options.center_radius, options.class_cost
-        a = simota(pred_boxes[b].detach(), logits[:, 4], logits[:, 5:], gt, gt_cls, priors, *rules)
+        a = simota(pred_boxes[b].detach(), logits[:, 4], logits[:, 5:], gt, gt_cls, priors, options)
         if not a.foreground.any():
             continue
         obj_targets[b, a.foreground] = 1.0
